@@ -1,0 +1,17 @@
+//! safepoint: backups as a step of the delivery pipeline.
+//!
+//! Pure modules decide (`policy`, `observed`, `plan`, `status`); IO modules act
+//! (`git`, `catalog`, `storage`, `executor`); `reconcile` is the one place where
+//! they meet. See docs/ARCHITECTURE.md.
+
+pub mod catalog;
+pub mod cli;
+pub mod executor;
+pub mod git;
+pub mod observed;
+pub mod plan;
+pub mod policy;
+pub mod reconcile;
+pub mod settings;
+pub mod status;
+pub mod storage;
