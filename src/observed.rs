@@ -114,9 +114,10 @@ pub struct BackupRequest {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObservedState {
-    /// Every complete backup of every storage, including those of policies
-    /// that no longer exist (orphans).
-    pub backups: Vec<BackupRecord>,
+    /// Every complete backup, keyed by policy name (including policies that
+    /// no longer exist: orphans). Each list is sorted newest first by
+    /// `started_at` (ties broken by `id` descending); `observe` guarantees it.
+    pub backups: BTreeMap<String, Vec<BackupRecord>>,
     /// Policies with a backup in progress right now.
     pub running: BTreeSet<String>,
     /// Last failure per policy, only when newer than the policy's last success.
