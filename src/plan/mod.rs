@@ -53,6 +53,10 @@ impl Plan {
     pub fn is_empty(&self) -> bool {
         self.actions.is_empty()
     }
+
+    pub fn render(&self) -> String {
+        unimplemented!("planner helper")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -101,7 +105,10 @@ pub enum Reason {
         rpo_seconds: i64,
     },
     /// Retrying after a failed attempt (backoff elapsed).
-    Retry { failed_at: DateTime<Utc>, consecutive: u32 },
+    Retry {
+        failed_at: DateTime<Utc>,
+        consecutive: u32,
+    },
     /// Explicit request (CLI, API, deploy hook, release tag).
     Requested { by: String },
     /// No retention rule keeps this backup any more.
@@ -128,16 +135,32 @@ pub struct Kept {
 #[serde(tag = "rule", rename_all = "kebab-case")]
 pub enum KeepReason {
     /// One of the `keepLast` newest (1-based position).
-    Last { n: u32 },
+    Last {
+        n: u32,
+    },
     /// Newest of its bucket, e.g. `daily 2026-11-24`.
-    Hourly { bucket: String },
-    Daily { bucket: String },
-    Weekly { bucket: String },
-    Monthly { bucket: String },
-    Yearly { bucket: String },
+    Hourly {
+        bucket: String,
+    },
+    Daily {
+        bucket: String,
+    },
+    Weekly {
+        bucket: String,
+    },
+    Monthly {
+        bucket: String,
+    },
+    Yearly {
+        bucket: String,
+    },
     /// A release baseline or pre-deploy snapshot of one of the last `keepReleases` releases.
-    Release { tag: String },
-    Pinned { why: String },
+    Release {
+        tag: String,
+    },
+    Pinned {
+        why: String,
+    },
     /// Never prune the newest verified backup of a policy.
     NewestVerified,
     /// The policy is gone from Git; kept until `prune --orphans`.
