@@ -429,8 +429,19 @@ impl Scope {
 /// deletions only if every backup of that policy succeeded; policies run
 /// concurrently up to `settings.concurrency`.
 pub async fn execute(ctx: &Context, applied: &Applied, plan: &Plan, scope: Scope) -> Vec<Outcome> {
+    // Deletions were computed counting the backups planned before them; when
+    // such a backup is outside the scope, its policy's deletions wait too.
+    let deferred: BTreeSet<&str> = plan
+        .actions
+        .iter()
+        .filter(|a| matches!(a, Action::Backup { .. }) && !scope.includes(a))
+        .map(Action::policy)
+        .collect();
     let mut per_policy: BTreeMap<String, Vec<Action>> = BTreeMap::new();
     for action in plan.actions.iter().filter(|a| scope.includes(a)) {
+        if matches!(action, Action::Delete { .. }) && deferred.contains(action.policy()) {
+            continue;
+        }
         per_policy
             .entry(action.policy().to_string())
             .or_default()

@@ -102,7 +102,7 @@ fn settings(cli: &Cli) -> anyhow::Result<Settings> {
         base_dir,
         fetch_interval: Duration::from_secs(60),
         concurrency: 2,
-        verify_interval: TimeDelta::hours(24),
+        verify_interval: TimeDelta::seconds(cli.verify_interval.max(0)),
         shutdown_grace: Duration::from_secs(30),
         plan: PlanOptions::default(),
     })

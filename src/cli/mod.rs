@@ -43,6 +43,15 @@ pub struct Cli {
     /// SQLite catalog file [default: <data-dir>/catalog.db].
     #[arg(long, global = true, env = "SAFEPOINT_CATALOG")]
     pub catalog: Option<PathBuf>,
+    /// Re-read every stored artifact and check its checksum at most this
+    /// often, in seconds (a size check runs every cycle).
+    #[arg(
+        long,
+        global = true,
+        env = "SAFEPOINT_VERIFY_INTERVAL",
+        default_value_t = 86_400
+    )]
+    pub verify_interval: i64,
     #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
     /// Log format on stderr.
