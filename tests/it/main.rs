@@ -5,4 +5,5 @@ mod backup_restore;
 mod common;
 mod daemon;
 mod faults;
+mod restore_docs;
 mod tidy;
