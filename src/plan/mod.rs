@@ -3,11 +3,31 @@
 //! clock: `now` is a parameter. `safepoint plan`, the daemon and the API all
 //! render the same `Plan`.
 
+mod backup;
+mod decide;
+mod prune;
+mod render;
+pub mod retention;
+pub mod schedule;
+
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
 
 use crate::observed::{ObservedState, Trigger};
 use crate::policy::DesiredState;
+
+pub use schedule::{last_slot, next_slot};
+
+/// Decides what to do now. Pure and deterministic: the same inputs give the
+/// same plan, with no clock, IO or randomness. See `decide` for the rules.
+pub fn plan(
+    desired: &DesiredState,
+    observed: &ObservedState,
+    now: DateTime<Utc>,
+    options: &PlanOptions,
+) -> Plan {
+    decide::plan(desired, observed, now, options)
+}
 
 /// Knobs of the daemon that shape a plan (from settings, not from Git).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -69,7 +89,10 @@ pub enum Action {
         reason: Reason,
     },
     /// Only executed after every `Backup` of the same policy in this plan
-    /// succeeded (retention was computed with those backups counted).
+    /// succeeded (retention was computed with those backups counted, so a
+    /// delete may remove the backup that was the newest verified one before
+    /// the new backup existed). If one of them fails, the executor drops the
+    /// policy's deletes; the next plan recomputes them.
     Delete {
         policy: String,
         storage: String,
@@ -103,6 +126,8 @@ pub enum Reason {
     RpoMissed {
         newest: Option<DateTime<Utc>>,
         rpo_seconds: i64,
+        /// `now - newest` when the plan was made (Display has no clock).
+        age_seconds: Option<i64>,
     },
     /// Retrying after a failed attempt (backoff elapsed).
     Retry {
@@ -115,13 +140,6 @@ pub enum Reason {
     NotRetained { rules: String },
     /// `prune --orphans`: the policy was deleted from Git.
     OrphanPruned,
-}
-
-impl std::fmt::Display for Reason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let _ = f;
-        unimplemented!("planner helper")
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -171,28 +189,12 @@ pub enum KeepReason {
     Unhealthy,
     /// The policy is suspended: its backups are left alone.
     Suspended,
-}
-
-impl std::fmt::Display for KeepReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let _ = f;
-        unimplemented!("planner helper")
-    }
+    /// A backup of the policy is running: pruning waits for its outcome.
+    Running,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Note {
     pub policy: String,
     pub text: String,
-}
-
-/// Decides what to do now. Pure and deterministic.
-pub fn plan(
-    desired: &DesiredState,
-    observed: &ObservedState,
-    now: DateTime<Utc>,
-    options: &PlanOptions,
-) -> Plan {
-    let _ = (desired, observed, now, options);
-    unimplemented!("planner helper")
 }

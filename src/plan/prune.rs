@@ -1,0 +1,116 @@
+//! Pure: the bounded set of deletions of one plan.
+//!
+//! Every deletion candidate of every policy is offered; at most
+//! `max_deletions` are kept, the oldest first (ties: policy, then id), so a
+//! large backlog is worked off from the oldest end over several cycles. The
+//! candidates are selected with a bounded max-heap: O(candidates · log
+//! max_deletions) time and O(max_deletions) memory, whatever the backlog.
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+
+use chrono::{DateTime, Utc};
+
+use crate::observed::BackupRecord;
+use crate::plan::{Action, Note, Reason, retention};
+use crate::policy::Retention;
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Why<'a> {
+    NotRetained(&'a Retention),
+    Orphan,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Candidate<'a> {
+    at: DateTime<Utc>,
+    backup: &'a BackupRecord,
+    why: Why<'a>,
+}
+
+impl Candidate<'_> {
+    fn key(&self) -> (DateTime<Utc>, &str, &str) {
+        (self.at, &self.backup.policy, &self.backup.id)
+    }
+}
+
+impl PartialEq for Candidate<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+impl Eq for Candidate<'_> {}
+impl PartialOrd for Candidate<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Candidate<'_> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.key().cmp(&other.key())
+    }
+}
+
+pub(crate) struct Deletions<'a> {
+    cap: usize,
+    /// Max-heap: the newest selected candidate on top, evicted first.
+    heap: BinaryHeap<Candidate<'a>>,
+    offered: usize,
+}
+
+impl<'a> Deletions<'a> {
+    pub fn new(cap: usize) -> Self {
+        Deletions {
+            cap,
+            heap: BinaryHeap::with_capacity(cap.min(4096)),
+            offered: 0,
+        }
+    }
+
+    pub fn offer(&mut self, backup: &'a BackupRecord, why: Why<'a>) {
+        self.offered += 1;
+        if self.cap == 0 {
+            return;
+        }
+        let c = Candidate {
+            at: backup.started_at,
+            backup,
+            why,
+        };
+        if self.heap.len() < self.cap {
+            self.heap.push(c);
+        } else if let Some(mut top) = self.heap.peek_mut()
+            && c < *top
+        {
+            *top = c;
+        }
+    }
+
+    /// Appends the selected deletions, oldest first, and a note on the rest.
+    pub fn finish(self, actions: &mut Vec<Action>, notes: &mut Vec<Note>) {
+        let deferred = self.offered - self.heap.len();
+        let mut selected = self.heap.into_vec();
+        selected.sort_unstable();
+        actions.extend(selected.into_iter().map(|c| Action::Delete {
+            policy: c.backup.policy.clone(),
+            storage: c.backup.storage.clone(),
+            backup_id: c.backup.id.clone(),
+            reason: match c.why {
+                Why::NotRetained(rules) => Reason::NotRetained {
+                    rules: retention::describe(rules),
+                },
+                Why::Orphan => Reason::OrphanPruned,
+            },
+        }));
+        if deferred > 0 {
+            notes.push(Note {
+                policy: String::new(),
+                text: format!(
+                    "{deferred} more deletion{} deferred to later cycles (max_deletions={})",
+                    if deferred == 1 { "" } else { "s" },
+                    self.cap
+                ),
+            });
+        }
+    }
+}

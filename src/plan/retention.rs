@@ -1,0 +1,344 @@
+//! Pure: restic-style retention over ONE policy's backups (SPEC §5).
+//!
+//! Rules, as restic `forget` applies them:
+//! - The list is walked newest to oldest, once. Only *verified* backups count
+//!   toward a rule; missing/corrupt ones are kept (`Unhealthy`), never count.
+//! - `keepLast N`: the N newest verified backups.
+//! - `keepHourly/Daily/Weekly/Monthly/Yearly N`: the newest backup of each of
+//!   the N most recent distinct buckets *that hold a backup* (not the last N
+//!   calendar periods before `now`). Buckets are computed in UTC; weeks are ISO
+//!   weeks (Monday to Sunday).
+//! - `keepReleases N`: every backup carrying a release tag (triggers
+//!   `release`, `pre-deploy`, `post-deploy`, `forensic`) whose tag is one of
+//!   the N most recent distinct tags (recency = the newest backup of the tag),
+//!   so a release baseline keeps its pre-deploy snapshot with it.
+//! - Pinned backups are kept (and still count toward the other rules).
+//! - The newest verified backup is always kept (`NewestVerified`).
+//! - A kept backup lists every reason that keeps it, in rule order.
+//!
+//! Planned backups (decided in the same plan) take part as verified backups
+//! started at `now`, placed before every existing backup not newer than
+//! `now`; they consume rule slots but are never reported (they have no id yet).
+//!
+//! Performance: one pass, no sorting, no allocation for a backup that is not
+//! kept; bucket keys are integer arithmetic on the UTC timestamp and stop being
+//! computed once every counter is exhausted.
+
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
+
+use crate::observed::{BackupRecord, Health, Trigger};
+use crate::plan::KeepReason;
+use crate::policy::Retention;
+
+/// A backup planned in the same plan, counted as if it already existed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlannedBackup<'a> {
+    pub trigger: Trigger,
+    pub release: Option<&'a str>,
+}
+
+/// What retention decided for one existing backup.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    Keep(Vec<KeepReason>),
+    /// No rule keeps it.
+    Prune,
+}
+
+/// True for the triggers whose backups belong to a release (`keepReleases`).
+pub fn is_release_trigger(trigger: Trigger) -> bool {
+    matches!(
+        trigger,
+        Trigger::Release | Trigger::PreDeploy | Trigger::PostDeploy | Trigger::Forensic
+    )
+}
+
+/// Calls `decide(index, decision)` for every backup of `backups` (newest
+/// first, as `ObservedState` guarantees), in order.
+pub fn retain<'a>(
+    backups: &'a [BackupRecord],
+    planned: &[PlannedBackup<'a>],
+    now: DateTime<Utc>,
+    rules: &Retention,
+    mut decide: impl FnMut(usize, Decision),
+) {
+    let mut state = Walk::new(rules);
+    // Existing backups newer than `now` (clock skew) stay in front.
+    let split = if planned.is_empty() {
+        0
+    } else {
+        backups.partition_point(|b| b.started_at > now)
+    };
+    for (i, b) in backups[..split].iter().enumerate() {
+        decide(i, state.existing(b));
+    }
+    for p in planned {
+        let tag = p.release.filter(|_| is_release_trigger(p.trigger));
+        let mut sink = Vec::new();
+        state.count(now, tag, &mut sink);
+    }
+    for (i, b) in backups[split..].iter().enumerate() {
+        decide(split + i, state.existing(b));
+    }
+}
+
+/// Counters of one walk.
+struct Walk<'a> {
+    last: u32,
+    hourly: Bucket,
+    daily: Bucket,
+    weekly: Bucket,
+    monthly: Bucket,
+    yearly: Bucket,
+    releases_left: u32,
+    releases: Vec<&'a str>,
+    /// Any bucket or `keepLast` counter left: bucket keys still needed.
+    counting: bool,
+    verified_seen: u32,
+}
+
+#[derive(Clone, Copy)]
+struct Bucket {
+    left: u32,
+    prev: Option<i64>,
+}
+
+impl Bucket {
+    fn new(n: u32) -> Self {
+        Bucket {
+            left: n,
+            prev: None,
+        }
+    }
+    /// True when `key` opens a new bucket that is kept.
+    fn take(&mut self, key: i64) -> bool {
+        if self.left == 0 || self.prev == Some(key) {
+            return false;
+        }
+        self.prev = Some(key);
+        self.left -= 1;
+        true
+    }
+}
+
+impl<'a> Walk<'a> {
+    fn new(r: &Retention) -> Self {
+        let mut w = Walk {
+            last: r.keep_last,
+            hourly: Bucket::new(r.keep_hourly),
+            daily: Bucket::new(r.keep_daily),
+            weekly: Bucket::new(r.keep_weekly),
+            monthly: Bucket::new(r.keep_monthly),
+            yearly: Bucket::new(r.keep_yearly),
+            releases_left: r.keep_releases,
+            releases: Vec::new(),
+            counting: true,
+            verified_seen: 0,
+        };
+        w.refresh();
+        w
+    }
+
+    fn refresh(&mut self) {
+        self.counting = self.last > 0
+            || self.hourly.left > 0
+            || self.daily.left > 0
+            || self.weekly.left > 0
+            || self.monthly.left > 0
+            || self.yearly.left > 0;
+    }
+
+    fn existing(&mut self, b: &'a BackupRecord) -> Decision {
+        let mut reasons = Vec::new();
+        let verified = b.health == Health::Verified;
+        if verified {
+            let tag = b
+                .release
+                .as_deref()
+                .filter(|_| is_release_trigger(b.trigger));
+            let first = self.verified_seen == 0;
+            self.count(b.started_at, tag, &mut reasons);
+            if let Some(why) = &b.pinned {
+                reasons.push(KeepReason::Pinned { why: why.clone() });
+            }
+            if first {
+                reasons.push(KeepReason::NewestVerified);
+            }
+        } else {
+            if let Some(why) = &b.pinned {
+                reasons.push(KeepReason::Pinned { why: why.clone() });
+            }
+            reasons.push(KeepReason::Unhealthy);
+        }
+        if reasons.is_empty() {
+            Decision::Prune
+        } else {
+            Decision::Keep(reasons)
+        }
+    }
+
+    /// Counts one verified backup toward every rule, pushing the rules that
+    /// keep it.
+    fn count(&mut self, at: DateTime<Utc>, tag: Option<&'a str>, out: &mut Vec<KeepReason>) {
+        self.verified_seen += 1;
+        if self.counting {
+            self.count_buckets(at, out);
+        }
+        if let Some(tag) = tag {
+            if self.releases.contains(&tag) {
+                out.push(KeepReason::Release {
+                    tag: tag.to_string(),
+                });
+            } else if self.releases_left > 0 {
+                self.releases_left -= 1;
+                self.releases.push(tag);
+                out.push(KeepReason::Release {
+                    tag: tag.to_string(),
+                });
+            }
+        }
+    }
+
+    fn count_buckets(&mut self, at: DateTime<Utc>, out: &mut Vec<KeepReason>) {
+        if self.last > 0 {
+            self.last -= 1;
+            out.push(KeepReason::Last {
+                n: self.verified_seen,
+            });
+        }
+        let ts = at.timestamp();
+        if self.hourly.take(ts.div_euclid(3600)) {
+            out.push(KeepReason::Hourly {
+                bucket: label_hour(at),
+            });
+        }
+        let days = ts.div_euclid(86_400);
+        if self.daily.take(days) {
+            out.push(KeepReason::Daily {
+                bucket: label_day(at.date_naive()),
+            });
+        }
+        // 1970-01-01 was a Thursday: +3 makes weeks start on Monday.
+        if self.weekly.take((days + 3).div_euclid(7)) {
+            out.push(KeepReason::Weekly {
+                bucket: label_week(at.date_naive()),
+            });
+        }
+        if self.monthly.left > 0 || self.yearly.left > 0 {
+            let date = at.date_naive();
+            let year = i64::from(date.year());
+            if self.monthly.take(year * 12 + i64::from(date.month0())) {
+                out.push(KeepReason::Monthly {
+                    bucket: label_month(date),
+                });
+            }
+            if self.yearly.take(year) {
+                out.push(KeepReason::Yearly {
+                    bucket: label_year(date.year()),
+                });
+            }
+        }
+        self.refresh();
+    }
+}
+
+/// The rules in force, as users write them: `keepLast=3, keepDaily=7`.
+pub fn describe(r: &Retention) -> String {
+    let rules = [
+        ("keepLast", r.keep_last),
+        ("keepHourly", r.keep_hourly),
+        ("keepDaily", r.keep_daily),
+        ("keepWeekly", r.keep_weekly),
+        ("keepMonthly", r.keep_monthly),
+        ("keepYearly", r.keep_yearly),
+        ("keepReleases", r.keep_releases),
+    ];
+    let parts: Vec<String> = rules
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(name, n)| format!("{name}={n}"))
+        .collect();
+    if parts.is_empty() {
+        "no rule".to_string()
+    } else {
+        parts.join(", ")
+    }
+}
+
+// Labels are built by hand: hundreds of thousands of them per plan at fleet
+// scale, and `format!` costs several times more.
+
+fn push_num(s: &mut String, n: u32, width: usize) {
+    let mut buf = [b'0'; 10];
+    let mut i = buf.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let digits = buf.len() - i;
+    for _ in digits..width {
+        s.push('0');
+    }
+    for &c in &buf[i..] {
+        s.push(char::from(c));
+    }
+}
+
+fn push_year(s: &mut String, year: i32) {
+    if year < 0 {
+        s.push('-');
+    }
+    push_num(s, year.unsigned_abs(), 4);
+}
+
+fn label_year(year: i32) -> String {
+    let mut s = String::with_capacity(6);
+    push_year(&mut s, year);
+    s
+}
+
+fn label_month(d: NaiveDate) -> String {
+    let mut s = String::with_capacity(8);
+    push_year(&mut s, d.year());
+    s.push('-');
+    push_num(&mut s, d.month(), 2);
+    s
+}
+
+fn label_day(d: NaiveDate) -> String {
+    let mut s = String::with_capacity(10);
+    push_year(&mut s, d.year());
+    s.push('-');
+    push_num(&mut s, d.month(), 2);
+    s.push('-');
+    push_num(&mut s, d.day(), 2);
+    s
+}
+
+fn label_hour(at: DateTime<Utc>) -> String {
+    use chrono::Timelike;
+    let mut s = label_day(at.date_naive());
+    s.reserve(6);
+    s.push(' ');
+    push_num(&mut s, at.hour(), 2);
+    s.push_str(":00");
+    s
+}
+
+fn label_week(d: NaiveDate) -> String {
+    let w = d.iso_week();
+    let mut s = String::with_capacity(8);
+    push_year(&mut s, w.year());
+    s.push_str("-W");
+    push_num(&mut s, w.week(), 2);
+    s
+}
+
+#[cfg(test)]
+#[path = "retention_tests.rs"]
+mod tests;
