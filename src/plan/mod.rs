@@ -73,10 +73,6 @@ impl Plan {
     pub fn is_empty(&self) -> bool {
         self.actions.is_empty()
     }
-
-    pub fn render(&self) -> String {
-        unimplemented!("planner helper")
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
