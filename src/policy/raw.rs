@@ -72,7 +72,7 @@ pub(crate) enum StorageType {
 pub(crate) struct StorageSpec {
     #[serde(rename = "type")]
     pub kind: StorageType,
-    /// `local`: the directory artifacts are written under (absolute).
+    /// `local`: the directory artifacts are written under (relative paths resolve against the daemon's working directory).
     pub path: Option<String>,
     /// `s3`: bucket name.
     pub bucket: Option<String>,

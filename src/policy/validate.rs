@@ -123,14 +123,15 @@ pub(crate) fn storage(
                 }
             }
             match spec.path {
-                Some(p) if p.starts_with('/') => Some(model::StorageKind::Local {
+                // Relative paths resolve against the daemon's working directory.
+                Some(p) if !p.trim().is_empty() => Some(model::StorageKind::Local {
                     path: PathBuf::from(p),
                 }),
-                Some(p) => {
+                Some(_) => {
                     sink.err(
                         "/spec/path",
-                        format!("storage path `{p}` is not absolute"),
-                        "write the full path, e.g. `/var/lib/safepoint/backups`".to_owned(),
+                        "storage path is empty".to_owned(),
+                        "write a directory, e.g. `/var/lib/safepoint/backups`".to_owned(),
                     );
                     None
                 }
