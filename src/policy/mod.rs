@@ -8,6 +8,8 @@ pub mod model;
 mod raw;
 mod schema;
 mod suggest;
+#[cfg(test)]
+mod tests;
 mod url;
 mod validate;
 mod yaml;
