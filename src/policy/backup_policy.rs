@@ -178,6 +178,14 @@ fn drill(
         checks: Vec::new(),
     });
     let mut ok = true;
+    if let Some(model::Source::Command { restore: None, .. }) = source {
+        ok = false;
+        sink.err_key(
+            "/spec/drill",
+            "a drill of a `command` source needs `source.restoreCommand`".to_owned(),
+            "add `restoreCommand:` (reads the backup on stdin) or remove `drill`".to_owned(),
+        );
+    }
     let completeness = match (verify.completeness, source_type) {
         (None, raw::SourceType::Command | raw::SourceType::Directory) => model::Completeness::Off,
         (None, _) => model::Completeness::Exact,

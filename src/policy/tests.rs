@@ -710,3 +710,45 @@ fn schema_file_is_up_to_date() {
          and commit the result"
     );
 }
+
+#[test]
+fn drill_of_a_command_source_needs_a_restore_command() {
+    let mut files = base();
+    files.push(file(
+        "c.yaml",
+        "apiVersion: safepoint/v1\nkind: BackupPolicy\nmetadata: {name: cmd}\nspec:\n\
+         \x20 source: {type: command, backupCommand: \"etcdctl snapshot save /dev/stdout\"}\n\
+         \x20 storage: primary\n  drill:\n    target: {type: directory, path: /tmp/drills}\n",
+    ));
+    let diags = problems(&files);
+    only(
+        &diags,
+        "c.yaml",
+        7,
+        "a drill of a `command` source needs `source.restoreCommand`",
+    );
+}
+
+#[test]
+fn document_shape_problems_are_reported_not_panicked_on() {
+    let cases = [
+        ("- a\n- b\n", 1, "the document must be a mapping"),
+        (
+            "apiVersion: safepoint/v1\nmetadata: {name: a}\n",
+            1,
+            "missing field `kind`",
+        ),
+        (
+            "apiVersion: safepoint/v1\nkind: Storage\nmetadata: {name: a}\nspec:\n",
+            4,
+            "`spec` must be a mapping, found nothing",
+        ),
+        ("a: &x [*x]\n", 1, "unknown anchor"),
+        ("kind: !custom Storage\n", 1, "unsupported yaml tag"),
+    ];
+    for (text, line, part) in cases {
+        let diags = problems(&[file("x.yaml", text)]);
+        assert_eq!(diags[0].line, line, "{}", render(&diags));
+        assert!(diags[0].message.contains(part), "{}", render(&diags));
+    }
+}
