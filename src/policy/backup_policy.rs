@@ -9,8 +9,9 @@ use chrono::TimeDelta;
 
 use super::model::{self, DeploySpec, DrillCheck, DrillSpec, OnFailure, Retention};
 use super::raw;
+use super::source::{default_port, source};
 use super::url;
-use super::validate::{Sink, default_port, duration, schedule, secret_ref, source};
+use super::validate::{Sink, duration, schedule, secret_ref};
 
 /// Retention when the `retention` block is absent.
 pub(crate) const DEFAULT_RETENTION: Retention = Retention {

@@ -7,6 +7,7 @@ mod duration;
 pub mod model;
 mod raw;
 mod schema;
+mod source;
 mod suggest;
 #[cfg(test)]
 mod tests;

@@ -752,3 +752,11 @@ fn document_shape_problems_are_reported_not_panicked_on() {
         assert!(diags[0].message.contains(part), "{}", render(&diags));
     }
 }
+
+#[test]
+fn cron_nicknames_and_six_field_crons_are_accepted() {
+    for cron in ["@daily", "0 0 */6 * * *", "0 3 * * MON-FRI"] {
+        let files = policy_with(|p| p.replace("0 */6 * * *", cron));
+        assert!(load(&files).is_ok(), "{cron}");
+    }
+}
