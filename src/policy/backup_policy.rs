@@ -9,8 +9,9 @@ use chrono::TimeDelta;
 
 use super::model::{self, DeploySpec, DrillCheck, DrillSpec, OnFailure, Retention};
 use super::raw;
+use super::source::{default_port, source};
 use super::url;
-use super::validate::{Sink, default_port, duration, schedule, secret_ref, source};
+use super::validate::{Sink, duration, schedule, secret_ref};
 
 /// Retention when the `retention` block is absent.
 pub(crate) const DEFAULT_RETENTION: Retention = Retention {
@@ -178,6 +179,14 @@ fn drill(
         checks: Vec::new(),
     });
     let mut ok = true;
+    if let Some(model::Source::Command { restore: None, .. }) = source {
+        ok = false;
+        sink.err_key(
+            "/spec/drill",
+            "a drill of a `command` source needs `source.restoreCommand`".to_owned(),
+            "add `restoreCommand:` (reads the backup on stdin) or remove `drill`".to_owned(),
+        );
+    }
     let completeness = match (verify.completeness, source_type) {
         (None, raw::SourceType::Command | raw::SourceType::Directory) => model::Completeness::Off,
         (None, _) => model::Completeness::Exact,

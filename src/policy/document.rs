@@ -19,7 +19,8 @@ use super::{Diagnostic, raw, url};
 /// (`item` is `None`), so one mistake does not cascade.
 pub(crate) struct Checked {
     file: String,
-    name: String,
+    /// `None` when the name is invalid (reported): references are still checked.
+    name: Option<String>,
     pos: Pos,
     item: Item,
 }
@@ -27,7 +28,7 @@ pub(crate) struct Checked {
 enum Item {
     Storage(Option<StorageSpec>),
     Notifier(Option<NotifierSpec>),
-    Policy(Option<BackupPolicy>, Vec<Reference>),
+    Policy(Option<Box<BackupPolicy>>, Vec<Reference>),
 }
 
 impl Item {
@@ -82,33 +83,36 @@ pub(crate) fn check(
     if let Some(map) = value.as_object_mut() {
         map.remove("kind");
     }
-    let item = match kind.as_str() {
+    // A bad name is reported, and the spec is still checked; the document
+    // only takes part in the cross-document checks when its name is usable.
+    let (name, item) = match kind.as_str() {
         "Storage" => {
             let doc: raw::StorageDocument = deserialize(value, &mut sink, structurally_ok)?;
-            let name = header(&mut sink, &doc.api_version, &doc.metadata)?;
-            let spec = validate::storage(&mut sink, &name, doc.spec);
+            let name = header(&mut sink, &doc.api_version, &doc.metadata);
+            let spec = validate::storage(&mut sink, &doc.metadata.name, doc.spec);
             (name, Item::Storage(spec))
         }
         "Notifier" => {
             let doc: raw::NotifierDocument = deserialize(value, &mut sink, structurally_ok)?;
-            let name = header(&mut sink, &doc.api_version, &doc.metadata)?;
-            let spec = validate::notifier(&mut sink, &name, doc.spec);
+            let name = header(&mut sink, &doc.api_version, &doc.metadata);
+            let spec = validate::notifier(&mut sink, &doc.metadata.name, doc.spec);
             (name, Item::Notifier(spec))
         }
         "BackupPolicy" => {
             let doc: raw::BackupPolicyDocument = deserialize(value, &mut sink, structurally_ok)?;
-            let name = header(&mut sink, &doc.api_version, &doc.metadata)?;
+            let name = header(&mut sink, &doc.api_version, &doc.metadata);
             let refs = references(&locs, &doc.spec);
-            let policy = backup_policy(&mut sink, &name, doc.metadata.labels, doc.spec);
-            (name, Item::Policy(policy, refs))
+            let policy =
+                backup_policy(&mut sink, &doc.metadata.name, doc.metadata.labels, doc.spec);
+            (name, Item::Policy(policy.map(Box::new), refs))
         }
         _ => return None, // reported by the schema check
     };
     Some(Checked {
         file: file.to_owned(),
         pos: locs.value("/metadata/name"),
-        name: item.0,
-        item: item.1,
+        name,
+        item,
     })
 }
 
@@ -169,7 +173,11 @@ pub(crate) fn assemble(docs: Vec<Checked>, diags: &mut Vec<Diagnostic>) -> Desir
     let mut first: BTreeMap<(&'static str, String), (String, usize)> = BTreeMap::new();
     let mut unique = Vec::new();
     for doc in docs {
-        let key = (doc.item.kind(), doc.name.clone());
+        let Some(name) = doc.name.clone() else {
+            unique.push(doc);
+            continue;
+        };
+        let key = (doc.item.kind(), name);
         if let Some((file, line)) = first.get(&key) {
             diags.push(Diagnostic {
                 file: doc.file.clone(),
@@ -177,11 +185,9 @@ pub(crate) fn assemble(docs: Vec<Checked>, diags: &mut Vec<Diagnostic>) -> Desir
                 column: doc.pos.col,
                 message: format!(
                     "duplicate {} name `{}` (first defined at {file}:{line})",
-                    key.0, doc.name
+                    key.0, key.1
                 ),
-                hint: Some(format!(
-                    "names must be unique per kind; rename one of the two"
-                )),
+                hint: Some("names must be unique per kind; rename one of the two".to_owned()),
             });
             continue;
         }
@@ -201,10 +207,10 @@ pub(crate) fn assemble(docs: Vec<Checked>, diags: &mut Vec<Diagnostic>) -> Desir
     for doc in unique {
         match doc.item {
             Item::Storage(Some(s)) => {
-                state.storages.insert(doc.name, s);
+                state.storages.insert(s.name.clone(), s);
             }
             Item::Notifier(Some(n)) => {
-                state.notifiers.insert(doc.name, n);
+                state.notifiers.insert(n.name.clone(), n);
             }
             Item::Policy(policy, refs) => {
                 for r in refs {
@@ -218,7 +224,7 @@ pub(crate) fn assemble(docs: Vec<Checked>, diags: &mut Vec<Diagnostic>) -> Desir
                     }
                 }
                 if let Some(p) = policy {
-                    state.policies.insert(doc.name, p);
+                    state.policies.insert(p.name.clone(), *p);
                 }
             }
             Item::Storage(None) | Item::Notifier(None) => {}

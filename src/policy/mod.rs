@@ -7,7 +7,10 @@ mod duration;
 pub mod model;
 mod raw;
 mod schema;
+mod source;
 mod suggest;
+#[cfg(test)]
+mod tests;
 mod url;
 mod validate;
 mod yaml;

@@ -363,16 +363,15 @@ impl<'a> Walker<'a> {
         let hint = value
             .as_str()
             .and_then(|s| did_you_mean(s, &names))
-            .unwrap_or_else(|| one_of(&names));
+            .unwrap_or_else(|| format!("use {}", one_of(&names)));
+        let found = match value {
+            Value::String(s) if s.chars().count() <= 40 => format!("`{s}`"),
+            other => describe(other),
+        };
         self.issue(
             ptr,
             false,
-            format!(
-                "{} must be {}, found {}",
-                describe_ptr(ptr),
-                one_of(&names),
-                describe(value)
-            ),
+            format!("invalid value {found} for {}", describe_ptr(ptr)),
             Some(hint),
         );
         false

@@ -386,11 +386,7 @@ fn convert(node: &Node, ptr: &str, locs: &mut Locations) -> Value {
 /// YAML 1.2 core schema: quoted and block scalars are strings; plain ones may
 /// be null, booleans, integers or floats.
 pub(crate) fn resolve_scalar(text: &str, style: ScalarStyle, tag: Option<&str>) -> Value {
-    match tag {
-        Some("str") => return Value::String(text.to_owned()),
-        Some(_) | None => {}
-    }
-    if style != ScalarStyle::Plain {
+    if tag == Some("str") || style != ScalarStyle::Plain {
         return Value::String(text.to_owned());
     }
     match text {
