@@ -9,6 +9,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio::sync::{Semaphore, watch};
+use tracing::Instrument;
 
 use crate::catalog::{Catalog, CatalogError, NewRun, RevisionRecord};
 use crate::executor::{self, ExecContext};
@@ -282,9 +283,13 @@ pub async fn observe(
                 tracing::warn!("{msg}");
                 report.imported.push(manifest.id.clone());
             }
-            let due = row
-                .and_then(|r| r.checked_at)
-                .is_none_or(|at| now - at >= ctx.settings.verify_interval);
+            // Unhealthy backups are re-verified every cycle: a cheap size check
+            // must never declare a corrupt artifact good again.
+            let due = row.is_none_or(|r| {
+                r.record.health != Health::Verified
+                    || r.checked_at
+                        .is_none_or(|at| now - at >= ctx.settings.verify_interval)
+            });
             let st2 = st.clone();
             let m2 = manifest.clone();
             let check = if due {
@@ -496,10 +501,10 @@ async fn execute_policy(
                     _ => None,
                 };
                 let span = tracing::info_span!("backup", policy = %policy, trigger = %trigger);
-                let _enter = span.enter();
                 let result = match applied.desired.policies.get(&policy) {
                     Some(p) => {
                         run_backup(ctx, applied, p, trigger, release.as_deref(), by.as_deref())
+                            .instrument(span)
                             .await
                     }
                     None => Err(format!("policy {policy} is not in the applied revision")),

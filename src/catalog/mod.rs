@@ -135,10 +135,30 @@ impl Catalog {
                 url: url.clone(),
                 source,
             })?;
-        MIGRATOR
-            .run(&pool)
-            .await
-            .map_err(|source| CatalogError::Migrate { url, source })?;
+        // Two processes opening a new catalog at once (daemon and CLI) must
+        // not both run the migrations: serialise them with a file lock.
+        let lock_path = path.with_extension("migrate.lock");
+        let lock = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+            let file = std::fs::File::options()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path)?;
+            file.lock()?;
+            Ok(file)
+        })
+        .await
+        .map_err(|e| CatalogError::Open {
+            url: url.clone(),
+            source: sqlx::Error::Io(std::io::Error::other(e)),
+        })?
+        .map_err(|e| CatalogError::Open {
+            url: url.clone(),
+            source: sqlx::Error::Io(e),
+        })?;
+        let migrated = MIGRATOR.run(&pool).await;
+        drop(lock);
+        migrated.map_err(|source| CatalogError::Migrate { url, source })?;
         Ok(Catalog { pool })
     }
 

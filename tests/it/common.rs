@@ -149,12 +149,17 @@ impl Fixture {
     }
 
     pub fn cmd(&self) -> Command {
+        let mut cmd = self.cmd_without_repo();
+        cmd.arg("--repo").arg(self.repo());
+        cmd
+    }
+
+    pub fn cmd_without_repo(&self) -> Command {
         let mut cmd = Command::cargo_bin("safepoint").expect("binary built");
         cmd.current_dir(self.work())
             .env_remove("SAFEPOINT_DATA_DIR")
+            .env_remove("SAFEPOINT_REPO")
             .env("SAFEPOINT_LOG", "warn")
-            .arg("--repo")
-            .arg(self.repo())
             .arg("--data-dir")
             .arg(self.data());
         cmd

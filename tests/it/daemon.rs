@@ -42,7 +42,7 @@ fn daemon_takes_first_backups_picks_up_a_commit_and_exits_cleanly_on_sigterm() {
             .arg("daemon")
             .env("SAFEPOINT_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(f.tmp.path().join("daemon.log")).unwrap())
             .spawn()
             .unwrap(),
     );
@@ -89,7 +89,7 @@ fn remote_repository_is_cloned_into_the_data_dir_and_fetched() {
     std::fs::create_dir_all(f.work().join("d")).unwrap();
     let url = format!("file://{}", f.repo().display());
     let run = |args: &[&str]| {
-        let mut cmd = f.cmd();
+        let mut cmd = f.cmd_without_repo();
         cmd.args(["--repo", &url]).args(args);
         cmd
     };

@@ -28,6 +28,12 @@ fn pure_modules_use_no_io_clock_or_async() {
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
         // Unit tests at the end of a file may do IO (e.g. read fixtures).
+        if file
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().ends_with("tests.rs"))
+        {
+            continue;
+        }
         let code = text.split("#[cfg(test)]").next().unwrap_or("");
         for (n, line) in code.lines().enumerate() {
             if line.trim_start().starts_with("//") {
