@@ -754,15 +754,14 @@ async fn take_backup(
         }
     };
     let (writer, produced) = produced.map_err(|e| (e.kind(), e.to_string()))?;
-    let (written, sink) = blocking(move || {
+    let written = blocking(move || {
         let (sink, written) = writer.finish()?;
         sink.finish().map_err(std::io::Error::other)?;
-        Ok::<_, std::io::Error>((written, ()))
+        Ok::<_, std::io::Error>(written)
     })
     .await
     .map_err(|e| ("internal", e.to_string()))?
     .map_err(|e| ("write", e.to_string()))?;
-    let _ = sink;
     let finished_at = Utc::now();
     let manifest = Manifest {
         format: MANIFEST_FORMAT,
