@@ -20,7 +20,7 @@ use crate::plan::{self, Action, Plan};
 use crate::policy::{self, BackupPolicy, DesiredState};
 use crate::settings::Settings;
 use crate::storage::pipeline::{ArtifactWriter, Cancel, checksum_of};
-use crate::storage::{self, ArtifactInfo, MANIFEST_FORMAT, Manifest, Storage, StorageError};
+use crate::storage::{self, ArtifactInfo, MANIFEST_FORMAT, Manifest, Storage, StorageError, crypt};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
@@ -720,14 +720,39 @@ async fn take_backup(
     requested_by: Option<&str>,
     started_at: DateTime<Utc>,
 ) -> Result<Manifest, Failure> {
-    let file = executor::artifact_file(&policy.source);
-    let (st2, p, i) = (st.clone(), policy.name.clone(), id.to_string());
-    let sink = blocking(move || st2.create(&p, &i, file))
+    // Encrypted artifacts carry `.age` (`data.sqlite.zst.age`), as `age -d` expects.
+    let recipients = applied
+        .desired
+        .storages
+        .get(&policy.storage)
+        .map(|s| s.age_recipients.clone())
+        .unwrap_or_default();
+    let encryption = (!recipients.is_empty()).then(|| crypt::AGE.to_string());
+    let file = format!(
+        "{}{}",
+        executor::artifact_file(&policy.source),
+        if encryption.is_some() {
+            crypt::AGE_SUFFIX
+        } else {
+            ""
+        }
+    );
+    let (st2, p, i, f) = (
+        st.clone(),
+        policy.name.clone(),
+        id.to_string(),
+        file.clone(),
+    );
+    let sink = blocking(move || st2.create(&p, &i, &f))
         .await
         .map_err(|e| ("internal", e.to_string()))?
         .map_err(|e| (e.kind(), e.to_string()))?;
     let cancel = Cancel::new();
-    let writer = ArtifactWriter::new(sink, cancel.clone()).map_err(|e| ("write", e.to_string()))?;
+    let writer = {
+        let recipients = crypt::recipients(&recipients).map_err(|e| (e.kind(), e.to_string()))?;
+        ArtifactWriter::sealed(sink, cancel.clone(), &recipients)
+            .map_err(|e| ("write", e.to_string()))?
+    };
     let exec_ctx = ExecContext {
         base: ctx.settings.base_dir.clone(),
         tmp_dir: ctx.settings.tmp_dir(),
@@ -776,12 +801,12 @@ async fn take_backup(
         started_at,
         finished_at,
         artifact: ArtifactInfo {
-            file: file.to_string(),
+            file,
             size: written.stored_size,
             raw_size: written.raw_size,
             checksum: written.checksum.clone(),
             compression: "zstd".into(),
-            encryption: None,
+            encryption,
         },
         tools: produced.tools,
         counts: produced.counts,

@@ -27,6 +27,9 @@ pub struct Settings {
     /// are cancelled (and cleanly recorded as failed).
     pub shutdown_grace: Duration,
     pub plan: PlanOptions,
+    /// age identity (key file) that decrypts encrypted artifacts for
+    /// restores and drills; never in Git.
+    pub age_identity_file: Option<PathBuf>,
 }
 
 impl Settings {

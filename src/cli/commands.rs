@@ -51,6 +51,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             to,
             force,
         } => restore(&ctx, backup_id, policy, latest, &to, force, cli.output).await?,
+        Command::Catalog(super::CatalogCommand::Rebuild) => {
+            super::rebuild::run(&ctx, cli.output).await?
+        }
         Command::Daemon {
             fetch_interval,
             concurrency,
@@ -87,6 +90,7 @@ fn settings(cli: &Cli) -> anyhow::Result<Settings> {
     } else {
         base_dir.join(&cli.repo).to_string_lossy().into_owned()
     };
+    let age_identity_file = cli.age_identity_file.as_ref().map(|p| base_dir.join(p));
     Ok(Settings {
         catalog_path: cli
             .catalog
@@ -105,6 +109,7 @@ fn settings(cli: &Cli) -> anyhow::Result<Settings> {
         verify_interval: TimeDelta::seconds(cli.verify_interval.max(0)),
         shutdown_grace: Duration::from_secs(30),
         plan: PlanOptions::default(),
+        age_identity_file,
     })
 }
 
@@ -493,8 +498,24 @@ async fn restore(
             manifest.id
         );
     }
-    let reader = st.open(&manifest)?;
-    let input = pipeline::decompress(reader)?;
+    let identities = match &ctx.settings.age_identity_file {
+        Some(path) if manifest.artifact.encryption.is_some() => {
+            Some(storage::crypt::Identities::from_file(path)?)
+        }
+        _ => None,
+    };
+    let (st2, m2) = (st.clone(), manifest.clone());
+    let input = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let reader = st2.open(&m2)?;
+        let plain = storage::crypt::open(
+            reader,
+            &m2.id,
+            m2.artifact.encryption.as_deref(),
+            identities.as_ref(),
+        )?;
+        Ok(pipeline::decompress(plain)?)
+    })
+    .await??;
     let target = RestoreTarget::parse(to);
     let produced = executor::restore(&manifest.source_kind, input, &target, force).await?;
     let elapsed = started.elapsed();

@@ -4,6 +4,7 @@
 //! 1 problem found / actions pending / action failed, 2 could not run.
 
 mod commands;
+mod rebuild;
 pub mod table;
 
 use std::path::PathBuf;
@@ -52,6 +53,10 @@ pub struct Cli {
         default_value_t = 86_400
     )]
     pub verify_interval: i64,
+    /// age identity file (`age-keygen` output or an unencrypted ssh key)
+    /// that decrypts encrypted backups for restores and drills.
+    #[arg(long, global = true, env = "SAFEPOINT_AGE_IDENTITY_FILE")]
+    pub age_identity_file: Option<PathBuf>,
     #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
     /// Log format on stderr.
@@ -116,6 +121,9 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Catalog maintenance.
+    #[command(subcommand)]
+    Catalog(CatalogCommand),
     /// Run the reconcile loop until SIGTERM/SIGINT.
     Daemon {
         /// How often a remote policy repository is fetched, in seconds.
@@ -133,8 +141,17 @@ pub enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum CatalogCommand {
+    /// Re-create the catalog's backups from the manifests in every declared
+    /// storage (after the catalog was lost); nothing is taken or deleted.
+    Rebuild,
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // One TLS crypto provider for every client (S3, SMTP, PostgreSQL): ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     init_tracing(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -12,7 +12,7 @@ use super::schema::{self, display_path};
 use super::suggest::{closest, one_of};
 use super::validate::{self, Sink};
 use super::yaml::{self, Locations, Node, Pos, join};
-use super::{Diagnostic, raw, url};
+use super::{Diagnostic, raw, storage, url};
 
 /// A document that passed the per-document checks as far as its name: it
 /// counts for uniqueness and references even when its spec was invalid
@@ -89,7 +89,7 @@ pub(crate) fn check(
         "Storage" => {
             let doc: raw::StorageDocument = deserialize(value, &mut sink, structurally_ok)?;
             let name = header(&mut sink, &doc.api_version, &doc.metadata);
-            let spec = validate::storage(&mut sink, &doc.metadata.name, doc.spec);
+            let spec = storage::storage(&mut sink, &doc.metadata.name, doc.spec);
             (name, Item::Storage(spec))
         }
         "Notifier" => {

@@ -8,6 +8,7 @@ pub mod model;
 mod raw;
 mod schema;
 mod source;
+mod storage;
 mod suggest;
 #[cfg(test)]
 mod tests;

@@ -27,7 +27,29 @@ pub struct StorageSpec {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum StorageKind {
-    Local { path: PathBuf },
+    Local {
+        path: PathBuf,
+    },
+    S3 {
+        bucket: String,
+        /// Normalised: no leading/trailing `/`; empty = the bucket root.
+        prefix: String,
+        region: String,
+        /// `None` = AWS.
+        endpoint: Option<String>,
+        path_style: bool,
+        /// Plain `http://` endpoint (loopback, or `allowHttp: true`).
+        allow_http: bool,
+        /// `None` = the standard AWS credential chain (env, web identity, instance).
+        credentials: Option<S3Credentials>,
+    },
+}
+
+/// An S3 access key, by reference only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct S3Credentials {
+    pub access_key_id_from: SecretRef,
+    pub secret_access_key_from: SecretRef,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

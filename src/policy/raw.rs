@@ -62,7 +62,7 @@ pub(crate) struct BackupPolicyDocument {
 pub(crate) enum StorageType {
     /// A directory on the daemon's host.
     Local,
-    /// S3 or an S3-compatible store (not supported in this version).
+    /// S3 or an S3-compatible store (MinIO, Ceph, R2, ...).
     S3,
 }
 
@@ -74,15 +74,31 @@ pub(crate) struct StorageSpec {
     pub kind: StorageType,
     /// `local`: the directory artifacts are written under (relative paths resolve against the daemon's working directory).
     pub path: Option<String>,
-    /// `s3`: bucket name.
+    /// `s3`: bucket name (required).
     pub bucket: Option<String>,
-    /// `s3`: key prefix.
+    /// `s3`: key prefix under which `<policy>/<backup-id>/` are written (default: the bucket root).
     pub prefix: Option<String>,
-    /// `s3`: region.
+    /// `s3`: region (required without `endpoint`; default `us-east-1` with one).
     pub region: Option<String>,
-    /// `s3`: endpoint URL of an S3-compatible store.
+    /// `s3`: endpoint URL of an S3-compatible store, e.g. `https://minio.internal:9000` (default: AWS).
     pub endpoint: Option<String>,
+    /// `s3`: path-style requests (`endpoint/bucket/key`) instead of virtual-hosted style (default: true with `endpoint`, false for AWS).
+    pub path_style: Option<bool>,
+    /// `s3`: allow a plain `http://` endpoint that is not on loopback (default: false; loopback is always allowed).
+    pub allow_http: Option<bool>,
+    /// `s3`: access key by reference (default: the standard AWS environment variables, web identity or instance credentials).
+    pub credentials: Option<S3Credentials>,
     pub encryption: Option<Encryption>,
+}
+
+/// An S3 access key, only by reference.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct S3Credentials {
+    /// Access key id: `{env: NAME}` or `{file: PATH}`.
+    pub access_key_id_from: SecretFrom,
+    /// Secret access key: `{env: NAME}` or `{file: PATH}`.
+    pub secret_access_key_from: SecretFrom,
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]

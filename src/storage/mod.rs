@@ -7,9 +7,12 @@
 //! The trait is synchronous (called from `spawn_blocking`); it does exactly what
 //! it is told and decides nothing.
 
+pub mod crypt;
 pub mod local;
 pub mod manifest;
 pub mod pipeline;
+pub mod s3;
+mod s3_error;
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -34,6 +37,24 @@ pub enum StorageError {
         path: PathBuf,
         reason: String,
     },
+    #[error("storage {storage}: cannot {op} {target}: {source}; {hint}")]
+    Remote {
+        storage: String,
+        op: &'static str,
+        /// `s3://bucket/key`.
+        target: String,
+        /// Bounded: `auth`, `no-bucket`, `not-found`, `unreachable`, `remote`.
+        class: &'static str,
+        hint: String,
+        #[source]
+        source: Box<object_store::Error>,
+    },
+    #[error("storage {storage}: {message}; {hint}")]
+    Config {
+        storage: String,
+        message: String,
+        hint: String,
+    },
     #[error("storage {storage}: backup {policy}/{id} already exists")]
     Exists {
         storage: String,
@@ -49,6 +70,8 @@ impl StorageError {
             StorageError::Io { .. } => "io",
             StorageError::BadManifest { .. } => "bad-manifest",
             StorageError::Exists { .. } => "exists",
+            StorageError::Remote { class, .. } => class,
+            StorageError::Config { .. } => "config",
         }
     }
 
@@ -62,6 +85,7 @@ impl StorageError {
                     | std::io::ErrorKind::ReadOnlyFilesystem
                     | std::io::ErrorKind::NotFound
             ),
+            StorageError::Remote { class, .. } => matches!(*class, "unreachable" | "remote"),
             _ => false,
         }
     }
@@ -114,11 +138,82 @@ pub trait Storage: Send + Sync {
 
 /// Builds the storage a `Storage` document describes. Relative paths are
 /// resolved against `base` (the daemon's working directory).
+/// A storage whose configuration cannot be used (e.g. an unset credential
+/// variable) answers every operation with that error.
 pub fn open(spec: &StorageSpec, base: &std::path::Path) -> Box<dyn Storage> {
     match &spec.kind {
         StorageKind::Local { path } => {
             Box::new(local::LocalStorage::new(spec.name.clone(), base.join(path)))
         }
+        StorageKind::S3 {
+            bucket,
+            prefix,
+            region,
+            endpoint,
+            path_style,
+            allow_http,
+            credentials,
+        } => {
+            let config = s3::S3Config {
+                name: spec.name.clone(),
+                bucket: bucket.clone(),
+                prefix: prefix.clone(),
+                region: region.clone(),
+                endpoint: endpoint.clone(),
+                path_style: *path_style,
+                allow_http: *allow_http,
+                credentials: credentials.clone(),
+            };
+            match s3::S3Storage::new(config, s3::S3Options::default()) {
+                Ok(st) => Box::new(st),
+                Err(e) => Box::new(Unavailable {
+                    name: spec.name.clone(),
+                    error: e.to_string(),
+                }),
+            }
+        }
+    }
+}
+
+struct Unavailable {
+    name: String,
+    error: String,
+}
+
+impl Unavailable {
+    fn err(&self) -> StorageError {
+        StorageError::Config {
+            storage: self.name.clone(),
+            message: self.error.clone(),
+            hint: "fix the storage's configuration; nothing on it is pruned meanwhile".into(),
+        }
+    }
+}
+
+impl Storage for Unavailable {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn describe(&self) -> String {
+        format!("unavailable storage {}", self.name)
+    }
+    fn create(&self, _: &str, _: &str, _: &str) -> Result<Box<dyn ArtifactSink>, StorageError> {
+        Err(self.err())
+    }
+    fn commit(&self, _: &Manifest) -> Result<(), StorageError> {
+        Err(self.err())
+    }
+    fn remove(&self, _: &str, _: &str) -> Result<(), StorageError> {
+        Err(self.err())
+    }
+    fn list(&self) -> Result<Listing, StorageError> {
+        Err(self.err())
+    }
+    fn open(&self, _: &Manifest) -> Result<Box<dyn Read + Send>, StorageError> {
+        Err(self.err())
+    }
+    fn artifact_size(&self, _: &Manifest) -> Result<Option<u64>, StorageError> {
+        Err(self.err())
     }
 }
 

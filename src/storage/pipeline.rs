@@ -1,10 +1,13 @@
 //! IO: the write path of an artifact: source bytes -> zstd (multi-threaded) ->
-//! BLAKE3 + byte count -> storage sink. Memory stays bounded whatever the size
+//! age (when the storage has recipients) -> BLAKE3 + byte count of the stored
+//! bytes -> storage sink. Memory stays bounded whatever the size
 //! of the backup; cancellation is checked on every write.
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::crypt::Seal;
 
 /// Shared stop signal (SIGTERM, timeout). Writers fail with `Interrupted`
 /// once it is set, so a cancelled backup never completes.
@@ -66,7 +69,7 @@ pub struct Written {
 
 /// The writer handed to executors: compresses, hashes and honours `Cancel`.
 pub struct ArtifactWriter<W: Write> {
-    encoder: zstd::stream::write::Encoder<'static, HashingWriter<W>>,
+    encoder: zstd::stream::write::Encoder<'static, Seal<HashingWriter<W>>>,
     raw: u64,
     cancel: Cancel,
 }
@@ -76,7 +79,18 @@ pub const ZSTD_LEVEL: i32 = 3;
 
 impl<W: Write> ArtifactWriter<W> {
     pub fn new(sink: W, cancel: Cancel) -> io::Result<Self> {
-        let mut encoder = zstd::stream::write::Encoder::new(HashingWriter::new(sink), ZSTD_LEVEL)?;
+        Self::sealed(sink, cancel, &[])
+    }
+
+    /// Like `new`, and encrypts the compressed stream to `recipients` (age)
+    /// when there are any; the checksum is of the encrypted bytes.
+    pub fn sealed(
+        sink: W,
+        cancel: Cancel,
+        recipients: &[Box<dyn age::Recipient + Send>],
+    ) -> io::Result<Self> {
+        let seal = Seal::new(HashingWriter::new(sink), recipients).map_err(io::Error::other)?;
+        let mut encoder = zstd::stream::write::Encoder::new(seal, ZSTD_LEVEL)?;
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
         if threads > 1 {
             encoder.multithread(threads)?;
@@ -94,7 +108,7 @@ impl<W: Write> ArtifactWriter<W> {
         if self.cancel.is_cancelled() {
             return Err(cancelled());
         }
-        let hashing = self.encoder.finish()?;
+        let hashing = self.encoder.finish()?.finish()?;
         let (sink, stored_size, checksum) = hashing.into_parts();
         Ok((
             sink,

@@ -4,6 +4,10 @@
 mod backup_restore;
 mod common;
 mod daemon;
+mod encryption_docs;
 mod faults;
 mod restore_docs;
+mod s3_backup;
+mod s3_server;
+mod s3_storage;
 mod tidy;

@@ -1,0 +1,118 @@
+//! `safepoint catalog rebuild`: re-creates the catalog's backups from the
+//! manifests in every declared storage. The catalog is a cache of storage
+//! (SPEC §10), so after it is lost this brings back everything retention,
+//! RPO and release tracking need; nothing is taken or deleted. Imported
+//! backups are re-verified (checksum) by the next cycle.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use chrono::Utc;
+use serde::Serialize;
+
+use super::Output;
+use super::table::render;
+use crate::observed::Health;
+use crate::reconcile::{self, Context, RepoState};
+use crate::storage::{self, Storage};
+
+#[derive(Debug, Default, Serialize)]
+struct StorageReport {
+    storage: String,
+    location: String,
+    found: usize,
+    imported: usize,
+    already_known: usize,
+    /// Backup directories without a manifest (the daemon removes them).
+    leftovers: usize,
+    problems: Vec<String>,
+}
+
+pub async fn run(ctx: &Context, output: Output) -> anyhow::Result<u8> {
+    let mut state = RepoState::load(ctx).await?;
+    reconcile::refresh(ctx, &mut state).await?;
+    let desired = state.desired()?;
+    let known: BTreeSet<String> = ctx
+        .catalog
+        .backups()
+        .await?
+        .into_iter()
+        .map(|b| b.record.id)
+        .collect();
+    let mut reports = Vec::new();
+    for spec in desired.storages.values() {
+        let st: Arc<dyn Storage> = Arc::from(storage::open(spec, &ctx.settings.base_dir));
+        let mut report = StorageReport {
+            storage: spec.name.clone(),
+            location: st.describe(),
+            ..StorageReport::default()
+        };
+        let st2 = st.clone();
+        match tokio::task::spawn_blocking(move || st2.list()).await? {
+            Err(e) => report.problems.push(e.to_string()),
+            Ok(listing) => {
+                report.found = listing.manifests.len();
+                report.leftovers = listing.leftovers.len();
+                report
+                    .problems
+                    .extend(listing.unreadable.iter().map(ToString::to_string));
+                for manifest in &listing.manifests {
+                    if known.contains(&manifest.id) {
+                        report.already_known += 1;
+                    } else {
+                        ctx.catalog
+                            .upsert_backup(manifest, Health::Verified, None)
+                            .await?;
+                        report.imported += 1;
+                    }
+                }
+            }
+        }
+        reports.push(report);
+    }
+    let imported: usize = reports.iter().map(|r| r.imported).sum();
+    let problems: usize = reports.iter().map(|r| r.problems.len()).sum();
+    let msg = format!(
+        "catalog rebuilt from {} storage(s) by {}: {imported} backup(s) imported, {problems} problem(s)",
+        reports.len(),
+        super::commands::caller()
+    );
+    ctx.catalog
+        .event(Utc::now(), "catalog-rebuilt", None, &msg)
+        .await?;
+    tracing::info!(imported, problems, "catalog rebuilt");
+    if output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    } else {
+        let rows: Vec<Vec<String>> = reports
+            .iter()
+            .map(|r| {
+                vec![
+                    r.storage.clone(),
+                    r.location.clone(),
+                    r.found.to_string(),
+                    r.imported.to_string(),
+                    r.already_known.to_string(),
+                    r.leftovers.to_string(),
+                    r.problems.join("; "),
+                ]
+            })
+            .collect();
+        print!(
+            "{}",
+            render(
+                &[
+                    "STORAGE",
+                    "LOCATION",
+                    "BACKUPS",
+                    "IMPORTED",
+                    "KNOWN",
+                    "LEFTOVERS",
+                    "PROBLEMS"
+                ],
+                &rows
+            )
+        );
+    }
+    Ok(if problems == 0 { 0 } else { 1 })
+}
