@@ -277,7 +277,7 @@ fn is_loopback(host: &str) -> bool {
     host.eq_ignore_ascii_case("localhost")
         || host == "::1"
         || host
-            .parse::<std::net::Ipv4Addr>()
+            .parse::<core::net::Ipv4Addr>()
             .is_ok_and(|ip| ip.is_loopback())
 }
 

@@ -200,3 +200,58 @@ pub fn open<'a, R: Read + Send + 'a>(
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use super::*;
+    use crate::storage::pipeline::{ArtifactWriter, Cancel, checksum_of, decompress};
+
+    fn key_file(dir: &Path, name: &str) -> (PathBuf, String) {
+        let id = age::x25519::Identity::generate();
+        let path = dir.join(name);
+        let secret = age::secrecy::ExposeSecret::expose_secret(&id.to_string()).to_string();
+        std::fs::write(&path, format!("# test key\n{secret}\n")).unwrap();
+        (path, id.to_public().to_string())
+    }
+
+    #[test]
+    fn sealed_pipeline_stores_only_ciphertext_and_round_trips_with_the_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, public) = key_file(dir.path(), "key.txt");
+        let (other, _) = key_file(dir.path(), "other.txt");
+        let data = b"plaintext-marker ".repeat(10_000);
+        let recipients = recipients(&[public]).unwrap();
+        let mut w = ArtifactWriter::sealed(Vec::new(), Cancel::new(), &recipients).unwrap();
+        w.write_all(&data).unwrap();
+        let (stored, written) = w.finish().unwrap();
+        assert!(stored.starts_with(b"age-encryption.org/v1\n"));
+        assert!(!stored.windows(16).any(|w| w == b"plaintext-marker"));
+        assert_eq!(checksum_of(&stored[..]).unwrap().1, written.checksum);
+
+        let ids = Identities::from_file(&key).unwrap();
+        let plain = open(&stored[..], "b1", Some(AGE), Some(&ids)).unwrap();
+        let mut back = Vec::new();
+        decompress(plain).unwrap().read_to_end(&mut back).unwrap();
+        assert_eq!(back, data);
+
+        let wrong = Identities::from_file(&other).unwrap();
+        let err = open(&stored[..], "b1", Some(AGE), Some(&wrong))
+            .err()
+            .unwrap();
+        assert_eq!(err.kind(), "wrong-identity", "{err}");
+        let err = open(&stored[..], "b1", Some(AGE), None).err().unwrap();
+        assert!(err.to_string().contains("--age-identity-file"), "{err}");
+    }
+
+    #[test]
+    fn identity_file_errors_never_echo_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("bad.txt");
+        std::fs::write(&bad, "AGE-SECRET-KEY-NOT-REALLY\n").unwrap();
+        let err = Identities::from_file(&bad).err().unwrap().to_string();
+        assert!(!err.contains("NOT-REALLY"), "{err}");
+        assert!(recipients(&["age1nope".into()]).is_err());
+    }
+}

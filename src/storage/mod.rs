@@ -37,7 +37,7 @@ pub enum StorageError {
         path: PathBuf,
         reason: String,
     },
-    #[error("storage {storage}: cannot {op} {target}: {source}; {hint}")]
+    #[error("storage {storage}: cannot {op} {target}: {detail}; {hint}")]
     Remote {
         storage: String,
         op: &'static str,
@@ -45,6 +45,8 @@ pub enum StorageError {
         target: String,
         /// Bounded: `auth`, `no-bucket`, `not-found`, `unreachable`, `remote`.
         class: &'static str,
+        /// What the server said, short (the full error is the source).
+        detail: String,
         hint: String,
         #[source]
         source: Box<object_store::Error>,

@@ -95,7 +95,47 @@ pub fn remote(t: &Target, op: &'static str, key: &Path, e: object_store::Error) 
         op,
         target: format!("s3://{}/{key}", t.bucket),
         class,
+        detail: detail(&text, e.to_string()),
         hint,
         source: Box::new(e),
+    }
+}
+
+/// The S3 error code and HTTP status when the server sent them (short and
+/// to the point), else object_store's own message.
+fn detail(text: &str, display: String) -> String {
+    let code = text
+        .split_once("<Code>")
+        .and_then(|(_, rest)| rest.split_once("</Code>"))
+        .map(|(code, _)| code);
+    let status = text
+        .split_once("status code: ")
+        .or_else(|| text.split_once("status: "))
+        .map(|(_, rest)| {
+            rest.chars()
+                .take_while(|c| c.is_ascii_digit())
+                .collect::<String>()
+        })
+        .filter(|s| !s.is_empty());
+    match (code, status) {
+        (Some(code), Some(status)) => format!("the server answered {code} (HTTP {status})"),
+        (Some(code), None) => format!("the server answered {code}"),
+        _ => display,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::detail;
+
+    #[test]
+    fn s3_error_codes_are_extracted_from_the_response() {
+        let text = "Generic { .. } Error performing GET http://h/b in 4ms - Server returned \
+                    non-2xx status code: 403 Forbidden: <?xml version=\"1.0\"?><Error>\
+                    <Code>SignatureDoesNotMatch</Code></Error>";
+        assert_eq!(
+            detail(text, String::new()),
+            "the server answered SignatureDoesNotMatch (HTTP 403)"
+        );
     }
 }

@@ -295,3 +295,40 @@ fn catalog_rebuild_recovers_every_storage_and_changes_no_decision() {
         "{again}"
     );
 }
+
+#[test]
+fn s3_backup_into_a_missing_bucket_or_with_a_wrong_key_says_what_to_fix() {
+    let server = S3Server::start();
+    let f = fixture(&[
+        ("storage.yaml", s3_doc(&server, "never-created", &[])),
+        ("app.yaml", remote_policy("app", "app.db")),
+    ]);
+    f.make_sqlite("app.db");
+    let out = run(&f, &["backup", "app"]);
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!(
+            "bucket never-created does not exist on {}; create it",
+            server.endpoint()
+        )),
+        "{text}"
+    );
+
+    server.create_bucket("never-created");
+    let wrong = f
+        .cmd()
+        .env(KEY_ID_ENV, ACCESS_KEY)
+        .env(SECRET_ENV, "wrong-secret")
+        .args(["backup", "app"])
+        .output()
+        .unwrap();
+    assert!(!wrong.status.success());
+    let text = String::from_utf8_lossy(&wrong.stdout);
+    assert!(
+        text.contains("refused the credentials for bucket never-created"),
+        "{text}"
+    );
+    assert!(!text.contains("wrong-secret"), "{text}");
+    eprintln!("{text}");
+}
