@@ -12,7 +12,7 @@ pub mod local;
 pub mod manifest;
 pub mod pipeline;
 pub mod s3;
-mod s3_error;
+pub mod s3_error;
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -37,20 +37,9 @@ pub enum StorageError {
         path: PathBuf,
         reason: String,
     },
-    #[error("storage {storage}: cannot {op} {target}: {detail}; {hint}")]
-    Remote {
-        storage: String,
-        op: &'static str,
-        /// `s3://bucket/key`.
-        target: String,
-        /// Bounded: `auth`, `no-bucket`, `not-found`, `unreachable`, `remote`.
-        class: &'static str,
-        /// What the server said, short (the full error is the source).
-        detail: String,
-        hint: String,
-        #[source]
-        source: Box<object_store::Error>,
-    },
+    /// S3 and other remote stores (boxed: the error type stays small).
+    #[error(transparent)]
+    Remote(Box<s3_error::RemoteError>),
     #[error("storage {storage}: {message}; {hint}")]
     Config {
         storage: String,
@@ -72,7 +61,7 @@ impl StorageError {
             StorageError::Io { .. } => "io",
             StorageError::BadManifest { .. } => "bad-manifest",
             StorageError::Exists { .. } => "exists",
-            StorageError::Remote { class, .. } => class,
+            StorageError::Remote(r) => r.class,
             StorageError::Config { .. } => "config",
         }
     }
@@ -87,7 +76,7 @@ impl StorageError {
                     | std::io::ErrorKind::ReadOnlyFilesystem
                     | std::io::ErrorKind::NotFound
             ),
-            StorageError::Remote { class, .. } => matches!(*class, "unreachable" | "remote"),
+            StorageError::Remote(r) => matches!(r.class, "unreachable" | "remote"),
             _ => false,
         }
     }

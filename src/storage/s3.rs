@@ -342,9 +342,7 @@ impl Storage for S3Storage {
             let bytes = match self.get_bytes(&key) {
                 Ok(b) => b,
                 // Deleted between listing and reading: gone, not broken.
-                Err(StorageError::Remote {
-                    class: "not-found", ..
-                }) => continue,
+                Err(StorageError::Remote(r)) if r.class == "not-found" => continue,
                 Err(e) => return Err(e),
             };
             let bad = |reason: String| StorageError::BadManifest {

@@ -5,6 +5,23 @@ use object_store::path::Path;
 
 use super::StorageError;
 
+/// A failed request to a remote store, with what to do about it.
+#[derive(Debug, thiserror::Error)]
+#[error("storage {storage}: cannot {op} {target}: {detail}; {hint}")]
+pub struct RemoteError {
+    pub storage: String,
+    pub op: &'static str,
+    /// `s3://bucket/key`.
+    pub target: String,
+    /// Bounded: `auth`, `no-bucket`, `not-found`, `unreachable`, `remote`.
+    pub class: &'static str,
+    /// What the server said, short (the full error is the source).
+    pub detail: String,
+    pub hint: String,
+    #[source]
+    pub source: object_store::Error,
+}
+
 /// Which bucket on which endpoint, for messages.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -90,15 +107,15 @@ pub fn remote(t: &Target, op: &'static str, key: &Path, e: object_store::Error) 
             ),
         )
     };
-    StorageError::Remote {
+    StorageError::Remote(Box::new(RemoteError {
         storage: t.storage.clone(),
         op,
         target: format!("s3://{}/{key}", t.bucket),
         class,
         detail: detail(&text, e.to_string()),
         hint,
-        source: Box::new(e),
-    }
+        source: e,
+    }))
 }
 
 /// The S3 error code and HTTP status when the server sent them (short and
