@@ -76,6 +76,8 @@ pub struct ArtifactWriter<W: Write> {
 
 /// zstd level used for every artifact (fast, ~2x on real rows).
 pub const ZSTD_LEVEL: i32 = 3;
+/// Bytes per zstd worker job.
+const JOB_SIZE: u32 = 2 << 20;
 
 impl<W: Write> ArtifactWriter<W> {
     pub fn new(sink: W, cancel: Cancel) -> io::Result<Self> {
@@ -94,6 +96,10 @@ impl<W: Write> ArtifactWriter<W> {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
         if threads > 1 {
             encoder.multithread(threads)?;
+            // 2 MiB jobs instead of the default 8 MiB: the worker buffers
+            // dominate memory. `zstd -3 -T2 -B2M` vs `-B8M` on 240 MB of
+            // table-like text: same speed and ratio (0.1%), 19 vs 57 MB RSS.
+            encoder.set_parameter(zstd::stream::raw::CParameter::JobSize(JOB_SIZE))?;
         }
         encoder.include_checksum(true)?;
         Ok(ArtifactWriter {

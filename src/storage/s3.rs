@@ -32,7 +32,8 @@ pub struct S3Options {
     /// Size of the first 2000 parts; it doubles every 2000 parts so that the
     /// 10 000-part limit of S3 allows ~490 GB artifacts at the default 8 MiB.
     pub part_size: usize,
-    /// Bytes of parts uploading at once (at least one part).
+    /// Bytes of parts uploading at once (at least one part), besides the
+    /// part being filled.
     pub max_in_flight: usize,
     pub retry: RetryConfig,
 }
@@ -41,7 +42,7 @@ impl Default for S3Options {
     fn default() -> Self {
         S3Options {
             part_size: 8 << 20,
-            max_in_flight: 32 << 20,
+            max_in_flight: 16 << 20,
             retry: RetryConfig {
                 backoff: BackoffConfig::default(),
                 max_retries: 5,
@@ -476,8 +477,7 @@ impl S3Sink {
         let part = upload.put_part(PutPayload::from(data));
         self.in_flight.push_back((len, self.rt.spawn(part)));
         self.parts += 1;
-        let limit = self.options.max_in_flight.saturating_sub(len);
-        self.drain(limit)
+        self.drain(self.options.max_in_flight)
     }
 
     fn to_storage(&self, e: io::Error) -> StorageError {

@@ -52,6 +52,16 @@ pub fn remote(t: &Target, op: &'static str, key: &Path, e: object_store::Error) 
                 t.bucket
             ),
         )
+    } else if text.contains("169.254.169.254") || text.contains("169.254.170.2") {
+        (
+            "auth",
+            format!(
+                "no S3 credentials for bucket {}: the Storage has no `credentials`, \
+                 AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY are not set and no instance or task \
+                 role answered; set one of them",
+                t.bucket
+            ),
+        )
     } else if matches!(
         e,
         object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }
