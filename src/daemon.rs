@@ -11,6 +11,7 @@ use chrono::Utc;
 use tokio::sync::{Notify, watch};
 
 use crate::git;
+use crate::monitor::Monitor;
 use crate::reconcile::{self, Context, RepoState, Scope};
 
 async fn shutdown_signal() {
@@ -35,7 +36,12 @@ async fn shutdown_signal() {
     }
 }
 
-pub async fn run(ctx: Context, stop: watch::Sender<bool>, once: bool) -> anyhow::Result<()> {
+pub async fn run(
+    ctx: Context,
+    stop: watch::Sender<bool>,
+    once: bool,
+    monitor: &Monitor,
+) -> anyhow::Result<()> {
     let mut state = RepoState::load(&ctx).await?;
     let wake = Arc::new(Notify::new());
     let _watch = git::watch_dir(&ctx.settings.repo).and_then(|dir| match git::watch::watch(&dir, wake.clone()) {
@@ -59,10 +65,12 @@ pub async fn run(ctx: Context, stop: watch::Sender<bool>, once: bool) -> anyhow:
     );
     loop {
         if let Err(e) = reconcile::refresh(&ctx, &mut state).await {
+            monitor.refresh_failed(&e);
             tracing::error!(error = %e, "cannot read the policy repository; retrying at the next wake-up");
         }
         let mut sleep_for = ctx.settings.fetch_interval;
         if state.applied.is_some() {
+            let started = std::time::Instant::now();
             let cycle = reconcile::cycle(&ctx, &state, Vec::new(), Scope::All, false);
             tokio::pin!(cycle);
             let result = tokio::select! {
@@ -70,17 +78,25 @@ pub async fn run(ctx: Context, stop: watch::Sender<bool>, once: bool) -> anyhow:
                 _ = &mut shutdown => {
                     tracing::info!(grace_seconds = ctx.settings.shutdown_grace.as_secs(), "shutdown requested: no new work; waiting for running backups");
                     tokio::select! {
-                        r = &mut cycle => { log_cycle(r); }
+                        r = &mut cycle => {
+                            monitor.after_cycle(&state, Some(&r), started.elapsed()).await;
+                            log_cycle(r);
+                        }
                         _ = tokio::time::sleep(ctx.settings.shutdown_grace) => {
                             tracing::warn!("grace period over: cancelling running backups");
                             let _ = stop.send(true);
-                            log_cycle(cycle.await);
+                            let r = cycle.await;
+                            monitor.after_cycle(&state, Some(&r), started.elapsed()).await;
+                            log_cycle(r);
                         }
                     }
                     tracing::info!("safepoint daemon stopped");
                     return Ok(());
                 }
             };
+            monitor
+                .after_cycle(&state, Some(&result), started.elapsed())
+                .await;
             let again = log_cycle(result);
             if once {
                 return Ok(());
@@ -90,7 +106,10 @@ pub async fn run(ctx: Context, stop: watch::Sender<bool>, once: bool) -> anyhow:
                 // reflects the new state (a failure backs off in the planner).
                 continue;
             }
-        } else if once {
+        } else {
+            monitor.after_cycle(&state, None, Duration::ZERO).await;
+        }
+        if state.applied.is_none() && once {
             anyhow::bail!("no valid policy revision to apply; run `safepoint validate`");
         }
         if let Ok(Some(next)) = reconcile::next_wakeup(&ctx, &state).await {

@@ -34,6 +34,18 @@ pub enum ReconcileError {
     Join(String),
 }
 
+impl ReconcileError {
+    /// Bounded label for metrics (`safepoint_reconcile_errors_total{kind}`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ReconcileError::Git(_) => "git",
+            ReconcileError::Catalog(_) => "catalog",
+            ReconcileError::NoValidRevision(_) => "no-valid-revision",
+            ReconcileError::Join(_) => "internal",
+        }
+    }
+}
+
 /// Handles shared by every reconcile step.
 #[derive(Clone)]
 pub struct Context {
@@ -402,7 +414,11 @@ pub struct Outcome {
     pub policy: String,
     pub action: String,
     pub backup_id: Option<String>,
+    /// The backup's trigger (backups only).
+    pub trigger: Option<Trigger>,
     pub ok: bool,
+    /// Wall time the action took.
+    pub seconds: f64,
     pub detail: String,
 }
 
@@ -471,7 +487,9 @@ pub async fn execute(ctx: &Context, applied: &Applied, plan: &Plan, scope: Scope
                 policy: "?".into(),
                 action: "internal".into(),
                 backup_id: None,
+                trigger: None,
                 ok: false,
+                seconds: 0.0,
                 detail: e.to_string(),
             }),
         }
@@ -501,6 +519,7 @@ async fn execute_policy(
                     _ => None,
                 };
                 let span = tracing::info_span!("backup", policy = %policy, trigger = %trigger);
+                let started = std::time::Instant::now();
                 let result = match applied.desired.policies.get(&policy) {
                     Some(p) => {
                         run_backup(ctx, applied, p, trigger, release.as_deref(), by.as_deref())
@@ -515,7 +534,9 @@ async fn execute_policy(
                         policy,
                         action: "backup".into(),
                         backup_id: Some(record.id.clone()),
+                        trigger: Some(trigger),
                         ok: true,
+                        seconds: started.elapsed().as_secs_f64(),
                         detail: format!(
                             "{} bytes stored, checksum verified ({reason})",
                             record.size
@@ -525,7 +546,9 @@ async fn execute_policy(
                         policy,
                         action: "backup".into(),
                         backup_id: None,
+                        trigger: Some(trigger),
                         ok: false,
+                        seconds: started.elapsed().as_secs_f64(),
                         detail,
                     },
                 });
@@ -541,11 +564,14 @@ async fn execute_policy(
                         policy,
                         action: "delete".into(),
                         backup_id: Some(backup_id),
+                        trigger: None,
                         ok: false,
+                        seconds: 0.0,
                         detail: "skipped: the backup planned before it failed, so retention must be recomputed".into(),
                     });
                     continue;
                 }
+                let started = std::time::Instant::now();
                 let result = run_delete(
                     ctx,
                     &applied.desired,
@@ -559,7 +585,9 @@ async fn execute_policy(
                     policy,
                     action: "delete".into(),
                     backup_id: Some(backup_id),
+                    trigger: None,
                     ok: result.is_ok(),
+                    seconds: started.elapsed().as_secs_f64(),
                     detail: result.err().unwrap_or_else(|| reason.to_string()),
                 });
             }

@@ -51,6 +51,8 @@ pub struct LastGood {
     pub started_at: DateTime<Utc>,
     pub age_seconds: i64,
     pub trigger: Trigger,
+    /// Stored (compressed) bytes.
+    pub size: u64,
 }
 
 fn next_run(schedule: &Schedule, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
@@ -92,6 +94,7 @@ pub fn compute(
                 started_at: b.started_at,
                 age_seconds: (now - b.started_at).num_seconds(),
                 trigger: b.trigger,
+                size: b.size,
             });
             let rpo_met = p
                 .rpo

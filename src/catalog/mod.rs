@@ -14,6 +14,9 @@ use sqlx::{Row, SqlitePool};
 use crate::observed::{BackupRecord, FailedRun, Health, Trigger};
 use crate::storage::Manifest;
 
+mod alerts;
+pub use alerts::{NewNotification, QueuedNotification};
+
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
     #[error("cannot open catalog {url}: {source}")]

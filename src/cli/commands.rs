@@ -14,6 +14,7 @@ use crate::catalog::Catalog;
 use crate::daemon;
 use crate::executor::{self, RestoreTarget};
 use crate::git::RepoConfig;
+use crate::monitor::Monitor;
 use crate::observed::{BackupRequest, Trigger};
 use crate::plan::{KeepReason, PlanOptions};
 use crate::policy::{self, PolicyFile};
@@ -56,6 +57,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             concurrency,
             shutdown_grace,
             once,
+            observability,
         } => {
             let mut settings = (*ctx.settings).clone();
             settings.fetch_interval = Duration::from_secs(fetch_interval.max(1));
@@ -65,7 +67,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
                 settings: Arc::new(settings),
                 ..ctx.clone()
             };
-            daemon::run(ctx, stop_tx, once).await?;
+            let monitor = Monitor::start(&ctx.catalog, observability.options(once)?).await?;
+            let result = daemon::run(ctx.clone(), stop_tx, once, &monitor).await;
+            monitor.shutdown().await;
+            result?;
             0
         }
     };

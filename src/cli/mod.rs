@@ -4,6 +4,7 @@
 //! 1 problem found / actions pending / action failed, 2 could not run.
 
 mod commands;
+mod daemon_args;
 pub mod table;
 
 use std::path::PathBuf;
@@ -130,6 +131,8 @@ pub enum Command {
         /// Stop after the first cycle (for cron-style use and smoke tests).
         #[arg(long)]
         once: bool,
+        #[command(flatten)]
+        observability: daemon_args::ObservabilityArgs,
     },
 }
 
