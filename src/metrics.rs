@@ -419,8 +419,28 @@ mod tests {
     }
 
     #[test]
-    fn every_metric_family_is_registered_before_any_cycle() {
-        let text = Metrics::new().encode().unwrap();
+    fn every_metric_family_is_exposed_once_it_has_a_series() {
+        let m = Metrics::new();
+        m.record_drill("p", true, 1.0, 1.0);
+        m.record_error("cycle", "git");
+        m.record_outcomes(&[Outcome {
+            policy: "p".into(),
+            action: "backup".into(),
+            backup_id: None,
+            trigger: None,
+            ok: true,
+            seconds: 1.0,
+            detail: String::new(),
+        }]);
+        m.set_state(&Status {
+            ready: true,
+            reason: String::new(),
+            applied: Some("a".into()),
+            attempted: Some("a".into()),
+            diagnostics: vec![],
+            policies: vec![],
+        });
+        let text = m.encode().unwrap();
         for name in [
             "safepoint_backup_last_success_timestamp_seconds",
             "safepoint_backups",

@@ -1,9 +1,11 @@
 //! The integration test binary: the real `safepoint` binary against real Git
 //! repositories, real SQLite databases and real directories in temp dirs.
 
+mod alerts;
 mod backup_restore;
 mod common;
 mod daemon;
 mod faults;
+mod metrics;
 mod restore_docs;
 mod tidy;
