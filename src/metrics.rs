@@ -417,49 +417,4 @@ mod tests {
             "# HELP safepoint_backups_total Backups.\n# TYPE safepoint_backups_total counter\nsafepoint_backups_total{policy=\"a\"} 1\n# HELP safepoint_drift Drift.\n# TYPE safepoint_drift gauge\nsafepoint_drift 0\n"
         );
     }
-
-    #[test]
-    fn every_metric_family_is_exposed_once_it_has_a_series() {
-        let m = Metrics::new();
-        m.record_drill("p", true, 1.0, 1.0);
-        m.record_error("cycle", "git");
-        m.record_outcomes(&[Outcome {
-            policy: "p".into(),
-            action: "backup".into(),
-            backup_id: None,
-            trigger: None,
-            ok: true,
-            seconds: 1.0,
-            detail: String::new(),
-        }]);
-        m.set_state(&Status {
-            ready: true,
-            reason: String::new(),
-            applied: Some("a".into()),
-            attempted: Some("a".into()),
-            diagnostics: vec![],
-            policies: vec![],
-        });
-        let text = m.encode().unwrap();
-        for name in [
-            "safepoint_backup_last_success_timestamp_seconds",
-            "safepoint_backups",
-            "safepoint_backup_duration_seconds",
-            "safepoint_drift",
-            "safepoint_drill_last_success_timestamp_seconds",
-            "safepoint_drill_restore_seconds",
-            "safepoint_drills",
-            "safepoint_reconcile_duration_seconds",
-            "safepoint_reconcile_errors",
-            "safepoint_policy_revision_info",
-            "safepoint_policy_revision_valid",
-            "safepoint_build_info",
-        ] {
-            assert!(
-                text.contains(&format!("# TYPE {name} ")),
-                "{name} missing:\n{text}"
-            );
-        }
-        assert!(text.ends_with("# EOF\n"));
-    }
 }

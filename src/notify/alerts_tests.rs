@@ -48,10 +48,18 @@ fn run(rounds: &[(i64, Vec<Problem>)], reminder_minutes: i64) -> Vec<Vec<String>
     out
 }
 
+/// (name, rounds of (minute, problems), reminder minutes, expected notices per round)
+type Case = (
+    &'static str,
+    Vec<(i64, Vec<Problem>)>,
+    i64,
+    Vec<Vec<&'static str>>,
+);
+
 #[test]
 fn alert_lifecycle_table() {
     let failed = || vec![problem("orders", "backup-failed")];
-    let cases: Vec<(&str, Vec<(i64, Vec<Problem>)>, i64, Vec<Vec<&str>>)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "a new problem sends one mail, persisting sends nothing, clearing sends resolved",
             vec![(0, failed()), (5, failed()), (10, failed()), (15, vec![])],

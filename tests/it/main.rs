@@ -7,5 +7,6 @@ mod common;
 mod daemon;
 mod faults;
 mod metrics;
+mod prometheus;
 mod restore_docs;
 mod tidy;
