@@ -117,26 +117,9 @@ impl Catalog {
                 source: sqlx::Error::Io(e),
             })?;
         }
-        let options = SqliteConnectOptions::from_str("sqlite://")
-            .map_err(|source| CatalogError::Open {
-                url: url.clone(),
-                source,
-            })?
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .busy_timeout(std::time::Duration::from_secs(30))
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await
-            .map_err(|source| CatalogError::Open {
-                url: url.clone(),
-                source,
-            })?;
-        // Two processes opening a new catalog at once (daemon and CLI) must
-        // not both run the migrations: serialise them with a file lock.
+        // Two processes opening a catalog at once (daemon and CLI) must not
+        // both switch it to WAL or run the migrations: serialise the opening
+        // with a file lock (held for milliseconds).
         let lock_path = path.with_extension("migrate.lock");
         let lock = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
             let file = std::fs::File::options()
@@ -156,6 +139,24 @@ impl Catalog {
             url: url.clone(),
             source: sqlx::Error::Io(e),
         })?;
+        let options = SqliteConnectOptions::from_str("sqlite://")
+            .map_err(|source| CatalogError::Open {
+                url: url.clone(),
+                source,
+            })?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(std::time::Duration::from_secs(30))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|source| CatalogError::Open {
+                url: url.clone(),
+                source,
+            })?;
         let migrated = MIGRATOR.run(&pool).await;
         drop(lock);
         migrated.map_err(|source| CatalogError::Migrate { url, source })?;

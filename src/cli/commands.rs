@@ -117,12 +117,26 @@ fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
 pub fn caller() -> String {
     let user = std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".into());
+        .unwrap_or_else(|_| user_from_passwd().unwrap_or_else(|| "unknown".into()));
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "unknown-host".into());
     format!("{user}@{host}")
+}
+
+/// The name of the current uid from /etc/passwd (no `USER` in cron/CI shells).
+fn user_from_passwd() -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata("/proc/self").ok()?.uid();
+    std::fs::read_to_string("/etc/passwd")
+        .ok()?
+        .lines()
+        .find_map(|line| {
+            let mut fields = line.split(':');
+            let name = fields.next()?;
+            (fields.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_string())
+        })
 }
 
 // ---- validate ---------------------------------------------------------------
@@ -291,7 +305,15 @@ async fn list(ctx: &Context, policy: Option<&str>, output: Output) -> anyhow::Re
         let r = &row.record;
         let kept = plan.kept.iter().find(|k| k.backup_id == r.id);
         let why = match kept {
-            Some(k) => k.reasons.iter().map(KeepReason::to_string).collect::<Vec<_>>().join(", "),
+            Some(k) => k
+                .reasons
+                .iter()
+                .map(|r| {
+                    let text = KeepReason::to_string(r);
+                    text.strip_prefix("kept: ").map(str::to_string).unwrap_or(text)
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
             None => plan
                 .actions
                 .iter()
