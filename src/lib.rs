@@ -4,6 +4,7 @@
 //! (`git`, `catalog`, `storage`, `executor`); `reconcile` is the one place where
 //! they meet. See docs/ARCHITECTURE.md.
 
+pub mod audit;
 pub mod catalog;
 pub mod cli;
 pub mod daemon;
@@ -14,6 +15,7 @@ pub mod observed;
 pub mod plan;
 pub mod policy;
 pub mod reconcile;
+pub mod report;
 pub mod settings;
 pub mod status;
 pub mod storage;

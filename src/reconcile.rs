@@ -41,6 +41,8 @@ pub struct Context {
     pub catalog: Catalog,
     /// Set to `true` to cancel running backups at once (after the grace period).
     pub hard_stop: watch::Receiver<bool>,
+    /// Who acts, for the audit log: `daemon`, or `user@host` for CLI commands.
+    pub actor: String,
 }
 
 /// The policy revision in force and the last one tried.
@@ -150,7 +152,7 @@ pub async fn refresh(ctx: &Context, state: &mut RepoState) -> Result<bool, Recon
             );
             tracing::info!(commit = %head.commit, policies = desired.policies.len(), "policy revision applied");
             ctx.catalog
-                .event(now, "revision-applied", None, &msg)
+                .audit(now, "revision-applied", None, &ctx.actor, &msg)
                 .await?;
             state.applied = Some(Applied {
                 revision: head,
@@ -163,9 +165,15 @@ pub async fn refresh(ctx: &Context, state: &mut RepoState) -> Result<bool, Recon
             for d in &diags {
                 tracing::error!("{d}");
             }
-            let msg = format!("rejected revision {}: {}", head.short(), diags.join("; "));
+            let msg = format!(
+                "rejected revision {} ({}) by {}: {}",
+                head.short(),
+                head.summary,
+                head.author,
+                diags.join("; ")
+            );
             ctx.catalog
-                .event(now, "revision-rejected", None, &msg)
+                .audit(now, "revision-rejected", None, &ctx.actor, &msg)
                 .await?;
             Ok(false)
         }
@@ -222,7 +230,13 @@ pub async fn observe(
                     .finish_run(run.id, "interrupted", Some(("interrupted", &msg)), now)
                     .await?;
                 ctx.catalog
-                    .event(now, "backup-interrupted", Some(&run.policy), &msg)
+                    .audit(
+                        now,
+                        "backup-interrupted",
+                        Some(&run.policy),
+                        &ctx.actor,
+                        &msg,
+                    )
                     .await?;
                 tracing::warn!(policy = %run.policy, backup = %run.backup_id, "{msg}");
                 report.interrupted.push(run.backup_id);
@@ -278,7 +292,13 @@ pub async fn observe(
                     manifest.policy, manifest.id
                 );
                 ctx.catalog
-                    .event(now, "untracked-artifact", Some(&manifest.policy), &msg)
+                    .audit(
+                        now,
+                        "untracked-artifact",
+                        Some(&manifest.policy),
+                        &ctx.actor,
+                        &msg,
+                    )
                     .await?;
                 tracing::warn!("{msg}");
                 report.imported.push(manifest.id.clone());
@@ -330,7 +350,7 @@ pub async fn observe(
                         };
                         let msg = format!("backup {}/{}: {problem}", manifest.policy, manifest.id);
                         ctx.catalog
-                            .event(now, kind, Some(&manifest.policy), &msg)
+                            .audit(now, kind, Some(&manifest.policy), &ctx.actor, &msg)
                             .await?;
                         tracing::error!("{msg}");
                     }
@@ -349,7 +369,13 @@ pub async fn observe(
                     .set_health(&row.record.id, Health::Missing, Some(problem), now)
                     .await?;
                 ctx.catalog
-                    .event(now, "artifact-missing", Some(&row.record.policy), &msg)
+                    .audit(
+                        now,
+                        "artifact-missing",
+                        Some(&row.record.policy),
+                        &ctx.actor,
+                        &msg,
+                    )
                     .await?;
                 tracing::error!("{msg}");
             }
@@ -661,7 +687,13 @@ pub async fn run_backup(
             );
             let _ = ctx
                 .catalog
-                .event(now, "backup-succeeded", Some(&policy.name), &msg)
+                .audit(
+                    now,
+                    "backup-succeeded",
+                    Some(&policy.name),
+                    requested_by.unwrap_or(&ctx.actor),
+                    &msg,
+                )
                 .await;
             tracing::info!(backup = %id, size = manifest.artifact.size, seconds = (now - started_at).num_milliseconds() as f64 / 1000.0, "backup stored and verified");
             Ok(BackupRecord {
@@ -698,7 +730,13 @@ pub async fn run_backup(
                 .await;
             let _ = ctx
                 .catalog
-                .event(now, "backup-failed", Some(&policy.name), &msg)
+                .audit(
+                    now,
+                    "backup-failed",
+                    Some(&policy.name),
+                    requested_by.unwrap_or(&ctx.actor),
+                    &msg,
+                )
                 .await;
             tracing::error!(backup = %id, kind, "{msg}");
             Err(msg)
@@ -842,7 +880,7 @@ async fn run_delete(
             let msg = format!("deleted backup {policy}/{id}: {reason}");
             let _ = ctx
                 .catalog
-                .event(now, "backup-pruned", Some(policy), &msg)
+                .audit(now, "backup-pruned", Some(policy), &ctx.actor, &msg)
                 .await;
             tracing::info!(policy, backup = id, reason, "backup pruned");
             Ok(())
@@ -851,7 +889,7 @@ async fn run_delete(
             let msg = format!("delete of {policy}/{id} failed, it stays tracked: {e}");
             let _ = ctx
                 .catalog
-                .event(now, "prune-failed", Some(policy), &msg)
+                .audit(now, "prune-failed", Some(policy), &ctx.actor, &msg)
                 .await;
             Err(msg)
         }

@@ -14,6 +14,8 @@ use sqlx::{Row, SqlitePool};
 use crate::observed::{BackupRecord, FailedRun, Health, Trigger};
 use crate::storage::Manifest;
 
+mod audit;
+
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
     #[error("cannot open catalog {url}: {source}")]
@@ -103,6 +105,9 @@ pub struct NewRun<'a> {
 #[derive(Clone)]
 pub struct Catalog {
     pool: SqlitePool,
+    /// Newest audit (seq, hash), kept outside the database so that removing
+    /// the newest entries is detectable (`<catalog>.audit-head`).
+    audit_head: std::path::PathBuf,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -160,7 +165,10 @@ impl Catalog {
         let migrated = MIGRATOR.run(&pool).await;
         drop(lock);
         migrated.map_err(|source| CatalogError::Migrate { url, source })?;
-        Ok(Catalog { pool })
+        Ok(Catalog {
+            pool,
+            audit_head: path.with_extension("audit-head"),
+        })
     }
 
     pub async fn close(&self) {
@@ -406,6 +414,7 @@ impl Catalog {
 
     // ---- events ----------------------------------------------------------
 
+    /// Appends to the audit log as the daemon itself.
     pub async fn event(
         &self,
         at: DateTime<Utc>,
@@ -413,38 +422,7 @@ impl Catalog {
         policy: Option<&str>,
         message: &str,
     ) -> Result<(), CatalogError> {
-        sqlx::query("INSERT INTO events (at, kind, policy, message) VALUES (?, ?, ?, ?)")
-            .bind(at)
-            .bind(kind)
-            .bind(policy)
-            .bind(message)
-            .execute(&self.pool)
-            .await
-            .map_err(q("insert event"))?;
-        Ok(())
-    }
-
-    pub async fn events(
-        &self,
-        limit: i64,
-    ) -> Result<Vec<(DateTime<Utc>, String, Option<String>, String)>, CatalogError> {
-        let rows =
-            sqlx::query("SELECT at, kind, policy, message FROM events ORDER BY id DESC LIMIT ?")
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(q("select events"))?;
-        Ok(rows
-            .into_iter()
-            .map(|r| {
-                (
-                    r.get("at"),
-                    r.get("kind"),
-                    r.get("policy"),
-                    r.get("message"),
-                )
-            })
-            .collect())
+        self.audit(at, kind, policy, "safepoint", message).await
     }
 }
 

@@ -9,7 +9,7 @@ use chrono::{TimeDelta, Utc};
 use tokio::sync::watch;
 
 use super::table::{age, bytes, render};
-use super::{Cli, Command, Output};
+use super::{AuditCommand, Cli, Command, ExportFormat, Output, ReportFormat};
 use crate::catalog::Catalog;
 use crate::daemon;
 use crate::executor::{self, RestoreTarget};
@@ -34,6 +34,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         settings: Arc::new(settings),
         catalog,
         hard_stop: stop_rx,
+        actor: if matches!(cli.command, Command::Daemon { .. }) {
+            "daemon".to_string()
+        } else {
+            caller()
+        },
     };
     let code = match cli.command {
         Command::Validate { .. } => unreachable!("handled above"),
@@ -51,6 +56,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             to,
             force,
         } => restore(&ctx, backup_id, policy, latest, &to, force, cli.output).await?,
+        Command::Audit { command } => audit(&ctx, command, cli.output).await?,
+        Command::Report { since, format } => report(&ctx, &since, format).await?,
         Command::Daemon {
             fetch_interval,
             concurrency,
@@ -528,7 +535,7 @@ async fn restore(
         caller()
     );
     ctx.catalog
-        .event(now, "restore", Some(&manifest.policy), &msg)
+        .audit(now, "restore", Some(&manifest.policy), &ctx.actor, &msg)
         .await?;
     if output == Output::Json {
         print_json(
@@ -542,6 +549,96 @@ async fn restore(
             manifest.id,
             elapsed.as_secs_f64()
         );
+    }
+    Ok(0)
+}
+
+// ---- audit / report ------------------------------------------------------------
+
+fn window_start(since: &str) -> anyhow::Result<chrono::DateTime<Utc>> {
+    let span =
+        policy::parse_duration(since).map_err(|e| anyhow::anyhow!("--since {since}: {e}"))?;
+    Ok(Utc::now() - span)
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+async fn audit(ctx: &Context, command: AuditCommand, output: Output) -> anyhow::Result<u8> {
+    match command {
+        AuditCommand::Verify => {
+            let entries = ctx.catalog.audit_entries(None).await?;
+            let head = ctx.catalog.audit_head();
+            let verdict =
+                crate::audit::verify(&entries, head.as_ref().map(|(s, h)| (*s, h.as_str())));
+            if output == Output::Json {
+                print_json(&verdict)?;
+            } else if let Some(p) = &verdict.problem {
+                println!("audit log TAMPERED at entry {}: {}", p.seq, p.what);
+            } else {
+                println!(
+                    "audit log intact: {} entries, chain verified",
+                    verdict.entries
+                );
+            }
+            Ok(if verdict.ok { 0 } else { 1 })
+        }
+        AuditCommand::Export { since, format } => {
+            let since = since.as_deref().map(window_start).transpose()?;
+            let entries = ctx.catalog.audit_entries(since).await?;
+            match format {
+                ExportFormat::Jsonl => {
+                    for e in &entries {
+                        println!("{}", serde_json::to_string(e)?);
+                    }
+                }
+                ExportFormat::Csv => {
+                    println!("seq,at,kind,policy,actor,message,prev_hash,hash");
+                    for e in &entries {
+                        println!(
+                            "{},{},{},{},{},{},{},{}",
+                            e.seq,
+                            e.at.to_rfc3339(),
+                            csv_field(&e.kind),
+                            csv_field(e.policy.as_deref().unwrap_or("")),
+                            csv_field(&e.actor),
+                            csv_field(&e.message),
+                            e.prev_hash,
+                            e.hash
+                        );
+                    }
+                }
+            }
+            Ok(0)
+        }
+    }
+}
+
+async fn report(ctx: &Context, since: &str, format: ReportFormat) -> anyhow::Result<u8> {
+    let state = loaded_state(ctx).await?;
+    let empty = policy::DesiredState::default();
+    let desired = state.applied.as_ref().map_or(&empty, |a| &a.desired);
+    let now = Utc::now();
+    let since = window_start(since)?;
+    let backups = ctx.catalog.backup_history().await?;
+    let runs = ctx.catalog.runs_since(since).await?;
+    let audit = ctx.catalog.audit_entries(Some(since)).await?;
+    let report = crate::report::build(&crate::report::Inputs {
+        desired,
+        backups: &backups,
+        runs: &runs,
+        audit: &audit,
+        since,
+        now,
+    });
+    match format {
+        ReportFormat::Json => print_json(&report)?,
+        ReportFormat::Md => print!("{}", crate::report::markdown(&report)),
     }
     Ok(0)
 }

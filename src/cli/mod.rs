@@ -74,6 +74,32 @@ pub enum LogFormat {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain; says where an entry was edited, deleted, inserted or reordered.
+    Verify,
+    /// Print audit entries.
+    Export {
+        /// Window ending now, e.g. `30d`.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
+        format: ExportFormat,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    Jsonl,
+    Csv,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    Md,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check a policy directory; print every problem with file:line and a hint.
     Validate {
@@ -115,6 +141,19 @@ pub enum Command {
         /// Overwrite a target that exists and is not empty.
         #[arg(long)]
         force: bool,
+    },
+    /// Verify or export the hash-chained audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Compliance report per policy (RPO met %, backups, retention, drills, deploys).
+    Report {
+        /// Window ending now, e.g. `90d`, `12h`, `2w`.
+        #[arg(long, default_value = "90d")]
+        since: String,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Md)]
+        format: ReportFormat,
     },
     /// Run the reconcile loop until SIGTERM/SIGINT.
     Daemon {

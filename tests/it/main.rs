@@ -1,6 +1,7 @@
 //! The integration test binary: the real `safepoint` binary against real Git
 //! repositories, real SQLite databases and real directories in temp dirs.
 
+mod audit;
 mod backup_restore;
 mod common;
 mod daemon;
