@@ -6,8 +6,10 @@
 
 pub mod catalog;
 pub mod cli;
+pub mod daemon;
 pub mod executor;
 pub mod git;
+pub mod lock;
 pub mod observed;
 pub mod plan;
 pub mod policy;

@@ -1,1 +1,923 @@
-//! (in progress)
+//! The one meeting point of pure decisions and IO: refresh desired state from
+//! Git -> observe catalog and storage -> plan -> execute -> record. The daemon
+//! loop, the CLI commands (`backup`, `prune`, `plan`, `status`) and later the
+//! API all go through these functions; nothing else executes actions.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::sync::{Semaphore, watch};
+use tracing::Instrument;
+
+use crate::catalog::{Catalog, CatalogError, NewRun, RevisionRecord};
+use crate::executor::{self, ExecContext};
+use crate::git::{self, GitError, Revision};
+use crate::lock;
+use crate::observed::{BackupRecord, BackupRequest, Health, ObservedState, Trigger};
+use crate::plan::{self, Action, Plan};
+use crate::policy::{self, BackupPolicy, DesiredState};
+use crate::settings::Settings;
+use crate::storage::pipeline::{ArtifactWriter, Cancel, checksum_of};
+use crate::storage::{self, ArtifactInfo, MANIFEST_FORMAT, Manifest, Storage, StorageError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Git(#[from] GitError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error("no valid policy revision has been applied yet: {0}")]
+    NoValidRevision(String),
+    #[error("internal task failed: {0}")]
+    Join(String),
+}
+
+/// Handles shared by every reconcile step.
+#[derive(Clone)]
+pub struct Context {
+    pub settings: Arc<Settings>,
+    pub catalog: Catalog,
+    /// Set to `true` to cancel running backups at once (after the grace period).
+    pub hard_stop: watch::Receiver<bool>,
+}
+
+/// The policy revision in force and the last one tried.
+#[derive(Debug, Clone, Default)]
+pub struct RepoState {
+    pub applied: Option<Applied>,
+    pub attempted: Option<RevisionRecord>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub revision: Revision,
+    pub desired: DesiredState,
+}
+
+async fn blocking<T: Send + 'static, E: Send + 'static>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<Result<T, E>, ReconcileError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ReconcileError::Join(e.to_string()))
+}
+
+// ---- desired state ------------------------------------------------------
+
+impl RepoState {
+    /// Restores the last applied revision recorded in the catalog, so that a
+    /// bad head commit after a restart does not leave the daemon without policies.
+    pub async fn load(ctx: &Context) -> Result<RepoState, ReconcileError> {
+        let mut state = RepoState {
+            applied: None,
+            attempted: ctx.catalog.last_attempted().await?,
+        };
+        if let Some(rev) = ctx.catalog.last_applied().await? {
+            let cfg = ctx.settings.repo.clone();
+            let commit = rev.commit.clone();
+            if let Ok(Ok((revision, files))) = blocking(move || git::read(&cfg, &commit)).await
+                && let Ok(desired) = policy::load(&files)
+            {
+                state.applied = Some(Applied { revision, desired });
+            }
+        }
+        Ok(state)
+    }
+
+    pub fn desired(&self) -> Result<&DesiredState, ReconcileError> {
+        match (&self.applied, &self.attempted) {
+            (Some(a), _) => Ok(&a.desired),
+            (None, Some(att)) => Err(ReconcileError::NoValidRevision(format!(
+                "commit {} was rejected:\n  {}",
+                att.commit,
+                att.diagnostics.join("\n  ")
+            ))),
+            (None, None) => Err(ReconcileError::NoValidRevision(
+                "the policy repository has not been read".into(),
+            )),
+        }
+    }
+}
+
+/// Fetches (remote) and reads the tracked branch; applies the head commit if
+/// it is new and valid, records it as rejected otherwise. Returns true when
+/// a new revision was applied.
+pub async fn refresh(ctx: &Context, state: &mut RepoState) -> Result<bool, ReconcileError> {
+    let cfg = ctx.settings.repo.clone();
+    blocking(move || git::sync(&cfg)).await??;
+    let cfg = ctx.settings.repo.clone();
+    let head = blocking(move || git::head(&cfg)).await??;
+    let already = state
+        .attempted
+        .as_ref()
+        .is_some_and(|a| a.commit == head.commit)
+        && (state.applied.is_some() || state.attempted.as_ref().is_some_and(|a| !a.valid));
+    if already {
+        return Ok(false);
+    }
+    let cfg = ctx.settings.repo.clone();
+    let commit = head.commit.clone();
+    let read = blocking(move || git::read(&cfg, &commit)).await?;
+    let now = Utc::now();
+    let result = match read {
+        Ok((_, files)) => {
+            policy::load(&files).map_err(|diags| diags.iter().map(ToString::to_string).collect())
+        }
+        Err(e @ GitError::NoPath { .. }) => Err(vec![e.to_string()]),
+        Err(e) => return Err(e.into()),
+    };
+    let record = RevisionRecord {
+        commit: head.commit.clone(),
+        branch: ctx.settings.repo.branch.clone(),
+        author: head.author.clone(),
+        summary: head.summary.clone(),
+        attempted_at: now,
+        valid: result.is_ok(),
+        diagnostics: result.as_ref().err().cloned().unwrap_or_default(),
+    };
+    ctx.catalog.record_revision(&record).await?;
+    state.attempted = Some(record);
+    match result {
+        Ok(desired) => {
+            let msg = format!(
+                "applied revision {} ({}) by {}: {} policies",
+                head.short(),
+                head.summary,
+                head.author,
+                desired.policies.len()
+            );
+            tracing::info!(commit = %head.commit, policies = desired.policies.len(), "policy revision applied");
+            ctx.catalog
+                .event(now, "revision-applied", None, &msg)
+                .await?;
+            state.applied = Some(Applied {
+                revision: head,
+                desired,
+            });
+            Ok(true)
+        }
+        Err(diags) => {
+            tracing::error!(commit = %head.commit, problems = diags.len(), "policy revision rejected; the last valid revision stays in force");
+            for d in &diags {
+                tracing::error!("{d}");
+            }
+            let msg = format!("rejected revision {}: {}", head.short(), diags.join("; "));
+            ctx.catalog
+                .event(now, "revision-rejected", None, &msg)
+                .await?;
+            Ok(false)
+        }
+    }
+}
+
+// ---- observe -------------------------------------------------------------
+
+/// What observation found besides the state itself (for logs and status).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ObserveReport {
+    pub imported: Vec<String>,
+    pub interrupted: Vec<String>,
+    pub leftovers_removed: Vec<String>,
+    pub problems: Vec<String>,
+}
+
+fn storage_for(ctx: &Context, desired: &DesiredState, name: &str) -> Option<Arc<dyn Storage>> {
+    desired
+        .storages
+        .get(name)
+        .map(|spec| Arc::from(storage::open(spec, &ctx.settings.base_dir)))
+}
+
+/// Reads catalog and storage into an `ObservedState`, reconciling the catalog
+/// with storage on the way: untracked manifests are imported, vanished or
+/// altered artifacts are marked, runs of dead processes are closed as
+/// interrupted and their leftovers removed.
+pub async fn observe(
+    ctx: &Context,
+    desired: &DesiredState,
+    requests: Vec<BackupRequest>,
+    now: DateTime<Utc>,
+) -> Result<(ObservedState, ObserveReport), ReconcileError> {
+    let mut report = ObserveReport::default();
+    let locks = ctx.settings.locks_dir();
+    let mut running = BTreeSet::new();
+
+    // Runs recorded as running whose policy lock is free died with their process.
+    for run in ctx.catalog.running_runs().await? {
+        match lock::try_lock(&locks, &run.policy) {
+            Ok(Some(_held)) => {
+                let msg = format!(
+                    "backup {} of {} was interrupted (the process running it died); partial data removed",
+                    run.backup_id, run.policy
+                );
+                if let Some(st) = storage_for(ctx, desired, &run.storage) {
+                    let (p, id) = (run.policy.clone(), run.backup_id.clone());
+                    if let Ok(Err(e)) = blocking(move || st.remove(&p, &id)).await {
+                        report.problems.push(e.to_string());
+                    }
+                }
+                ctx.catalog
+                    .finish_run(run.id, "interrupted", Some(("interrupted", &msg)), now)
+                    .await?;
+                ctx.catalog
+                    .event(now, "backup-interrupted", Some(&run.policy), &msg)
+                    .await?;
+                tracing::warn!(policy = %run.policy, backup = %run.backup_id, "{msg}");
+                report.interrupted.push(run.backup_id);
+            }
+            Ok(None) => {
+                running.insert(run.policy.clone());
+            }
+            Err(e) => report
+                .problems
+                .push(format!("cannot check lock of {}: {e}", run.policy)),
+        }
+    }
+
+    let known: BTreeMap<String, crate::catalog::BackupRow> = ctx
+        .catalog
+        .backups()
+        .await?
+        .into_iter()
+        .map(|b| (b.record.id.clone(), b))
+        .collect();
+    let mut incomplete = BTreeSet::new();
+    let mut storage_names: BTreeSet<String> = desired.storages.keys().cloned().collect();
+    storage_names.extend(known.values().map(|b| b.record.storage.clone()));
+
+    for name in storage_names {
+        let Some(st) = storage_for(ctx, desired, &name) else {
+            // Backups on a storage no longer declared cannot be checked.
+            incomplete.insert(name);
+            continue;
+        };
+        let st2 = st.clone();
+        let listing = match blocking(move || st2.list()).await? {
+            Ok(listing) => listing,
+            Err(e) => {
+                tracing::error!(storage = %name, error = %e, "storage listing failed; nothing there is pruned this cycle");
+                report.problems.push(e.to_string());
+                incomplete.insert(name);
+                continue;
+            }
+        };
+        for bad in &listing.unreadable {
+            report.problems.push(bad.to_string());
+        }
+        let listed: BTreeSet<String> = listing.manifests.iter().map(|m| m.id.clone()).collect();
+        for manifest in listing.manifests {
+            let row = known.get(&manifest.id);
+            if row.is_none() {
+                ctx.catalog
+                    .upsert_backup(&manifest, Health::Verified, None)
+                    .await?;
+                let msg = format!(
+                    "imported untracked backup {}/{} found in storage {name}",
+                    manifest.policy, manifest.id
+                );
+                ctx.catalog
+                    .event(now, "untracked-artifact", Some(&manifest.policy), &msg)
+                    .await?;
+                tracing::warn!("{msg}");
+                report.imported.push(manifest.id.clone());
+            }
+            // Unhealthy backups are re-verified every cycle: a cheap size check
+            // must never declare a corrupt artifact good again.
+            let due = row.is_none_or(|r| {
+                r.record.health != Health::Verified
+                    || r.checked_at
+                        .is_none_or(|at| now - at >= ctx.settings.verify_interval)
+            });
+            let st2 = st.clone();
+            let m2 = manifest.clone();
+            let check = if due {
+                blocking(move || storage::verify(&*st2, &m2)).await?
+            } else {
+                blocking(move || {
+                    Ok::<_, StorageError>(match st2.artifact_size(&m2)? {
+                        None => Some(format!("artifact {} is missing", m2.artifact.file)),
+                        Some(s) if s != m2.artifact.size => Some(format!(
+                            "artifact size is {s} bytes, manifest says {}",
+                            m2.artifact.size
+                        )),
+                        Some(_) => None,
+                    })
+                })
+                .await?
+            };
+            let previous = row.map(|r| r.record.health).unwrap_or(Health::Verified);
+            match check {
+                Ok(None) => {
+                    if due || previous != Health::Verified {
+                        ctx.catalog
+                            .set_health(&manifest.id, Health::Verified, None, now)
+                            .await?;
+                    }
+                }
+                Ok(Some(problem)) => {
+                    let health = if problem.contains("missing") {
+                        Health::Missing
+                    } else {
+                        Health::Corrupt
+                    };
+                    if previous != health {
+                        let kind = if health == Health::Missing {
+                            "artifact-missing"
+                        } else {
+                            "artifact-corrupt"
+                        };
+                        let msg = format!("backup {}/{}: {problem}", manifest.policy, manifest.id);
+                        ctx.catalog
+                            .event(now, kind, Some(&manifest.policy), &msg)
+                            .await?;
+                        tracing::error!("{msg}");
+                    }
+                    ctx.catalog
+                        .set_health(&manifest.id, health, Some(&problem), now)
+                        .await?;
+                }
+                Err(e) => report.problems.push(e.to_string()),
+            }
+        }
+        for row in known.values().filter(|r| r.record.storage == name) {
+            if !listed.contains(&row.record.id) && row.record.health != Health::Missing {
+                let problem = "manifest and artifact are gone from storage";
+                let msg = format!("backup {}/{}: {problem}", row.record.policy, row.record.id);
+                ctx.catalog
+                    .set_health(&row.record.id, Health::Missing, Some(problem), now)
+                    .await?;
+                ctx.catalog
+                    .event(now, "artifact-missing", Some(&row.record.policy), &msg)
+                    .await?;
+                tracing::error!("{msg}");
+            }
+        }
+        for leftover in listing.leftovers {
+            if running.contains(&leftover.policy) {
+                continue;
+            }
+            match lock::try_lock(&locks, &leftover.policy) {
+                Ok(Some(_held)) => {
+                    let st2 = st.clone();
+                    let (p, id) = (leftover.policy.clone(), leftover.id.clone());
+                    match blocking(move || st2.remove(&p, &id)).await? {
+                        Ok(()) => report
+                            .leftovers_removed
+                            .push(format!("{}/{}", leftover.policy, leftover.id)),
+                        Err(e) => report.problems.push(e.to_string()),
+                    }
+                }
+                Ok(None) => {
+                    running.insert(leftover.policy.clone());
+                }
+                Err(e) => report.problems.push(e.to_string()),
+            }
+        }
+    }
+
+    let mut backups: BTreeMap<String, Vec<BackupRecord>> = BTreeMap::new();
+    for row in ctx.catalog.backups().await? {
+        backups
+            .entry(row.record.policy.clone())
+            .or_default()
+            .push(row.record);
+    }
+    let observed = ObservedState {
+        backups,
+        running,
+        failures: ctx.catalog.failures().await?,
+        incomplete_storages: incomplete,
+        requests,
+    };
+    Ok((observed, report))
+}
+
+// ---- execute ---------------------------------------------------------------
+
+/// The result of one executed action.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub policy: String,
+    pub action: String,
+    pub backup_id: Option<String>,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// Which planned actions a caller wants executed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The daemon: everything.
+    All,
+    /// `safepoint backup`: only backups answering explicit requests.
+    Requested,
+    /// `safepoint prune`: only deletions.
+    Deletions,
+}
+
+impl Scope {
+    pub fn includes(self, action: &Action) -> bool {
+        match (self, action) {
+            (Scope::All, _) => true,
+            (Scope::Requested, Action::Backup { reason, .. }) => {
+                matches!(reason, plan::Reason::Requested { .. })
+            }
+            (Scope::Deletions, Action::Delete { .. }) => true,
+            _ => false,
+        }
+    }
+}
+
+/// Executes the plan's actions in `scope`: per policy, backups first, then
+/// deletions only if every backup of that policy succeeded; policies run
+/// concurrently up to `settings.concurrency`.
+pub async fn execute(ctx: &Context, applied: &Applied, plan: &Plan, scope: Scope) -> Vec<Outcome> {
+    // Deletions were computed counting the backups planned before them; when
+    // such a backup is outside the scope, its policy's deletions wait too.
+    let deferred: BTreeSet<&str> = plan
+        .actions
+        .iter()
+        .filter(|a| matches!(a, Action::Backup { .. }) && !scope.includes(a))
+        .map(Action::policy)
+        .collect();
+    let mut per_policy: BTreeMap<String, Vec<Action>> = BTreeMap::new();
+    for action in plan.actions.iter().filter(|a| scope.includes(a)) {
+        if matches!(action, Action::Delete { .. }) && deferred.contains(action.policy()) {
+            continue;
+        }
+        per_policy
+            .entry(action.policy().to_string())
+            .or_default()
+            .push(action.clone());
+    }
+    let semaphore = Arc::new(Semaphore::new(ctx.settings.concurrency.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (policy, actions) in per_policy {
+        let ctx = ctx.clone();
+        let applied = applied.clone();
+        let semaphore = semaphore.clone();
+        tasks.spawn(async move {
+            let _permit = semaphore.acquire_owned().await;
+            execute_policy(&ctx, &applied, &policy, actions).await
+        });
+    }
+    let mut outcomes = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok(mut o) => outcomes.append(&mut o),
+            Err(e) => outcomes.push(Outcome {
+                policy: "?".into(),
+                action: "internal".into(),
+                backup_id: None,
+                ok: false,
+                detail: e.to_string(),
+            }),
+        }
+    }
+    outcomes.sort_by(|a, b| (&a.policy, &a.action).cmp(&(&b.policy, &b.action)));
+    outcomes
+}
+
+async fn execute_policy(
+    ctx: &Context,
+    applied: &Applied,
+    policy_name: &str,
+    actions: Vec<Action>,
+) -> Vec<Outcome> {
+    let mut outcomes = Vec::new();
+    let mut backups_ok = true;
+    for action in actions {
+        match action {
+            Action::Backup {
+                policy,
+                trigger,
+                release,
+                reason,
+            } => {
+                let by = match &reason {
+                    plan::Reason::Requested { by } => Some(by.clone()),
+                    _ => None,
+                };
+                let span = tracing::info_span!("backup", policy = %policy, trigger = %trigger);
+                let result = match applied.desired.policies.get(&policy) {
+                    Some(p) => {
+                        run_backup(ctx, applied, p, trigger, release.as_deref(), by.as_deref())
+                            .instrument(span)
+                            .await
+                    }
+                    None => Err(format!("policy {policy} is not in the applied revision")),
+                };
+                backups_ok &= result.is_ok();
+                outcomes.push(match result {
+                    Ok(record) => Outcome {
+                        policy,
+                        action: "backup".into(),
+                        backup_id: Some(record.id.clone()),
+                        ok: true,
+                        detail: format!(
+                            "{} bytes stored, checksum verified ({reason})",
+                            record.size
+                        ),
+                    },
+                    Err(detail) => Outcome {
+                        policy,
+                        action: "backup".into(),
+                        backup_id: None,
+                        ok: false,
+                        detail,
+                    },
+                });
+            }
+            Action::Delete {
+                policy,
+                storage,
+                backup_id,
+                reason,
+            } => {
+                if !backups_ok {
+                    outcomes.push(Outcome {
+                        policy,
+                        action: "delete".into(),
+                        backup_id: Some(backup_id),
+                        ok: false,
+                        detail: "skipped: the backup planned before it failed, so retention must be recomputed".into(),
+                    });
+                    continue;
+                }
+                let result = run_delete(
+                    ctx,
+                    &applied.desired,
+                    &policy,
+                    &storage,
+                    &backup_id,
+                    &reason.to_string(),
+                )
+                .await;
+                outcomes.push(Outcome {
+                    policy,
+                    action: "delete".into(),
+                    backup_id: Some(backup_id),
+                    ok: result.is_ok(),
+                    detail: result.err().unwrap_or_else(|| reason.to_string()),
+                });
+            }
+        }
+    }
+    let _ = policy_name;
+    outcomes
+}
+
+/// A sortable, unique backup id: `20261125T061500Z-3f9a1c`.
+pub fn new_backup_id(now: DateTime<Utc>, policy: &str) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(policy.as_bytes());
+    h.update(&now.timestamp_nanos_opt().unwrap_or_default().to_le_bytes());
+    h.update(&std::process::id().to_le_bytes());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    h.update(&nanos.to_le_bytes());
+    format!(
+        "{}-{}",
+        now.format("%Y%m%dT%H%M%SZ"),
+        &h.finalize().to_hex()[..6]
+    )
+}
+
+/// Takes one backup end to end. Returns the recorded backup or a one-line
+/// error (also recorded in the catalog as a failed run).
+pub async fn run_backup(
+    ctx: &Context,
+    applied: &Applied,
+    policy: &BackupPolicy,
+    trigger: Trigger,
+    release: Option<&str>,
+    requested_by: Option<&str>,
+) -> Result<BackupRecord, String> {
+    let _lock = match lock::try_lock(&ctx.settings.locks_dir(), &policy.name) {
+        Ok(Some(lock)) => lock,
+        Ok(None) => {
+            return Err(format!(
+                "another backup of {} is running; try again when it ends",
+                policy.name
+            ));
+        }
+        Err(e) => {
+            return Err(format!(
+                "cannot take the lock of {} in {}: {e}",
+                policy.name,
+                ctx.settings.locks_dir().display()
+            ));
+        }
+    };
+    let Some(st) = storage_for(ctx, &applied.desired, &policy.storage) else {
+        return Err(format!("storage {} is not declared", policy.storage));
+    };
+    let started_at = Utc::now();
+    let id = new_backup_id(started_at, &policy.name);
+    let run_id = ctx
+        .catalog
+        .start_run(&NewRun {
+            policy: &policy.name,
+            backup_id: &id,
+            storage: &policy.storage,
+            trigger,
+            release,
+            requested_by,
+            started_at,
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!(backup = %id, "backup started");
+    let result = take_backup(
+        ctx,
+        applied,
+        policy,
+        st.clone(),
+        &id,
+        trigger,
+        release,
+        requested_by,
+        started_at,
+    )
+    .await;
+    let now = Utc::now();
+    match result {
+        Ok(manifest) => {
+            ctx.catalog
+                .upsert_backup(&manifest, Health::Verified, Some(now))
+                .await
+                .map_err(|e| e.to_string())?;
+            ctx.catalog
+                .finish_run(run_id, "succeeded", None, now)
+                .await
+                .map_err(|e| e.to_string())?;
+            let msg = format!(
+                "backup {} of {} ({trigger}) stored on {}: {} bytes, {}",
+                id, policy.name, policy.storage, manifest.artifact.size, manifest.artifact.checksum
+            );
+            let _ = ctx
+                .catalog
+                .event(now, "backup-succeeded", Some(&policy.name), &msg)
+                .await;
+            tracing::info!(backup = %id, size = manifest.artifact.size, seconds = (now - started_at).num_milliseconds() as f64 / 1000.0, "backup stored and verified");
+            Ok(BackupRecord {
+                id,
+                policy: policy.name.clone(),
+                storage: policy.storage.clone(),
+                trigger,
+                release: release.map(str::to_string),
+                started_at,
+                finished_at: manifest.finished_at,
+                size: manifest.artifact.size,
+                checksum: manifest.artifact.checksum,
+                health: Health::Verified,
+                pinned: None,
+            })
+        }
+        Err((kind, message)) => {
+            let (p, i) = (policy.name.clone(), id.clone());
+            let cleanup = blocking(move || st.remove(&p, &i)).await;
+            let cleanup_note = match cleanup {
+                Ok(Ok(())) => String::new(),
+                Ok(Err(e)) => {
+                    format!(" (partial data not yet removed: {e}; it is collected later)")
+                }
+                Err(e) => format!(" (cleanup failed: {e})"),
+            };
+            let msg = format!(
+                "backup {id} of {} failed: {message}{cleanup_note}",
+                policy.name
+            );
+            let _ = ctx
+                .catalog
+                .finish_run(run_id, "failed", Some((kind, &message)), now)
+                .await;
+            let _ = ctx
+                .catalog
+                .event(now, "backup-failed", Some(&policy.name), &msg)
+                .await;
+            tracing::error!(backup = %id, kind, "{msg}");
+            Err(msg)
+        }
+    }
+}
+
+type Failure = (&'static str, String);
+
+#[allow(clippy::too_many_arguments)]
+async fn take_backup(
+    ctx: &Context,
+    applied: &Applied,
+    policy: &BackupPolicy,
+    st: Arc<dyn Storage>,
+    id: &str,
+    trigger: Trigger,
+    release: Option<&str>,
+    requested_by: Option<&str>,
+    started_at: DateTime<Utc>,
+) -> Result<Manifest, Failure> {
+    let file = executor::artifact_file(&policy.source);
+    let (st2, p, i) = (st.clone(), policy.name.clone(), id.to_string());
+    let sink = blocking(move || st2.create(&p, &i, file))
+        .await
+        .map_err(|e| ("internal", e.to_string()))?
+        .map_err(|e| (e.kind(), e.to_string()))?;
+    let cancel = Cancel::new();
+    let writer = ArtifactWriter::new(sink, cancel.clone()).map_err(|e| ("write", e.to_string()))?;
+    let exec_ctx = ExecContext {
+        base: ctx.settings.base_dir.clone(),
+        tmp_dir: ctx.settings.tmp_dir(),
+        cancel: cancel.clone(),
+    };
+    let timeout = policy
+        .timeout
+        .to_std()
+        .unwrap_or(std::time::Duration::from_secs(3600));
+    let exec = executor::backup(&policy.source, &exec_ctx, writer);
+    tokio::pin!(exec);
+    let mut hard_stop = ctx.hard_stop.clone();
+    let produced = tokio::select! {
+        r = &mut exec => r,
+        _ = tokio::time::sleep(timeout) => {
+            cancel.cancel();
+            let _ = exec.await;
+            return Err(("timeout", format!("backup exceeded its timeout of {}s; raise spec.timeout or check the source", timeout.as_secs())));
+        }
+        _ = async { let _ = hard_stop.wait_for(|stop| *stop).await; } => {
+            cancel.cancel();
+            let _ = exec.await;
+            return Err(("cancelled", "cancelled by shutdown before it finished".to_string()));
+        }
+    };
+    let (writer, produced) = produced.map_err(|e| (e.kind(), e.to_string()))?;
+    let written = blocking(move || {
+        let (sink, written) = writer.finish()?;
+        sink.finish().map_err(std::io::Error::other)?;
+        Ok::<_, std::io::Error>(written)
+    })
+    .await
+    .map_err(|e| ("internal", e.to_string()))?
+    .map_err(|e| ("write", e.to_string()))?;
+    let finished_at = Utc::now();
+    let manifest = Manifest {
+        format: MANIFEST_FORMAT,
+        id: id.to_string(),
+        policy: policy.name.clone(),
+        storage: policy.storage.clone(),
+        source_kind: policy.source.kind().to_string(),
+        trigger,
+        release: release.map(str::to_string),
+        commit: Some(applied.revision.commit.clone()),
+        requested_by: requested_by.map(str::to_string),
+        started_at,
+        finished_at,
+        artifact: ArtifactInfo {
+            file: file.to_string(),
+            size: written.stored_size,
+            raw_size: written.raw_size,
+            checksum: written.checksum.clone(),
+            compression: "zstd".into(),
+            encryption: None,
+        },
+        tools: produced.tools,
+        counts: produced.counts,
+        status: "complete".into(),
+    };
+    // Read the stored bytes back: a backup is complete only once verified.
+    let (st2, m2) = (st.clone(), manifest.clone());
+    let verified = blocking(move || {
+        let reader = st2.open(&m2)?;
+        checksum_of(reader).map_err(|e| StorageError::Io {
+            storage: st2.name().to_string(),
+            op: "read back",
+            path: m2.artifact.file.clone().into(),
+            source: e,
+        })
+    })
+    .await
+    .map_err(|e| ("internal", e.to_string()))?
+    .map_err(|e| (e.kind(), e.to_string()))?;
+    if verified.1 != written.checksum || verified.0 != written.stored_size {
+        return Err((
+            "verify",
+            format!(
+                "read-back check failed: stored {} bytes with {}, expected {} bytes with {}",
+                verified.0, verified.1, written.stored_size, written.checksum
+            ),
+        ));
+    }
+    let (st2, m2) = (st, manifest.clone());
+    blocking(move || st2.commit(&m2))
+        .await
+        .map_err(|e| ("internal", e.to_string()))?
+        .map_err(|e| (e.kind(), e.to_string()))?;
+    Ok(manifest)
+}
+
+async fn run_delete(
+    ctx: &Context,
+    desired: &DesiredState,
+    policy: &str,
+    storage_name: &str,
+    id: &str,
+    reason: &str,
+) -> Result<(), String> {
+    let Some(st) = storage_for(ctx, desired, storage_name) else {
+        return Err(format!(
+            "storage {storage_name} is not declared; backup {id} stays"
+        ));
+    };
+    let (p, i) = (policy.to_string(), id.to_string());
+    let now = Utc::now();
+    match blocking(move || st.remove(&p, &i)).await {
+        Ok(Ok(())) => {
+            ctx.catalog
+                .mark_deleted(id, now)
+                .await
+                .map_err(|e| e.to_string())?;
+            let msg = format!("deleted backup {policy}/{id}: {reason}");
+            let _ = ctx
+                .catalog
+                .event(now, "backup-pruned", Some(policy), &msg)
+                .await;
+            tracing::info!(policy, backup = id, reason, "backup pruned");
+            Ok(())
+        }
+        Ok(Err(e)) => {
+            let msg = format!("delete of {policy}/{id} failed, it stays tracked: {e}");
+            let _ = ctx
+                .catalog
+                .event(now, "prune-failed", Some(policy), &msg)
+                .await;
+            Err(msg)
+        }
+        Err(e) => Err(format!("delete of {policy}/{id} failed: {e}")),
+    }
+}
+
+// ---- one cycle -------------------------------------------------------------
+
+/// What one pass of observe -> plan -> execute did.
+#[derive(Debug, Clone, Serialize)]
+pub struct CycleReport {
+    pub now: DateTime<Utc>,
+    pub plan: Plan,
+    pub observe: ObserveReport,
+    pub outcomes: Vec<Outcome>,
+}
+
+/// Observe, plan and (unless `dry_run`) execute the actions in `scope`.
+pub async fn cycle(
+    ctx: &Context,
+    state: &RepoState,
+    requests: Vec<BackupRequest>,
+    scope: Scope,
+    dry_run: bool,
+) -> Result<CycleReport, ReconcileError> {
+    let desired = state.desired()?;
+    let applied = state
+        .applied
+        .as_ref()
+        .ok_or_else(|| ReconcileError::NoValidRevision(String::new()))?;
+    let now = Utc::now();
+    let (observed, observe) = observe(ctx, desired, requests, now).await?;
+    let plan = plan::plan(desired, &observed, now, &ctx.settings.plan);
+    let outcomes = if dry_run {
+        Vec::new()
+    } else {
+        execute(ctx, applied, &plan, scope).await
+    };
+    Ok(CycleReport {
+        now,
+        plan,
+        observe,
+        outcomes,
+    })
+}
+
+/// When the current state next needs attention (next cron slot, RPO
+/// deadline, retry), from a fresh read-only plan.
+pub async fn next_wakeup(
+    ctx: &Context,
+    state: &RepoState,
+) -> Result<Option<DateTime<Utc>>, ReconcileError> {
+    let desired = state.desired()?;
+    let now = Utc::now();
+    let mut backups: BTreeMap<String, Vec<BackupRecord>> = BTreeMap::new();
+    for row in ctx.catalog.backups().await? {
+        backups
+            .entry(row.record.policy.clone())
+            .or_default()
+            .push(row.record);
+    }
+    let observed = ObservedState {
+        backups,
+        failures: ctx.catalog.failures().await?,
+        ..ObservedState::default()
+    };
+    Ok(plan::plan(desired, &observed, now, &ctx.settings.plan).next_wakeup)
+}

@@ -1,1 +1,39 @@
-//! (in progress)
+//! Startup wiring: the daemon's settings (flags and `SAFEPOINT_*` env vars,
+//! see `cli`), resolved into absolute paths once.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::TimeDelta;
+
+use crate::git::RepoConfig;
+use crate::plan::PlanOptions;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Catalog, mirror of remote repositories, locks and scratch space.
+    pub data_dir: PathBuf,
+    pub repo: RepoConfig,
+    pub catalog_path: PathBuf,
+    /// Relative paths in policies (sources, local storage) resolve against this.
+    pub base_dir: PathBuf,
+    /// How often a remote repository is fetched (local ones are watched too).
+    pub fetch_interval: Duration,
+    /// Backups running at once across all policies.
+    pub concurrency: usize,
+    /// How often each stored artifact is re-read and its checksum verified.
+    pub verify_interval: TimeDelta,
+    /// On SIGTERM, how long running backups may take to finish before they
+    /// are cancelled (and cleanly recorded as failed).
+    pub shutdown_grace: Duration,
+    pub plan: PlanOptions,
+}
+
+impl Settings {
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.data_dir.join("tmp")
+    }
+    pub fn locks_dir(&self) -> PathBuf {
+        self.data_dir.join("locks")
+    }
+}

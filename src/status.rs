@@ -1,1 +1,158 @@
-//! (in progress)
+//! Pure: what `safepoint status` (and later `/api/v1/status`) reports, derived
+//! from the desired state, the observed state, the revision bookkeeping and
+//! `now`. Conditions follow Flux/Argo CD: Ready, or Stalled with a reason.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::catalog::RevisionRecord;
+use crate::observed::{Health, ObservedState, Trigger};
+use crate::policy::{DesiredState, Schedule};
+
+/// Revision bookkeeping of the policy repository.
+#[derive(Debug, Clone, Default)]
+pub struct RepoInput {
+    /// Commit of the revision in force.
+    pub applied: Option<String>,
+    /// The last revision tried (may be the applied one or a rejected one).
+    pub attempted: Option<RevisionRecord>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub ready: bool,
+    pub reason: String,
+    pub applied: Option<String>,
+    pub attempted: Option<String>,
+    /// Problems of the last attempted revision when it was rejected.
+    pub diagnostics: Vec<String>,
+    pub policies: Vec<PolicyStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyStatus {
+    pub name: String,
+    pub storage: String,
+    pub ready: bool,
+    pub reason: String,
+    pub suspended: bool,
+    pub last_good: Option<LastGood>,
+    pub rpo_seconds: Option<i64>,
+    pub rpo_met: Option<bool>,
+    pub next_run: Option<DateTime<Utc>>,
+    pub backups: usize,
+    /// Drift kinds present now (SPEC §5).
+    pub drift: Vec<&'static str>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LastGood {
+    pub id: String,
+    pub started_at: DateTime<Utc>,
+    pub age_seconds: i64,
+    pub trigger: Trigger,
+}
+
+fn next_run(schedule: &Schedule, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let cron: croner::Cron = schedule.cron.parse().ok()?;
+    let local = now.with_timezone(&schedule.timezone);
+    cron.find_next_occurrence(&local, false)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+pub fn compute(
+    desired: &DesiredState,
+    observed: &ObservedState,
+    repo: &RepoInput,
+    now: DateTime<Utc>,
+) -> Status {
+    let rejected = repo.attempted.as_ref().filter(|a| !a.valid);
+    let (ready, reason) = match (rejected, &repo.applied) {
+        (Some(a), _) => (
+            false,
+            format!(
+                "commit {} is invalid ({} problem(s)); the last valid revision stays in force: {}",
+                &a.commit[..a.commit.len().min(12)],
+                a.diagnostics.len(),
+                a.diagnostics.first().cloned().unwrap_or_default()
+            ),
+        ),
+        (None, None) => (false, "no valid policy revision applied yet".to_string()),
+        (None, Some(_)) => (true, "policies applied".to_string()),
+    };
+    let policies = desired
+        .policies
+        .values()
+        .map(|p| {
+            let backups = observed.backups.get(&p.name).map_or(&[][..], Vec::as_slice);
+            let newest = backups.iter().find(|b| b.health == Health::Verified);
+            let last_good = newest.map(|b| LastGood {
+                id: b.id.clone(),
+                started_at: b.started_at,
+                age_seconds: (now - b.started_at).num_seconds(),
+                trigger: b.trigger,
+            });
+            let rpo_met = p
+                .rpo
+                .map(|rpo| newest.is_some_and(|b| now - b.started_at <= rpo));
+            let mut drift = Vec::new();
+            if rpo_met == Some(false) {
+                drift.push("rpo-missed");
+            }
+            let failure = observed.failures.get(&p.name);
+            if failure.is_some() {
+                drift.push("backup-failed");
+            }
+            if backups.iter().any(|b| b.health == Health::Missing) {
+                drift.push("artifact-missing");
+            }
+            if backups.iter().any(|b| b.health == Health::Corrupt) {
+                drift.push("artifact-corrupt");
+            }
+            let (ready, reason) = if p.suspend {
+                (true, "suspended".to_string())
+            } else if let Some(f) = failure {
+                (
+                    false,
+                    format!("{} failed attempt(s), last: {}", f.consecutive, f.error),
+                )
+            } else if rpo_met == Some(false) {
+                (false, "rpo missed".to_string())
+            } else if observed.running.contains(&p.name) {
+                (true, "backup running".to_string())
+            } else if newest.is_none() {
+                (true, "no backup yet".to_string())
+            } else if drift.is_empty() {
+                (true, "backups current".to_string())
+            } else {
+                (false, drift.join(", "))
+            };
+            PolicyStatus {
+                name: p.name.clone(),
+                storage: p.storage.clone(),
+                ready,
+                reason,
+                suspended: p.suspend,
+                last_good,
+                rpo_seconds: p.rpo.map(|r| r.num_seconds()),
+                rpo_met,
+                next_run: if p.suspend {
+                    None
+                } else {
+                    p.schedule.as_ref().and_then(|s| next_run(s, now))
+                },
+                backups: backups.len(),
+                drift,
+            }
+        })
+        .collect();
+    Status {
+        ready,
+        reason,
+        applied: repo.applied.clone(),
+        attempted: repo.attempted.as_ref().map(|a| a.commit.clone()),
+        diagnostics: rejected.map(|a| a.diagnostics.clone()).unwrap_or_default(),
+        policies,
+    }
+}

@@ -1,1 +1,169 @@
-//! (in progress)
+//! Startup wiring and the command line (SPEC §8). Every command builds a
+//! `reconcile::Context` and goes through `reconcile`; output is a table by
+//! default, `--output json` everywhere. Exit codes: 0 ok / nothing to do,
+//! 1 problem found / actions pending / action failed, 2 could not run.
+
+mod commands;
+pub mod table;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "safepoint",
+    version,
+    about = "Backups that move in lockstep with your deployments"
+)]
+pub struct Cli {
+    /// Catalog, repository mirror, locks and scratch space.
+    #[arg(
+        long,
+        global = true,
+        env = "SAFEPOINT_DATA_DIR",
+        default_value = ".safepoint"
+    )]
+    pub data_dir: PathBuf,
+    /// Policy repository: a local path or a remote URL (https, ssh, file).
+    #[arg(long, global = true, env = "SAFEPOINT_REPO", default_value = ".")]
+    pub repo: String,
+    /// Branch whose tip holds the policies in force.
+    #[arg(long, global = true, env = "SAFEPOINT_BRANCH", default_value = "main")]
+    pub branch: String,
+    /// Policy directory inside the repository.
+    #[arg(
+        long,
+        global = true,
+        env = "SAFEPOINT_PATH",
+        default_value = "policies"
+    )]
+    pub path: String,
+    /// SQLite catalog file [default: <data-dir>/catalog.db].
+    #[arg(long, global = true, env = "SAFEPOINT_CATALOG")]
+    pub catalog: Option<PathBuf>,
+    /// Re-read every stored artifact and check its checksum at most this
+    /// often, in seconds (a size check runs every cycle).
+    #[arg(
+        long,
+        global = true,
+        env = "SAFEPOINT_VERIFY_INTERVAL",
+        default_value_t = 86_400
+    )]
+    pub verify_interval: i64,
+    #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, env = "SAFEPOINT_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a policy directory; print every problem with file:line and a hint.
+    Validate {
+        /// Directory of policy files [default: the --path directory].
+        dir: Option<PathBuf>,
+    },
+    /// Print what the daemon would do now and why (exit 1 when actions are pending).
+    Plan,
+    /// Per policy: last good backup, RPO, next run, revision, Ready/Stalled.
+    Status,
+    /// List backups with trigger, size, checksum state and why each is kept.
+    List {
+        #[arg(long)]
+        policy: Option<String>,
+    },
+    /// Take a backup of POLICY now (through the same plan/execute path).
+    Backup { policy: String },
+    /// Delete what retention no longer keeps.
+    Prune {
+        /// Print the deletions without executing them.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also delete backups of policies that were removed from Git.
+        #[arg(long)]
+        orphans: bool,
+    },
+    /// Restore a backup into a path (sqlite file or directory).
+    Restore {
+        /// Backup id (see `safepoint list`); or use --policy with --latest.
+        backup_id: Option<String>,
+        #[arg(long)]
+        policy: Option<String>,
+        /// The newest verified backup of --policy.
+        #[arg(long, requires = "policy")]
+        latest: bool,
+        /// Where to restore: a file path (sqlite) or a directory (directory).
+        #[arg(long)]
+        to: String,
+        /// Overwrite a target that exists and is not empty.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Run the reconcile loop until SIGTERM/SIGINT.
+    Daemon {
+        /// How often a remote policy repository is fetched, in seconds.
+        #[arg(long, env = "SAFEPOINT_FETCH_INTERVAL", default_value_t = 60)]
+        fetch_interval: u64,
+        /// Backups running at once.
+        #[arg(long, env = "SAFEPOINT_CONCURRENCY", default_value_t = 2)]
+        concurrency: usize,
+        /// Seconds running backups get to finish after SIGTERM before they are cancelled.
+        #[arg(long, env = "SAFEPOINT_SHUTDOWN_GRACE", default_value_t = 30)]
+        shutdown_grace: u64,
+        /// Stop after the first cycle (for cron-style use and smoke tests).
+        #[arg(long)]
+        once: bool,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_env("SAFEPOINT_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}

@@ -1,1 +1,157 @@
-//! (in progress)
+//! IO: where artifacts and manifests live (SPEC §3). A backup is the directory
+//! `<root>/<policy>/<backup-id>/` holding one artifact and `manifest.json`.
+//! The manifest is written last, so a backup is visible only when complete;
+//! deleting removes the manifest first, so a half-deleted backup is invisible
+//! and collected as a leftover.
+//!
+//! The trait is synchronous (called from `spawn_blocking`); it does exactly what
+//! it is told and decides nothing.
+
+pub mod local;
+pub mod manifest;
+pub mod pipeline;
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+pub use manifest::{ArtifactInfo, MANIFEST_FILE, MANIFEST_FORMAT, Manifest};
+
+use crate::policy::{StorageKind, StorageSpec};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("storage {storage}: cannot {op} {path}: {source}")]
+    Io {
+        storage: String,
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("storage {storage}: manifest {path} is unreadable: {reason}")]
+    BadManifest {
+        storage: String,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("storage {storage}: backup {policy}/{id} already exists")]
+    Exists {
+        storage: String,
+        policy: String,
+        id: String,
+    },
+}
+
+impl StorageError {
+    /// Bounded label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StorageError::Io { .. } => "io",
+            StorageError::BadManifest { .. } => "bad-manifest",
+            StorageError::Exists { .. } => "exists",
+        }
+    }
+
+    /// Full disk, permissions and the like need a human; other IO may pass.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StorageError::Io { source, .. } => !matches!(
+                source.kind(),
+                std::io::ErrorKind::PermissionDenied
+                    | std::io::ErrorKind::StorageFull
+                    | std::io::ErrorKind::ReadOnlyFilesystem
+                    | std::io::ErrorKind::NotFound
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// An artifact being written. Dropping it without `finish` leaves a leftover
+/// that `abort` or the garbage collector removes.
+pub trait ArtifactSink: Write + Send {
+    /// Flushes and makes the bytes durable (fsync).
+    fn finish(self: Box<Self>) -> Result<(), StorageError>;
+}
+
+/// A backup directory without a manifest: an interrupted or aborted write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leftover {
+    pub policy: String,
+    pub id: String,
+}
+
+/// Everything a storage holds, as read in one listing.
+#[derive(Debug, Default)]
+pub struct Listing {
+    pub manifests: Vec<Manifest>,
+    pub leftovers: Vec<Leftover>,
+    /// Manifests that exist but cannot be read: reported, never deleted.
+    pub unreadable: Vec<StorageError>,
+}
+
+pub trait Storage: Send + Sync {
+    fn name(&self) -> &str;
+    /// Human description for messages (`local /var/backups`).
+    fn describe(&self) -> String;
+    /// Opens `<policy>/<id>/<file>` for writing. Fails if the backup exists.
+    fn create(
+        &self,
+        policy: &str,
+        id: &str,
+        file: &str,
+    ) -> Result<Box<dyn ArtifactSink>, StorageError>;
+    /// Makes the backup visible by writing its manifest (atomically, durably).
+    fn commit(&self, manifest: &Manifest) -> Result<(), StorageError>;
+    /// Removes whatever exists of `<policy>/<id>` (manifest first).
+    fn remove(&self, policy: &str, id: &str) -> Result<(), StorageError>;
+    fn list(&self) -> Result<Listing, StorageError>;
+    /// Reads the stored bytes of an artifact (as stored: compressed/encrypted).
+    fn open(&self, manifest: &Manifest) -> Result<Box<dyn Read + Send>, StorageError>;
+    /// Size of the stored artifact, `None` when it is gone.
+    fn artifact_size(&self, manifest: &Manifest) -> Result<Option<u64>, StorageError>;
+}
+
+/// Builds the storage a `Storage` document describes. Relative paths are
+/// resolved against `base` (the daemon's working directory).
+pub fn open(spec: &StorageSpec, base: &std::path::Path) -> Box<dyn Storage> {
+    match &spec.kind {
+        StorageKind::Local { path } => {
+            Box::new(local::LocalStorage::new(spec.name.clone(), base.join(path)))
+        }
+    }
+}
+
+/// Checks a stored artifact against its manifest: `Ok(None)` when it matches,
+/// `Ok(Some(problem))` when it is missing or differs.
+pub fn verify(storage: &dyn Storage, manifest: &Manifest) -> Result<Option<String>, StorageError> {
+    let Some(size) = storage.artifact_size(manifest)? else {
+        return Ok(Some(format!(
+            "artifact {} is missing",
+            manifest.artifact.file
+        )));
+    };
+    if size != manifest.artifact.size {
+        return Ok(Some(format!(
+            "artifact size is {size} bytes, manifest says {}",
+            manifest.artifact.size
+        )));
+    }
+    let reader = storage.open(manifest)?;
+    let (_, checksum) = pipeline::checksum_of(reader).map_err(|source| StorageError::Io {
+        storage: storage.name().to_string(),
+        op: "read",
+        path: PathBuf::from(format!(
+            "{}/{}/{}",
+            manifest.policy, manifest.id, manifest.artifact.file
+        )),
+        source,
+    })?;
+    if checksum != manifest.artifact.checksum {
+        return Ok(Some(format!(
+            "checksum is {checksum}, manifest says {}",
+            manifest.artifact.checksum
+        )));
+    }
+    Ok(None)
+}

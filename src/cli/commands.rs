@@ -1,0 +1,525 @@
+//! The commands: thin wrappers that wire settings, call `reconcile` and print.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use chrono::{TimeDelta, Utc};
+use tokio::sync::watch;
+
+use super::table::{age, bytes, render};
+use super::{Cli, Command, Output};
+use crate::catalog::Catalog;
+use crate::daemon;
+use crate::executor::{self, RestoreTarget};
+use crate::git::RepoConfig;
+use crate::observed::{BackupRequest, Trigger};
+use crate::plan::{KeepReason, PlanOptions};
+use crate::policy::{self, PolicyFile};
+use crate::reconcile::{self, Context, RepoState, Scope};
+use crate::settings::Settings;
+use crate::status;
+use crate::storage::{self, pipeline};
+
+pub async fn run(cli: Cli) -> anyhow::Result<u8> {
+    if let Command::Validate { dir } = &cli.command {
+        let dir = dir.clone().unwrap_or_else(|| PathBuf::from(&cli.path));
+        return validate(&dir, cli.output);
+    }
+    let settings = settings(&cli)?;
+    let catalog = Catalog::open_sqlite(&settings.catalog_path).await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let ctx = Context {
+        settings: Arc::new(settings),
+        catalog,
+        hard_stop: stop_rx,
+    };
+    let code = match cli.command {
+        Command::Validate { .. } => unreachable!("handled above"),
+        Command::Plan => plan(&ctx, cli.output).await?,
+        Command::Status => show_status(&ctx, cli.output).await?,
+        Command::List { policy } => list(&ctx, policy.as_deref(), cli.output).await?,
+        Command::Backup { policy } => backup(&ctx, &policy, cli.output).await?,
+        Command::Prune { dry_run, orphans } => {
+            prune(ctx.clone(), dry_run, orphans, cli.output).await?
+        }
+        Command::Restore {
+            backup_id,
+            policy,
+            latest,
+            to,
+            force,
+        } => restore(&ctx, backup_id, policy, latest, &to, force, cli.output).await?,
+        Command::Daemon {
+            fetch_interval,
+            concurrency,
+            shutdown_grace,
+            once,
+        } => {
+            let mut settings = (*ctx.settings).clone();
+            settings.fetch_interval = Duration::from_secs(fetch_interval.max(1));
+            settings.concurrency = concurrency.max(1);
+            settings.shutdown_grace = Duration::from_secs(shutdown_grace);
+            let ctx = Context {
+                settings: Arc::new(settings),
+                ..ctx.clone()
+            };
+            daemon::run(ctx, stop_tx, once).await?;
+            0
+        }
+    };
+    ctx.catalog.close().await;
+    Ok(code)
+}
+
+fn settings(cli: &Cli) -> anyhow::Result<Settings> {
+    let base_dir = std::env::current_dir().context("cannot read the current directory")?;
+    let data_dir = base_dir.join(&cli.data_dir);
+    std::fs::create_dir_all(&data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}; pass --data-dir DIR",
+            data_dir.display()
+        )
+    })?;
+    let location = if crate::git::is_remote(&cli.repo) {
+        cli.repo.clone()
+    } else {
+        base_dir.join(&cli.repo).to_string_lossy().into_owned()
+    };
+    Ok(Settings {
+        catalog_path: cli
+            .catalog
+            .clone()
+            .map_or_else(|| data_dir.join("catalog.db"), |c| base_dir.join(c)),
+        repo: RepoConfig {
+            location,
+            branch: cli.branch.clone(),
+            path: cli.path.clone(),
+            mirror: data_dir.join("repo.git"),
+        },
+        data_dir,
+        base_dir,
+        fetch_interval: Duration::from_secs(60),
+        concurrency: 2,
+        verify_interval: TimeDelta::seconds(cli.verify_interval.max(0)),
+        shutdown_grace: Duration::from_secs(30),
+        plan: PlanOptions::default(),
+    })
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// `user@host` of whoever runs the CLI, recorded with manual actions.
+pub fn caller() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown-host".into());
+    format!("{user}@{host}")
+}
+
+// ---- validate ---------------------------------------------------------------
+
+fn read_policy_dir(dir: &Path) -> std::io::Result<Vec<PolicyFile>> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d)? {
+            let entry = entry?;
+            let path = entry.path();
+            if entry.file_type()?.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+                files.push(PolicyFile {
+                    path: path.to_string_lossy().into_owned(),
+                    text: std::fs::read_to_string(&path)?,
+                });
+            }
+        }
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(files)
+}
+
+fn validate(dir: &Path, output: Output) -> anyhow::Result<u8> {
+    let files = read_policy_dir(dir).with_context(|| {
+        format!(
+            "cannot read policy directory {}; pass the directory holding *.yaml policies",
+            dir.display()
+        )
+    })?;
+    let result = policy::load(&files);
+    match (output, &result) {
+        (Output::Json, Ok(d)) => {
+            print_json(&serde_json::json!({"valid": true, "files": files.len(),
+            "storages": d.storages.len(), "notifiers": d.notifiers.len(), "policies": d.policies.len(), "problems": []}))?
+        }
+        (Output::Json, Err(diags)) => print_json(
+            &serde_json::json!({"valid": false, "files": files.len(), "problems": diags}),
+        )?,
+        (Output::Table, Ok(d)) => println!(
+            "{}: valid ({} files, {} policies, {} storages, {} notifiers)",
+            dir.display(),
+            files.len(),
+            d.policies.len(),
+            d.storages.len(),
+            d.notifiers.len()
+        ),
+        (Output::Table, Err(diags)) => {
+            for d in diags {
+                println!("{d}");
+            }
+            println!("{}: {} problem(s) found", dir.display(), diags.len());
+        }
+    }
+    Ok(if result.is_ok() { 0 } else { 1 })
+}
+
+// ---- plan / status / list ------------------------------------------------------
+
+async fn loaded_state(ctx: &Context) -> anyhow::Result<RepoState> {
+    let mut state = RepoState::load(ctx).await?;
+    reconcile::refresh(ctx, &mut state).await?;
+    Ok(state)
+}
+
+async fn plan(ctx: &Context, output: Output) -> anyhow::Result<u8> {
+    let state = loaded_state(ctx).await?;
+    let report = reconcile::cycle(ctx, &state, Vec::new(), Scope::All, true).await?;
+    match output {
+        Output::Json => print_json(&report.plan)?,
+        Output::Table => print!("{}", report.plan.render()),
+    }
+    Ok(if report.plan.is_empty() { 0 } else { 1 })
+}
+
+async fn show_status(ctx: &Context, output: Output) -> anyhow::Result<u8> {
+    let state = loaded_state(ctx).await?;
+    let now = Utc::now();
+    let (observed, _) = match state.desired() {
+        Ok(desired) => reconcile::observe(ctx, desired, Vec::new(), now).await?,
+        Err(_) => Default::default(),
+    };
+    let empty = policy::DesiredState::default();
+    let desired = state.applied.as_ref().map_or(&empty, |a| &a.desired);
+    let repo = status::RepoInput {
+        applied: state.applied.as_ref().map(|a| a.revision.commit.clone()),
+        attempted: state.attempted.clone(),
+    };
+    let st = status::compute(desired, &observed, &repo, now);
+    if output == Output::Json {
+        print_json(&st)?;
+        return Ok(if st.ready { 0 } else { 1 });
+    }
+    println!(
+        "repository: {} — applied {} / attempted {}",
+        if st.ready {
+            "Ready".to_string()
+        } else {
+            format!("Stalled: {}", st.reason)
+        },
+        st.applied
+            .as_deref()
+            .map_or("none", |c| &c[..c.len().min(12)]),
+        st.attempted
+            .as_deref()
+            .map_or("none", |c| &c[..c.len().min(12)]),
+    );
+    let rows: Vec<Vec<String>> = st
+        .policies
+        .iter()
+        .map(|p| {
+            vec![
+                p.name.clone(),
+                if p.ready {
+                    "Ready".into()
+                } else {
+                    "Stalled".into()
+                },
+                p.last_good.as_ref().map_or("-".into(), |g| g.id.clone()),
+                p.last_good
+                    .as_ref()
+                    .map_or("-".into(), |g| age(TimeDelta::seconds(g.age_seconds))),
+                match (p.rpo_seconds, p.rpo_met) {
+                    (Some(r), Some(true)) => format!("met ({})", age(TimeDelta::seconds(r))),
+                    (Some(r), _) => format!("MISSED ({})", age(TimeDelta::seconds(r))),
+                    (None, _) => "-".into(),
+                },
+                p.next_run
+                    .map_or("-".into(), |t| t.format("%Y-%m-%d %H:%M UTC").to_string()),
+                p.reason.clone(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        render(
+            &[
+                "POLICY",
+                "STATE",
+                "LAST GOOD",
+                "AGE",
+                "RPO",
+                "NEXT RUN",
+                "REASON"
+            ],
+            &rows
+        )
+    );
+    Ok(if st.ready { 0 } else { 1 })
+}
+
+async fn list(ctx: &Context, policy: Option<&str>, output: Output) -> anyhow::Result<u8> {
+    let state = loaded_state(ctx).await?;
+    let desired = state.desired()?;
+    let now = Utc::now();
+    let (observed, _) = reconcile::observe(ctx, desired, Vec::new(), now).await?;
+    let plan = crate::plan::plan(desired, &observed, now, &ctx.settings.plan);
+    let rows_db = ctx.catalog.backups().await?;
+    let mut items = Vec::new();
+    for row in rows_db
+        .iter()
+        .filter(|r| policy.is_none_or(|p| r.record.policy == p))
+    {
+        let r = &row.record;
+        let kept = plan.kept.iter().find(|k| k.backup_id == r.id);
+        let why = match kept {
+            Some(k) => k.reasons.iter().map(KeepReason::to_string).collect::<Vec<_>>().join(", "),
+            None => plan
+                .actions
+                .iter()
+                .find(|a| matches!(a, crate::plan::Action::Delete { backup_id, .. } if backup_id == &r.id))
+                .map_or("-".into(), |a| format!("to prune: {}", a.reason())),
+        };
+        items.push((r.clone(), row.problem.clone(), why));
+    }
+    if output == Output::Json {
+        let json: Vec<_> = items
+            .iter()
+            .map(|(r, problem, why)| serde_json::json!({"backup": r, "problem": problem, "why": why}))
+            .collect();
+        print_json(&json)?;
+        return Ok(0);
+    }
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|(r, problem, why)| {
+            vec![
+                r.policy.clone(),
+                r.id.clone(),
+                r.trigger.to_string()
+                    + &r.release
+                        .as_deref()
+                        .map_or(String::new(), |t| format!(" {t}")),
+                r.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                bytes(r.size),
+                match problem {
+                    Some(p) => format!("{} ({p})", r.health.as_str()),
+                    None => r.health.as_str().to_string(),
+                },
+                why.clone(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        render(
+            &[
+                "POLICY",
+                "BACKUP",
+                "TRIGGER",
+                "STARTED (UTC)",
+                "SIZE",
+                "CHECKSUM",
+                "KEPT BECAUSE"
+            ],
+            &rows
+        )
+    );
+    Ok(0)
+}
+
+// ---- backup / prune ------------------------------------------------------------
+
+async fn backup(ctx: &Context, policy: &str, output: Output) -> anyhow::Result<u8> {
+    let state = loaded_state(ctx).await?;
+    if !state.desired()?.policies.contains_key(policy) {
+        let known: Vec<_> = state.desired()?.policies.keys().cloned().collect();
+        bail!(
+            "policy {policy} is not in the applied revision; known policies: {}",
+            known.join(", ")
+        );
+    }
+    let request = BackupRequest {
+        policy: policy.to_string(),
+        trigger: Trigger::Manual,
+        release: None,
+        requested_by: caller(),
+    };
+    let report = reconcile::cycle(ctx, &state, vec![request], Scope::Requested, false).await?;
+    if report.outcomes.is_empty() {
+        let why: Vec<_> = report
+            .plan
+            .notes
+            .iter()
+            .filter(|n| n.policy == policy)
+            .map(|n| n.text.clone())
+            .collect();
+        bail!(
+            "no backup was taken for {policy}: {}",
+            if why.is_empty() {
+                "the planner produced no backup".into()
+            } else {
+                why.join("; ")
+            }
+        );
+    }
+    print_outcomes(&report.outcomes, output)
+}
+
+fn print_outcomes(outcomes: &[reconcile::Outcome], output: Output) -> anyhow::Result<u8> {
+    if output == Output::Json {
+        print_json(&outcomes)?;
+    } else {
+        for o in outcomes {
+            println!(
+                "{} {} {}{}: {}",
+                if o.ok { "ok" } else { "FAILED" },
+                o.action,
+                o.policy,
+                o.backup_id
+                    .as_deref()
+                    .map_or(String::new(), |id| format!("/{id}")),
+                o.detail
+            );
+        }
+    }
+    Ok(if outcomes.iter().all(|o| o.ok) { 0 } else { 1 })
+}
+
+async fn prune(ctx: Context, dry_run: bool, orphans: bool, output: Output) -> anyhow::Result<u8> {
+    let mut settings = (*ctx.settings).clone();
+    settings.plan.prune_orphans = orphans;
+    let ctx = Context {
+        settings: Arc::new(settings),
+        ..ctx
+    };
+    let state = loaded_state(&ctx).await?;
+    let report = reconcile::cycle(&ctx, &state, Vec::new(), Scope::Deletions, dry_run).await?;
+    let deletions: Vec<_> = report
+        .plan
+        .actions
+        .iter()
+        .filter(|a| Scope::Deletions.includes(a))
+        .collect();
+    if dry_run {
+        if output == Output::Json {
+            print_json(&deletions)?;
+        } else if deletions.is_empty() {
+            println!("nothing to prune");
+        } else {
+            for a in &deletions {
+                if let crate::plan::Action::Delete {
+                    policy,
+                    backup_id,
+                    reason,
+                    ..
+                } = a
+                {
+                    println!("would delete {policy}/{backup_id} — {reason}");
+                }
+            }
+        }
+        return Ok(0);
+    }
+    if report.outcomes.is_empty() && output == Output::Table {
+        println!("nothing to prune");
+        return Ok(0);
+    }
+    print_outcomes(&report.outcomes, output)
+}
+
+// ---- restore -----------------------------------------------------------------
+
+#[allow(clippy::too_many_arguments)]
+async fn restore(
+    ctx: &Context,
+    backup_id: Option<String>,
+    policy: Option<String>,
+    latest: bool,
+    to: &str,
+    force: bool,
+    output: Output,
+) -> anyhow::Result<u8> {
+    let state = loaded_state(ctx).await?;
+    let desired = state.desired()?;
+    let rows = ctx.catalog.backups().await?;
+    let row = match (&backup_id, &policy, latest) {
+        (Some(id), _, _) => rows.iter().find(|r| &r.record.id == id),
+        (None, Some(p), true) => rows
+            .iter()
+            .filter(|r| {
+                &r.record.policy == p && r.record.health == crate::observed::Health::Verified
+            })
+            .max_by_key(|r| r.record.started_at),
+        _ => bail!("name a backup: BACKUP_ID, or --policy P --latest"),
+    };
+    let Some(row) = row else {
+        bail!("no such backup; run `safepoint list` to see the backups");
+    };
+    let manifest = row.manifest.clone();
+    let spec = desired.storages.get(&manifest.storage).with_context(|| {
+        format!(
+            "storage {} of backup {} is not declared in the applied policies",
+            manifest.storage, manifest.id
+        )
+    })?;
+    let st: Arc<dyn storage::Storage> = Arc::from(storage::open(spec, &ctx.settings.base_dir));
+    let started = std::time::Instant::now();
+    // Verify first: never restore bytes that do not match the manifest.
+    let (st2, m2) = (st.clone(), manifest.clone());
+    if let Some(problem) =
+        tokio::task::spawn_blocking(move || storage::verify(&*st2, &m2)).await??
+    {
+        bail!(
+            "backup {} failed its checksum check: {problem}; pick another backup (`safepoint list`)",
+            manifest.id
+        );
+    }
+    let reader = st.open(&manifest)?;
+    let input = pipeline::decompress(reader)?;
+    let target = RestoreTarget::parse(to);
+    let produced = executor::restore(&manifest.source_kind, input, &target, force).await?;
+    let elapsed = started.elapsed();
+    let now = Utc::now();
+    let msg = format!(
+        "restored backup {}/{} into {target} by {}",
+        manifest.policy,
+        manifest.id,
+        caller()
+    );
+    ctx.catalog
+        .event(now, "restore", Some(&manifest.policy), &msg)
+        .await?;
+    if output == Output::Json {
+        print_json(
+            &serde_json::json!({"backup": manifest.id, "target": target.to_string(),
+            "seconds": elapsed.as_secs_f64(), "counts": produced.counts}),
+        )?;
+    } else {
+        println!(
+            "restored {}/{} into {target} in {:.1}s",
+            manifest.policy,
+            manifest.id,
+            elapsed.as_secs_f64()
+        );
+    }
+    Ok(0)
+}

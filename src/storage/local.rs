@@ -1,0 +1,231 @@
+//! IO: local filesystem storage. Artifacts are written in place and fsynced;
+//! the manifest goes through a temp file + rename + directory fsync.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use super::{ArtifactSink, Leftover, Listing, MANIFEST_FILE, Manifest, Storage, StorageError};
+
+pub struct LocalStorage {
+    name: String,
+    root: PathBuf,
+}
+
+impl LocalStorage {
+    pub fn new(name: String, root: PathBuf) -> Self {
+        LocalStorage { name, root }
+    }
+
+    fn dir(&self, policy: &str, id: &str) -> PathBuf {
+        self.root.join(policy).join(id)
+    }
+
+    fn err(&self, op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StorageError {
+        let storage = self.name.clone();
+        let path = path.to_path_buf();
+        move |source| StorageError::Io {
+            storage,
+            op,
+            path,
+            source,
+        }
+    }
+}
+
+struct LocalSink {
+    file: BufWriter<File>,
+    path: PathBuf,
+    storage: String,
+}
+
+impl Write for LocalSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl ArtifactSink for LocalSink {
+    fn finish(self: Box<Self>) -> Result<(), StorageError> {
+        let LocalSink {
+            file,
+            path,
+            storage,
+        } = *self;
+        let err = |source| StorageError::Io {
+            storage: storage.clone(),
+            op: "write",
+            path: path.clone(),
+            source,
+        };
+        let file = file.into_inner().map_err(|e| err(e.into_error()))?;
+        file.sync_all().map_err(err)?;
+        Ok(())
+    }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl Storage for LocalStorage {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn describe(&self) -> String {
+        format!("local {}", self.root.display())
+    }
+
+    fn create(
+        &self,
+        policy: &str,
+        id: &str,
+        file: &str,
+    ) -> Result<Box<dyn ArtifactSink>, StorageError> {
+        let dir = self.dir(policy, id);
+        fs::create_dir_all(dir.parent().unwrap_or(&self.root))
+            .map_err(self.err("create directory", &dir))?;
+        match fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(StorageError::Exists {
+                    storage: self.name.clone(),
+                    policy: policy.to_string(),
+                    id: id.to_string(),
+                });
+            }
+            Err(e) => return Err(self.err("create directory", &dir)(e)),
+        }
+        let path = dir.join(file);
+        let f = File::options()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(self.err("create", &path))?;
+        Ok(Box::new(LocalSink {
+            file: BufWriter::with_capacity(1 << 20, f),
+            path,
+            storage: self.name.clone(),
+        }))
+    }
+
+    fn commit(&self, manifest: &Manifest) -> Result<(), StorageError> {
+        let dir = self.dir(&manifest.policy, &manifest.id);
+        let tmp = dir.join(format!("{MANIFEST_FILE}.tmp"));
+        let path = dir.join(MANIFEST_FILE);
+        let body = serde_json::to_vec_pretty(manifest).map_err(|e| StorageError::BadManifest {
+            storage: self.name.clone(),
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        let write = || -> io::Result<()> {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&body)?;
+            f.sync_all()?;
+            fs::rename(&tmp, &path)?;
+            sync_dir(&dir)
+        };
+        write().map_err(self.err("write manifest", &path))
+    }
+
+    fn remove(&self, policy: &str, id: &str) -> Result<(), StorageError> {
+        let dir = self.dir(policy, id);
+        let manifest = dir.join(MANIFEST_FILE);
+        match fs::remove_file(&manifest) {
+            Ok(()) => sync_dir(&dir).map_err(self.err("sync", &dir))?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(self.err("delete", &manifest)(e)),
+        }
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.err("delete", &dir)(e)),
+        }
+    }
+
+    fn list(&self) -> Result<Listing, StorageError> {
+        let mut listing = Listing::default();
+        let policies = match fs::read_dir(&self.root) {
+            Ok(rd) => rd,
+            // A storage nobody wrote to yet is empty, not broken.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(listing),
+            Err(e) => return Err(self.err("list", &self.root)(e)),
+        };
+        for policy in policies {
+            let policy = policy.map_err(self.err("list", &self.root))?;
+            if !policy
+                .file_type()
+                .map_err(self.err("list", &policy.path()))?
+                .is_dir()
+            {
+                continue;
+            }
+            let policy_name = policy.file_name().to_string_lossy().into_owned();
+            let backups = fs::read_dir(policy.path()).map_err(self.err("list", &policy.path()))?;
+            for backup in backups {
+                let backup = backup.map_err(self.err("list", &policy.path()))?;
+                if !backup
+                    .file_type()
+                    .map_err(self.err("list", &backup.path()))?
+                    .is_dir()
+                {
+                    continue;
+                }
+                let id = backup.file_name().to_string_lossy().into_owned();
+                let path = backup.path().join(MANIFEST_FILE);
+                match fs::read(&path) {
+                    Ok(bytes) => match serde_json::from_slice::<Manifest>(&bytes) {
+                        Ok(m) if m.policy == policy_name && m.id == id => listing.manifests.push(m),
+                        Ok(m) => listing.unreadable.push(StorageError::BadManifest {
+                            storage: self.name.clone(),
+                            path,
+                            reason: format!(
+                                "it names backup {}/{} but lies in {policy_name}/{id}",
+                                m.policy, m.id
+                            ),
+                        }),
+                        Err(e) => listing.unreadable.push(StorageError::BadManifest {
+                            storage: self.name.clone(),
+                            path,
+                            reason: e.to_string(),
+                        }),
+                    },
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        listing.leftovers.push(Leftover {
+                            policy: policy_name.clone(),
+                            id,
+                        })
+                    }
+                    Err(e) => return Err(self.err("read", &path)(e)),
+                }
+            }
+        }
+        listing
+            .manifests
+            .sort_by(|a, b| (&a.policy, &a.id).cmp(&(&b.policy, &b.id)));
+        Ok(listing)
+    }
+
+    fn open(&self, manifest: &Manifest) -> Result<Box<dyn Read + Send>, StorageError> {
+        let path = self
+            .dir(&manifest.policy, &manifest.id)
+            .join(&manifest.artifact.file);
+        let f = File::open(&path).map_err(self.err("open", &path))?;
+        Ok(Box::new(io::BufReader::with_capacity(1 << 20, f)))
+    }
+
+    fn artifact_size(&self, manifest: &Manifest) -> Result<Option<u64>, StorageError> {
+        let path = self
+            .dir(&manifest.policy, &manifest.id)
+            .join(&manifest.artifact.file);
+        match fs::metadata(&path) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.err("stat", &path)(e)),
+        }
+    }
+}

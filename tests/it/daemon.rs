@@ -1,0 +1,108 @@
+//! The daemon end to end: first backups, a commit picked up by the file
+//! watcher, graceful SIGTERM; and a remote repository mirrored by URL.
+
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{Fixture, STORAGE, dir_policy, sqlite_policy};
+
+fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn daemon_takes_first_backups_picks_up_a_commit_and_exits_cleanly_on_sigterm() {
+    let f = Fixture::new(&[
+        ("storage.yaml", STORAGE),
+        ("app.yaml", &sqlite_policy("app", "app.db")),
+    ]);
+    f.make_sqlite("app.db");
+    std::fs::create_dir_all(f.work().join("d")).unwrap();
+    std::fs::write(f.work().join("d/file"), "x").unwrap();
+    let mut daemon = Daemon(
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("safepoint"))
+            .current_dir(f.work())
+            .arg("--repo")
+            .arg(f.repo())
+            .arg("--data-dir")
+            .arg(f.data())
+            .arg("daemon")
+            .env("SAFEPOINT_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(f.tmp.path().join("daemon.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("the first backup", Duration::from_secs(60), || {
+        f.backups("app").len() == 1
+    });
+
+    f.commit(
+        &[("files.yaml", &dir_policy("files", "d"))],
+        "add files policy",
+    );
+    wait_for(
+        "the new policy's first backup",
+        Duration::from_secs(20),
+        || f.backups("files").len() == 1,
+    );
+    assert_eq!(f.backups("app").len(), 1, "nothing due: no extra backup");
+
+    let pid = daemon.0.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = daemon.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "daemon did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "SIGTERM exits 0, got {status:?}");
+}
+
+#[test]
+fn remote_repository_is_cloned_into_the_data_dir_and_fetched() {
+    let f = Fixture::new(&[
+        ("storage.yaml", STORAGE),
+        ("files.yaml", &dir_policy("files", "d")),
+    ]);
+    std::fs::create_dir_all(f.work().join("d")).unwrap();
+    let url = format!("file://{}", f.repo().display());
+    let run = |args: &[&str]| {
+        let mut cmd = f.cmd_without_repo();
+        cmd.args(["--repo", &url]).args(args);
+        cmd
+    };
+    run(&["backup", "files"]).assert().success();
+    assert!(
+        f.data().join("repo.git").exists(),
+        "mirror cloned into the data dir"
+    );
+    f.commit(&[("app.yaml", &sqlite_policy("app", "app.db"))], "add app");
+    let out = run(&["plan"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("backup app"),
+        "fetched the new commit: {text}"
+    );
+}

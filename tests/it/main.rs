@@ -1,0 +1,9 @@
+//! The integration test binary: the real `safepoint` binary against real Git
+//! repositories, real SQLite databases and real directories in temp dirs.
+
+mod backup_restore;
+mod common;
+mod daemon;
+mod faults;
+mod restore_docs;
+mod tidy;
