@@ -210,7 +210,7 @@ fn build(c: &Case, shift: TimeDelta) -> (DesiredState, ObservedState, DateTime<U
                 }
             })
             .collect();
-        list.sort_by(|a, b| b.started_at.cmp(&a.started_at));
+        list.sort_by_key(|b| std::cmp::Reverse(b.started_at));
         let n = list.len();
         for (k, b) in list.iter_mut().enumerate() {
             b.id = format!("b{:05}", n - k);

@@ -221,7 +221,7 @@ impl<'a> Walk<'a> {
     /// keep it.
     fn count(&mut self, at: DateTime<Utc>, tag: Option<&'a str>, out: &mut Vec<KeepReason>) {
         self.verified_seen += 1;
-        if self.counting && !self.horizon.is_some_and(|h| at >= h) {
+        if self.counting && self.horizon.is_none_or(|h| at < h) {
             self.count_buckets(at, out);
         }
         if let Some(tag) = tag {

@@ -20,7 +20,7 @@ fn yaml_to_json(text: &str) -> Value {
         Map(Map<String, Value>, Option<String>),
         Seq(Vec<Value>),
     }
-    fn put(stack: &mut Vec<Frame>, root: &mut Option<Value>, v: Value) {
+    fn put(stack: &mut [Frame], root: &mut Option<Value>, v: Value) {
         match stack.last_mut() {
             Some(Frame::Map(map, key)) => match key.take() {
                 Some(k) => {
