@@ -6,5 +6,6 @@ mod backup_restore;
 mod common;
 mod daemon;
 mod faults;
+mod plan_scenarios;
 mod restore_docs;
 mod tidy;
