@@ -315,10 +315,7 @@ async fn list(ctx: &Context, policy: Option<&str>, output: Output) -> anyhow::Re
             Some(k) => k
                 .reasons
                 .iter()
-                .map(|r| {
-                    let text = KeepReason::to_string(r);
-                    text.strip_prefix("kept: ").map(str::to_string).unwrap_or(text)
-                })
+                .map(|r| format!("{r:#}"))
                 .collect::<Vec<_>>()
                 .join(", "),
             None => plan
