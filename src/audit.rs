@@ -89,8 +89,7 @@ pub struct Problem {
 /// reveals entries removed from the end.
 pub fn verify(entries: &[Entry], head: Option<(i64, &str)>) -> Verdict {
     let mut prev_hash = GENESIS.to_string();
-    let mut expected_seq = 1;
-    for e in entries {
+    for (expected_seq, e) in (1i64..).zip(entries) {
         let problem = if e.seq < expected_seq {
             Some(format!(
                 "entry {} appears after entry {} (reordered or duplicated)",
@@ -117,12 +116,11 @@ pub fn verify(entries: &[Entry], head: Option<(i64, &str)>) -> Verdict {
             };
         }
         prev_hash = e.hash.clone();
-        expected_seq += 1;
     }
     if let Some((seq, hash)) = head {
         let last = entries.last();
         let tail_ok = last.is_some_and(|l| l.seq > seq || (l.seq == seq && l.hash == hash));
-        if !tail_ok && !(seq == 0 && entries.is_empty()) {
+        if !(tail_ok || (seq == 0 && entries.is_empty())) {
             return Verdict {
                 entries: entries.len(),
                 ok: false,

@@ -15,7 +15,7 @@ use crate::daemon;
 use crate::executor::{self, RestoreTarget};
 use crate::git::RepoConfig;
 use crate::observed::{BackupRequest, Trigger};
-use crate::plan::{KeepReason, PlanOptions};
+use crate::plan::PlanOptions;
 use crate::policy::{self, PolicyFile};
 use crate::reconcile::{self, Context, RepoState, Scope};
 use crate::settings::Settings;

@@ -5,6 +5,7 @@ mod audit;
 mod backup_restore;
 mod common;
 mod daemon;
+mod deploy;
 mod faults;
 mod plan_scenarios;
 mod restore_docs;
