@@ -8,6 +8,7 @@ pub mod audit;
 pub mod catalog;
 pub mod cli;
 pub mod daemon;
+pub mod deploy;
 pub mod executor;
 pub mod git;
 pub mod lock;

@@ -433,23 +433,42 @@ pub struct Outcome {
 }
 
 /// Which planned actions a caller wants executed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
     /// The daemon: everything.
     All,
-    /// `safepoint backup`: only backups answering explicit requests.
-    Requested,
+    /// `safepoint backup`, `deploy start|finish`: only the backups answering
+    /// these requests (policy, trigger, release).
+    Requests(Vec<(String, Trigger, Option<String>)>),
     /// `safepoint prune`: only deletions.
     Deletions,
 }
 
 impl Scope {
-    pub fn includes(self, action: &Action) -> bool {
+    /// The scope that executes exactly the backups asked for by `requests`.
+    pub fn answering(requests: &[BackupRequest]) -> Scope {
+        Scope::Requests(
+            requests
+                .iter()
+                .map(|r| (r.policy.clone(), r.trigger, r.release.clone()))
+                .collect(),
+        )
+    }
+
+    pub fn includes(&self, action: &Action) -> bool {
         match (self, action) {
             (Scope::All, _) => true,
-            (Scope::Requested, Action::Backup { reason, .. }) => {
-                matches!(reason, plan::Reason::Requested { .. })
-            }
+            (
+                Scope::Requests(wanted),
+                Action::Backup {
+                    policy,
+                    trigger,
+                    release,
+                    reason: plan::Reason::Requested { .. },
+                },
+            ) => wanted
+                .iter()
+                .any(|(p, t, r)| p == policy && t == trigger && r == release),
             (Scope::Deletions, Action::Delete { .. }) => true,
             _ => false,
         }
@@ -459,7 +478,7 @@ impl Scope {
 /// Executes the plan's actions in `scope`: per policy, backups first, then
 /// deletions only if every backup of that policy succeeded; policies run
 /// concurrently up to `settings.concurrency`.
-pub async fn execute(ctx: &Context, applied: &Applied, plan: &Plan, scope: Scope) -> Vec<Outcome> {
+pub async fn execute(ctx: &Context, applied: &Applied, plan: &Plan, scope: &Scope) -> Vec<Outcome> {
     // Deletions were computed counting the backups planned before them; when
     // such a backup is outside the scope, its policy's deletions wait too.
     let deferred: BTreeSet<&str> = plan
@@ -681,6 +700,12 @@ pub async fn run_backup(
                 .finish_run(run_id, "succeeded", None, now)
                 .await
                 .map_err(|e| e.to_string())?;
+            if let (Trigger::Release, Some(tag)) = (trigger, release) {
+                ctx.catalog
+                    .mark_release(&policy.name, tag, "done", Some(&id), now)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
             let msg = format!(
                 "backup {} of {} ({trigger}) stored on {}: {} bytes, {}",
                 id, policy.name, policy.storage, manifest.artifact.size, manifest.artifact.checksum
@@ -922,12 +947,14 @@ pub async fn cycle(
         .as_ref()
         .ok_or_else(|| ReconcileError::NoValidRevision(String::new()))?;
     let now = Utc::now();
+    let mut requests = requests;
+    requests.extend(release_requests(ctx, desired, now).await?);
     let (observed, observe) = observe(ctx, desired, requests, now).await?;
     let plan = plan::plan(desired, &observed, now, &ctx.settings.plan);
     let outcomes = if dry_run {
         Vec::new()
     } else {
-        execute(ctx, applied, &plan, scope).await
+        execute(ctx, applied, &plan, &scope).await
     };
     Ok(CycleReport {
         now,
@@ -958,4 +985,56 @@ pub async fn next_wakeup(
         ..ObservedState::default()
     };
     Ok(plan::plan(desired, &observed, now, &ctx.settings.plan).next_wakeup)
+}
+
+/// A backup request for every tag matching a policy's `releases.tagPattern`
+/// that has not been handled yet. The first time a policy's pattern is seen,
+/// the tags that already exist are recorded as baseline (no backup), so adding
+/// a policy to a repository with 200 old tags does not take 200 backups.
+pub async fn release_requests(
+    ctx: &Context,
+    desired: &DesiredState,
+    now: DateTime<Utc>,
+) -> Result<Vec<BackupRequest>, ReconcileError> {
+    let with_pattern: Vec<&BackupPolicy> = desired
+        .policies
+        .values()
+        .filter(|p| p.release_tag_pattern.is_some())
+        .collect();
+    if with_pattern.is_empty() {
+        return Ok(Vec::new());
+    }
+    let cfg = ctx.settings.repo.clone();
+    let tags = blocking(move || git::tags(&cfg)).await??;
+    let mut requests = Vec::new();
+    for policy in with_pattern {
+        let Some(pattern) = policy
+            .release_tag_pattern
+            .as_deref()
+            .and_then(|p| glob::Pattern::new(p).ok())
+        else {
+            continue;
+        };
+        let matching: Vec<&String> = tags.iter().filter(|t| pattern.matches(t)).collect();
+        if ctx.catalog.arm_releases(&policy.name, now).await? {
+            for tag in &matching {
+                ctx.catalog
+                    .mark_release(&policy.name, tag, "existing", None, now)
+                    .await?;
+            }
+            continue;
+        }
+        let handled = ctx.catalog.handled_releases(&policy.name).await?;
+        for tag in matching {
+            if !handled.contains(tag) {
+                requests.push(BackupRequest {
+                    policy: policy.name.clone(),
+                    trigger: Trigger::Release,
+                    release: Some(tag.clone()),
+                    requested_by: format!("git tag {tag}"),
+                });
+            }
+        }
+    }
+    Ok(requests)
 }

@@ -15,6 +15,9 @@ use crate::observed::{BackupRecord, FailedRun, Health, Trigger};
 use crate::storage::Manifest;
 
 mod audit;
+mod deploys;
+
+pub use deploys::DeployRecord;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {

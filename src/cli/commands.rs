@@ -53,9 +53,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             backup_id,
             policy,
             latest,
+            release,
+            pre_deploy,
             to,
             force,
-        } => restore(&ctx, backup_id, policy, latest, &to, force, cli.output).await?,
+        } => {
+            let which = Which {
+                backup_id,
+                policy,
+                latest,
+                release,
+                pre_deploy,
+            };
+            restore(&ctx, which, &to, force, cli.output).await?
+        }
+        Command::Deploy { command } => {
+            super::deploy::run(&ctx, &stop_tx, command, cli.output).await?
+        }
+        Command::Pin { backup_id, reason } => {
+            super::deploy::pin(&ctx, &backup_id, Some(&reason)).await?
+        }
+        Command::Unpin { backup_id } => super::deploy::pin(&ctx, &backup_id, None).await?,
         Command::Audit { command } => audit(&ctx, command, cli.output).await?,
         Command::Report { since, format } => report(&ctx, &since, format).await?,
         Command::Daemon {
@@ -205,7 +223,7 @@ fn validate(dir: &Path, output: Output) -> anyhow::Result<u8> {
 
 // ---- plan / status / list ------------------------------------------------------
 
-async fn loaded_state(ctx: &Context) -> anyhow::Result<RepoState> {
+pub(super) async fn loaded_state(ctx: &Context) -> anyhow::Result<RepoState> {
     let mut state = RepoState::load(ctx).await?;
     reconcile::refresh(ctx, &mut state).await?;
     Ok(state)
@@ -389,7 +407,8 @@ async fn backup(ctx: &Context, policy: &str, output: Output) -> anyhow::Result<u
         release: None,
         requested_by: caller(),
     };
-    let report = reconcile::cycle(ctx, &state, vec![request], Scope::Requested, false).await?;
+    let scope = Scope::answering(std::slice::from_ref(&request));
+    let report = reconcile::cycle(ctx, &state, vec![request], scope, false).await?;
     if report.outcomes.is_empty() {
         let why: Vec<_> = report
             .plan
@@ -474,12 +493,18 @@ async fn prune(ctx: Context, dry_run: bool, orphans: bool, output: Output) -> an
 
 // ---- restore -----------------------------------------------------------------
 
-#[allow(clippy::too_many_arguments)]
+/// Which backup `restore` means.
+pub struct Which {
+    pub backup_id: Option<String>,
+    pub policy: Option<String>,
+    pub latest: bool,
+    pub release: Option<String>,
+    pub pre_deploy: bool,
+}
+
 async fn restore(
     ctx: &Context,
-    backup_id: Option<String>,
-    policy: Option<String>,
-    latest: bool,
+    which: Which,
     to: &str,
     force: bool,
     output: Output,
@@ -487,15 +512,32 @@ async fn restore(
     let state = loaded_state(ctx).await?;
     let desired = state.desired()?;
     let rows = ctx.catalog.backups().await?;
-    let row = match (&backup_id, &policy, latest) {
+    let verified =
+        |r: &&crate::catalog::BackupRow| r.record.health == crate::observed::Health::Verified;
+    let row = match (&which.backup_id, &which.policy, &which.release) {
         (Some(id), _, _) => rows.iter().find(|r| &r.record.id == id),
-        (None, Some(p), true) => rows
+        (None, Some(p), Some(release)) => rows
             .iter()
+            .filter(verified)
             .filter(|r| {
-                &r.record.policy == p && r.record.health == crate::observed::Health::Verified
+                &r.record.policy == p && r.record.release.as_deref() == Some(release.as_str())
+            })
+            .filter(|r| {
+                if which.pre_deploy {
+                    r.record.trigger == Trigger::PreDeploy
+                } else {
+                    matches!(r.record.trigger, Trigger::Release | Trigger::PostDeploy)
+                }
             })
             .max_by_key(|r| r.record.started_at),
-        _ => bail!("name a backup: BACKUP_ID, or --policy P --latest"),
+        (None, Some(p), None) if which.latest => rows
+            .iter()
+            .filter(verified)
+            .filter(|r| &r.record.policy == p)
+            .max_by_key(|r| r.record.started_at),
+        _ => bail!(
+            "name a backup: BACKUP_ID, or --policy P --latest, or --policy P --release TAG [--pre-deploy]"
+        ),
     };
     let Some(row) = row else {
         bail!("no such backup; run `safepoint list` to see the backups");

@@ -4,6 +4,7 @@
 //! 1 problem found / actions pending / action failed, 2 could not run.
 
 mod commands;
+mod deploy;
 pub mod table;
 
 use std::path::PathBuf;
@@ -74,6 +75,46 @@ pub enum LogFormat {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum DeployCommand {
+    /// Take a verified pre-deploy snapshot of every matching policy; exit 0
+    /// only when all are stored and verified (use it to gate a migration).
+    Start {
+        #[arg(long)]
+        release: String,
+        /// A policy to snapshot (repeatable) [default: every policy with deploy.before: snapshot].
+        #[arg(long)]
+        policy: Vec<String>,
+        /// `key=value` label selector (repeatable, all must match).
+        #[arg(long)]
+        selector: Vec<String>,
+        /// Wait for the snapshots to be stored and verified (in-process runs always wait).
+        #[arg(long)]
+        wait: bool,
+        /// Give up (exit 1, running snapshots cancelled) after this long, e.g. `10m`.
+        #[arg(long)]
+        timeout: Option<String>,
+    },
+    /// Record the deploy outcome: success => baseline backups; failure => pin the
+    /// pre-deploy snapshot, forensic snapshot, alert (per policy's deploy.onFailure).
+    Finish {
+        #[arg(long)]
+        release: String,
+        #[arg(long, value_enum)]
+        status: DeployStatus,
+        #[arg(long)]
+        policy: Vec<String>,
+        #[arg(long)]
+        selector: Vec<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DeployStatus {
+    Success,
+    Failure,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Check the hash chain; says where an entry was edited, deleted, inserted or reordered.
     Verify,
@@ -135,6 +176,12 @@ pub enum Command {
         /// The newest verified backup of --policy.
         #[arg(long, requires = "policy")]
         latest: bool,
+        /// The backup of --policy for this release: its baseline, or with
+        /// --pre-deploy the snapshot taken before it was deployed.
+        #[arg(long, requires = "policy", conflicts_with = "latest")]
+        release: Option<String>,
+        #[arg(long, requires = "release")]
+        pre_deploy: bool,
         /// Where to restore: a file path (sqlite) or a directory (directory).
         #[arg(long)]
         to: String,
@@ -142,6 +189,19 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// The pre-deploy gate and the deploy outcome (see docs/ci/).
+    Deploy {
+        #[command(subcommand)]
+        command: DeployCommand,
+    },
+    /// Keep a backup whatever retention says, until `unpin`.
+    Pin {
+        backup_id: String,
+        #[arg(long, default_value = "pinned by hand")]
+        reason: String,
+    },
+    /// Release a pinned backup to retention again.
+    Unpin { backup_id: String },
     /// Verify or export the hash-chained audit log.
     Audit {
         #[command(subcommand)]

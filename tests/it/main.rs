@@ -6,6 +6,7 @@ mod backup_restore;
 mod common;
 mod daemon;
 mod deploy;
+mod deploy_gate;
 mod faults;
 mod plan_scenarios;
 mod restore_docs;
