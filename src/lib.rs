@@ -4,9 +4,11 @@
 //! (`git`, `catalog`, `storage`, `executor`); `reconcile` is the one place where
 //! they meet. See docs/ARCHITECTURE.md.
 
+pub mod audit;
 pub mod catalog;
 pub mod cli;
 pub mod daemon;
+pub mod deploy;
 pub mod executor;
 pub mod git;
 pub mod http;
@@ -18,6 +20,7 @@ pub mod observed;
 pub mod plan;
 pub mod policy;
 pub mod reconcile;
+pub mod report;
 pub mod settings;
 pub mod status;
 pub mod storage;

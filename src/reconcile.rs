@@ -53,6 +53,8 @@ pub struct Context {
     pub catalog: Catalog,
     /// Set to `true` to cancel running backups at once (after the grace period).
     pub hard_stop: watch::Receiver<bool>,
+    /// Who acts, for the audit log: `daemon`, or `user@host` for CLI commands.
+    pub actor: String,
 }
 
 /// The policy revision in force and the last one tried.
@@ -162,7 +164,7 @@ pub async fn refresh(ctx: &Context, state: &mut RepoState) -> Result<bool, Recon
             );
             tracing::info!(commit = %head.commit, policies = desired.policies.len(), "policy revision applied");
             ctx.catalog
-                .event(now, "revision-applied", None, &msg)
+                .audit(now, "revision-applied", None, &ctx.actor, &msg)
                 .await?;
             state.applied = Some(Applied {
                 revision: head,
@@ -175,9 +177,15 @@ pub async fn refresh(ctx: &Context, state: &mut RepoState) -> Result<bool, Recon
             for d in &diags {
                 tracing::error!("{d}");
             }
-            let msg = format!("rejected revision {}: {}", head.short(), diags.join("; "));
+            let msg = format!(
+                "rejected revision {} ({}) by {}: {}",
+                head.short(),
+                head.summary,
+                head.author,
+                diags.join("; ")
+            );
             ctx.catalog
-                .event(now, "revision-rejected", None, &msg)
+                .audit(now, "revision-rejected", None, &ctx.actor, &msg)
                 .await?;
             Ok(false)
         }
@@ -234,7 +242,13 @@ pub async fn observe(
                     .finish_run(run.id, "interrupted", Some(("interrupted", &msg)), now)
                     .await?;
                 ctx.catalog
-                    .event(now, "backup-interrupted", Some(&run.policy), &msg)
+                    .audit(
+                        now,
+                        "backup-interrupted",
+                        Some(&run.policy),
+                        &ctx.actor,
+                        &msg,
+                    )
                     .await?;
                 tracing::warn!(policy = %run.policy, backup = %run.backup_id, "{msg}");
                 report.interrupted.push(run.backup_id);
@@ -290,7 +304,13 @@ pub async fn observe(
                     manifest.policy, manifest.id
                 );
                 ctx.catalog
-                    .event(now, "untracked-artifact", Some(&manifest.policy), &msg)
+                    .audit(
+                        now,
+                        "untracked-artifact",
+                        Some(&manifest.policy),
+                        &ctx.actor,
+                        &msg,
+                    )
                     .await?;
                 tracing::warn!("{msg}");
                 report.imported.push(manifest.id.clone());
@@ -342,7 +362,7 @@ pub async fn observe(
                         };
                         let msg = format!("backup {}/{}: {problem}", manifest.policy, manifest.id);
                         ctx.catalog
-                            .event(now, kind, Some(&manifest.policy), &msg)
+                            .audit(now, kind, Some(&manifest.policy), &ctx.actor, &msg)
                             .await?;
                         tracing::error!("{msg}");
                     }
@@ -361,7 +381,13 @@ pub async fn observe(
                     .set_health(&row.record.id, Health::Missing, Some(problem), now)
                     .await?;
                 ctx.catalog
-                    .event(now, "artifact-missing", Some(&row.record.policy), &msg)
+                    .audit(
+                        now,
+                        "artifact-missing",
+                        Some(&row.record.policy),
+                        &ctx.actor,
+                        &msg,
+                    )
                     .await?;
                 tracing::error!("{msg}");
             }
@@ -423,23 +449,42 @@ pub struct Outcome {
 }
 
 /// Which planned actions a caller wants executed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
     /// The daemon: everything.
     All,
-    /// `safepoint backup`: only backups answering explicit requests.
-    Requested,
+    /// `safepoint backup`, `deploy start|finish`: only the backups answering
+    /// these requests (policy, trigger, release).
+    Requests(Vec<(String, Trigger, Option<String>)>),
     /// `safepoint prune`: only deletions.
     Deletions,
 }
 
 impl Scope {
-    pub fn includes(self, action: &Action) -> bool {
+    /// The scope that executes exactly the backups asked for by `requests`.
+    pub fn answering(requests: &[BackupRequest]) -> Scope {
+        Scope::Requests(
+            requests
+                .iter()
+                .map(|r| (r.policy.clone(), r.trigger, r.release.clone()))
+                .collect(),
+        )
+    }
+
+    pub fn includes(&self, action: &Action) -> bool {
         match (self, action) {
             (Scope::All, _) => true,
-            (Scope::Requested, Action::Backup { reason, .. }) => {
-                matches!(reason, plan::Reason::Requested { .. })
-            }
+            (
+                Scope::Requests(wanted),
+                Action::Backup {
+                    policy,
+                    trigger,
+                    release,
+                    reason: plan::Reason::Requested { .. },
+                },
+            ) => wanted
+                .iter()
+                .any(|(p, t, r)| p == policy && t == trigger && r == release),
             (Scope::Deletions, Action::Delete { .. }) => true,
             _ => false,
         }
@@ -449,7 +494,7 @@ impl Scope {
 /// Executes the plan's actions in `scope`: per policy, backups first, then
 /// deletions only if every backup of that policy succeeded; policies run
 /// concurrently up to `settings.concurrency`.
-pub async fn execute(ctx: &Context, applied: &Applied, plan: &Plan, scope: Scope) -> Vec<Outcome> {
+pub async fn execute(ctx: &Context, applied: &Applied, plan: &Plan, scope: &Scope) -> Vec<Outcome> {
     // Deletions were computed counting the backups planned before them; when
     // such a backup is outside the scope, its policy's deletions wait too.
     let deferred: BTreeSet<&str> = plan
@@ -683,13 +728,25 @@ pub async fn run_backup(
                 .finish_run(run_id, "succeeded", None, now)
                 .await
                 .map_err(|e| e.to_string())?;
+            if let (Trigger::Release, Some(tag)) = (trigger, release) {
+                ctx.catalog
+                    .mark_release(&policy.name, tag, "done", Some(&id), now)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
             let msg = format!(
                 "backup {} of {} ({trigger}) stored on {}: {} bytes, {}",
                 id, policy.name, policy.storage, manifest.artifact.size, manifest.artifact.checksum
             );
             let _ = ctx
                 .catalog
-                .event(now, "backup-succeeded", Some(&policy.name), &msg)
+                .audit(
+                    now,
+                    "backup-succeeded",
+                    Some(&policy.name),
+                    requested_by.unwrap_or(&ctx.actor),
+                    &msg,
+                )
                 .await;
             tracing::info!(backup = %id, size = manifest.artifact.size, seconds = (now - started_at).num_milliseconds() as f64 / 1000.0, "backup stored and verified");
             Ok(BackupRecord {
@@ -726,7 +783,13 @@ pub async fn run_backup(
                 .await;
             let _ = ctx
                 .catalog
-                .event(now, "backup-failed", Some(&policy.name), &msg)
+                .audit(
+                    now,
+                    "backup-failed",
+                    Some(&policy.name),
+                    requested_by.unwrap_or(&ctx.actor),
+                    &msg,
+                )
                 .await;
             tracing::error!(backup = %id, kind, "{msg}");
             Err(msg)
@@ -870,7 +933,7 @@ async fn run_delete(
             let msg = format!("deleted backup {policy}/{id}: {reason}");
             let _ = ctx
                 .catalog
-                .event(now, "backup-pruned", Some(policy), &msg)
+                .audit(now, "backup-pruned", Some(policy), &ctx.actor, &msg)
                 .await;
             tracing::info!(policy, backup = id, reason, "backup pruned");
             Ok(())
@@ -879,7 +942,7 @@ async fn run_delete(
             let msg = format!("delete of {policy}/{id} failed, it stays tracked: {e}");
             let _ = ctx
                 .catalog
-                .event(now, "prune-failed", Some(policy), &msg)
+                .audit(now, "prune-failed", Some(policy), &ctx.actor, &msg)
                 .await;
             Err(msg)
         }
@@ -912,12 +975,14 @@ pub async fn cycle(
         .as_ref()
         .ok_or_else(|| ReconcileError::NoValidRevision(String::new()))?;
     let now = Utc::now();
+    let mut requests = requests;
+    requests.extend(release_requests(ctx, desired, now).await?);
     let (observed, observe) = observe(ctx, desired, requests, now).await?;
     let plan = plan::plan(desired, &observed, now, &ctx.settings.plan);
     let outcomes = if dry_run {
         Vec::new()
     } else {
-        execute(ctx, applied, &plan, scope).await
+        execute(ctx, applied, &plan, &scope).await
     };
     Ok(CycleReport {
         now,
@@ -948,4 +1013,56 @@ pub async fn next_wakeup(
         ..ObservedState::default()
     };
     Ok(plan::plan(desired, &observed, now, &ctx.settings.plan).next_wakeup)
+}
+
+/// A backup request for every tag matching a policy's `releases.tagPattern`
+/// that has not been handled yet. The first time a policy's pattern is seen,
+/// the tags that already exist are recorded as baseline (no backup), so adding
+/// a policy to a repository with 200 old tags does not take 200 backups.
+pub async fn release_requests(
+    ctx: &Context,
+    desired: &DesiredState,
+    now: DateTime<Utc>,
+) -> Result<Vec<BackupRequest>, ReconcileError> {
+    let with_pattern: Vec<&BackupPolicy> = desired
+        .policies
+        .values()
+        .filter(|p| p.release_tag_pattern.is_some())
+        .collect();
+    if with_pattern.is_empty() {
+        return Ok(Vec::new());
+    }
+    let cfg = ctx.settings.repo.clone();
+    let tags = blocking(move || git::tags(&cfg)).await??;
+    let mut requests = Vec::new();
+    for policy in with_pattern {
+        let Some(pattern) = policy
+            .release_tag_pattern
+            .as_deref()
+            .and_then(|p| glob::Pattern::new(p).ok())
+        else {
+            continue;
+        };
+        let matching: Vec<&String> = tags.iter().filter(|t| pattern.matches(t)).collect();
+        if ctx.catalog.arm_releases(&policy.name, now).await? {
+            for tag in &matching {
+                ctx.catalog
+                    .mark_release(&policy.name, tag, "existing", None, now)
+                    .await?;
+            }
+            continue;
+        }
+        let handled = ctx.catalog.handled_releases(&policy.name).await?;
+        for tag in matching {
+            if !handled.contains(tag) {
+                requests.push(BackupRequest {
+                    policy: policy.name.clone(),
+                    trigger: Trigger::Release,
+                    release: Some(tag.clone()),
+                    requested_by: format!("git tag {tag}"),
+                });
+            }
+        }
+    }
+    Ok(requests)
 }

@@ -56,6 +56,18 @@ impl Catalog {
             .collect()
     }
 
+    /// Queues notifications outside the alert state machine (events).
+    pub async fn queue_notifications(
+        &self,
+        queue: &[NewNotification],
+        now: DateTime<Utc>,
+    ) -> Result<(), CatalogError> {
+        let mut tx = self.pool.begin().await.map_err(q("begin queue"))?;
+        insert_notifications(&mut tx, queue, now).await?;
+        tx.commit().await.map_err(q("commit queue"))?;
+        Ok(())
+    }
+
     /// Replaces the open alerts with `state` and queues `queue`, atomically.
     pub async fn save_alerts(
         &self,
@@ -83,27 +95,7 @@ impl Catalog {
             .await
             .map_err(q("insert alert"))?;
         }
-        for n in queue {
-            sqlx::query(
-                "INSERT INTO outbox (created_at, channel, kind, policy, reason, notifier, sender,
-                                     recipients, subject, body, next_attempt_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(now)
-            .bind(&n.channel)
-            .bind(&n.kind)
-            .bind(&n.policy)
-            .bind(&n.reason)
-            .bind(&n.notifier)
-            .bind(&n.sender)
-            .bind(serde_json::to_string(&n.recipients).unwrap_or_else(|_| "[]".into()))
-            .bind(&n.subject)
-            .bind(&n.body)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(q("queue notification"))?;
-        }
+        insert_notifications(&mut tx, queue, now).await?;
         tx.commit().await.map_err(q("commit alerts"))?;
         Ok(())
     }
@@ -203,4 +195,33 @@ impl Catalog {
             .await
             .map_err(q("select next notification"))
     }
+}
+
+async fn insert_notifications(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    queue: &[NewNotification],
+    now: DateTime<Utc>,
+) -> Result<(), CatalogError> {
+    for n in queue {
+        sqlx::query(
+            "INSERT INTO outbox (created_at, channel, kind, policy, reason, notifier, sender,
+                                     recipients, subject, body, next_attempt_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(now)
+        .bind(&n.channel)
+        .bind(&n.kind)
+        .bind(&n.policy)
+        .bind(&n.reason)
+        .bind(&n.notifier)
+        .bind(&n.sender)
+        .bind(serde_json::to_string(&n.recipients).unwrap_or_else(|_| "[]".into()))
+        .bind(&n.subject)
+        .bind(&n.body)
+        .bind(now)
+        .execute(&mut **tx)
+        .await
+        .map_err(q("queue notification"))?;
+    }
+    Ok(())
 }

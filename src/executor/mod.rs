@@ -85,7 +85,7 @@ impl ExecError {
     }
 
     pub(crate) fn from_write(e: std::io::Error) -> ExecError {
-        if e.kind() == std::io::ErrorKind::Interrupted {
+        if crate::storage::pipeline::is_cancelled(&e) {
             ExecError::Cancelled
         } else {
             ExecError::Write(e)

@@ -48,6 +48,8 @@ pub enum NoticeKind {
     Firing,
     Reminder,
     Resolved,
+    /// A one-off event (`event_notice`).
+    Event,
 }
 
 impl NoticeKind {
@@ -56,6 +58,7 @@ impl NoticeKind {
             NoticeKind::Firing => "FIRING",
             NoticeKind::Reminder => "REMINDER",
             NoticeKind::Resolved => "RESOLVED",
+            NoticeKind::Event => "EVENT",
         }
     }
 }
@@ -76,6 +79,38 @@ pub struct Notice {
 pub struct Step {
     pub notices: Vec<Notice>,
     pub state: Vec<ActiveAlert>,
+}
+
+/// The email recipients of a policy's `spec.alerts.notifiers`.
+pub fn policy_recipients(desired: &DesiredState, policy: &str) -> Vec<Recipient> {
+    desired
+        .policies
+        .get(policy)
+        .map_or_else(Vec::new, |p| recipients(desired, &p.alerts))
+}
+
+/// A one-off notice for an event rather than a condition (e.g. a failed
+/// deploy): sent once, never reminded or resolved.
+pub fn event_notice(
+    policy: &str,
+    reason: &str,
+    detail: &str,
+    next: &str,
+    recipients: Vec<Recipient>,
+    now: DateTime<Utc>,
+) -> Notice {
+    let body = format!(
+        "Policy:     {policy}\nEvent:      {reason}\nAt:         {}\n\nWhat failed: {detail}\n\nNext step: {next}\n\n-- \nsafepoint\n",
+        now.format("%Y-%m-%d %H:%M:%S UTC")
+    );
+    Notice {
+        kind: NoticeKind::Event,
+        policy: policy.to_string(),
+        reason: reason.to_string(),
+        subject: format!("[safepoint] {reason}: policy {policy}"),
+        body,
+        recipients,
+    }
 }
 
 fn recipients(desired: &DesiredState, notifiers: &[String]) -> Vec<Recipient> {
@@ -256,7 +291,7 @@ fn body(
     }
     b.push('\n');
     match kind {
-        NoticeKind::Resolved => {
+        NoticeKind::Resolved | NoticeKind::Event => {
             b.push_str(&format!("What failed: {}\n", alert.detail));
             b.push_str("\nNothing to do; `safepoint status` shows the current state.\n");
         }

@@ -81,31 +81,60 @@ pub async fn evaluate(
     let step = alerts::step(&previous, &problems, &last_good, now, reminder);
     let mut queue = Vec::new();
     for n in &step.notices {
-        let what = if n.policy.is_empty() {
-            "repository".to_string()
-        } else {
-            n.policy.clone()
-        };
-        tracing::warn!(policy = %what, reason = %n.reason, kind = n.kind.as_str(), recipients = n.recipients.len(), "alert");
-        if !email {
-            continue;
-        }
-        for r in &n.recipients {
-            queue.push(NewNotification {
-                channel: "email".into(),
-                kind: n.kind.as_str().into(),
-                policy: n.policy.clone(),
-                reason: n.reason.clone(),
-                notifier: r.notifier.clone(),
-                sender: r.from.clone(),
-                recipients: r.to.clone(),
-                subject: n.subject.clone(),
-                body: n.body.clone(),
-            });
+        log_notice(n);
+        if email {
+            queue.extend(notifications(n));
         }
     }
     catalog.save_alerts(&step.state, &queue, now).await?;
     Ok(step.notices)
+}
+
+fn log_notice(n: &Notice) {
+    let what = if n.policy.is_empty() {
+        "repository"
+    } else {
+        n.policy.as_str()
+    };
+    tracing::warn!(policy = %what, reason = %n.reason, kind = n.kind.as_str(), recipients = n.recipients.len(), "alert");
+}
+
+/// One email per recipient notifier.
+fn notifications(n: &Notice) -> Vec<NewNotification> {
+    n.recipients
+        .iter()
+        .map(|r| NewNotification {
+            channel: "email".into(),
+            kind: n.kind.as_str().into(),
+            policy: n.policy.clone(),
+            reason: n.reason.clone(),
+            notifier: r.notifier.clone(),
+            sender: r.from.clone(),
+            recipients: r.to.clone(),
+            subject: n.subject.clone(),
+            body: n.body.clone(),
+        })
+        .collect()
+}
+
+/// Queues a one-off event notice (e.g. a failed deploy) for the policy's
+/// email notifiers. Any process may queue; the daemon delivers it (within a
+/// minute). Returns the number of mails queued.
+pub async fn queue_event(
+    catalog: &Catalog,
+    desired: &DesiredState,
+    policy: &str,
+    reason: &str,
+    detail: &str,
+    next: &str,
+    now: DateTime<Utc>,
+) -> Result<usize, NotifyError> {
+    let recipients = alerts::policy_recipients(desired, policy);
+    let n = alerts::event_notice(policy, reason, detail, next, recipients, now);
+    log_notice(&n);
+    let queue = notifications(&n);
+    catalog.queue_notifications(&queue, now).await?;
+    Ok(queue.len())
 }
 
 /// Retry delay after `attempts` failed attempts: 30 s doubling up to 1 h,

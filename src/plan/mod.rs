@@ -194,3 +194,7 @@ pub struct Note {
     pub policy: String,
     pub text: String,
 }
+
+#[cfg(test)]
+#[path = "invariants_tests.rs"]
+mod invariants_tests;

@@ -6,7 +6,7 @@ use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// Shared stop signal (SIGTERM, timeout). Writers fail with `Interrupted`
+/// Shared stop signal (SIGTERM, timeout). Writers fail with [`Cancelled`]
 /// once it is set, so a cancelled backup never completes.
 #[derive(Debug, Clone, Default)]
 pub struct Cancel(Arc<AtomicBool>);
@@ -107,11 +107,28 @@ impl<W: Write> ArtifactWriter<W> {
     }
 }
 
+/// The error a cancelled writer returns. Deliberately not
+/// `ErrorKind::Interrupted`: `write_all`/`io::copy` retry that kind forever.
+#[derive(Debug)]
+pub struct Cancelled;
+
+impl std::fmt::Display for Cancelled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("backup cancelled (shutdown or timeout)")
+    }
+}
+
+impl std::error::Error for Cancelled {}
+
 fn cancelled() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::Interrupted,
-        "backup cancelled (shutdown or timeout)",
-    )
+    io::Error::other(Cancelled)
+}
+
+/// True when `e` (or what it wraps) is the cancellation of a writer.
+pub fn is_cancelled(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<Cancelled>())
+        || e.to_string()
+            .contains("backup cancelled (shutdown or timeout)")
 }
 
 impl<W: Write> Write for ArtifactWriter<W> {
@@ -176,10 +193,9 @@ mod tests {
         let mut w = ArtifactWriter::new(Vec::new(), cancel.clone()).unwrap();
         w.write_all(b"abc").unwrap();
         cancel.cancel();
-        assert_eq!(
-            w.write(b"x").unwrap_err().kind(),
-            io::ErrorKind::Interrupted
-        );
+        assert!(is_cancelled(&w.write(b"x").unwrap_err()));
+        // write_all must give up at once, not retry.
+        assert!(is_cancelled(&w.write_all(b"xyz").unwrap_err()));
         assert!(w.finish().is_err());
     }
 }

@@ -8,14 +8,14 @@ use std::process::{Child, Command, Stdio};
 
 use crate::common::{Fixture, STORAGE, sqlite, sqlite_policy};
 
-/// The Python with aiosmtpd that .ci/run installs.
+/// The Python with aiosmtpd that .ci/setup installs.
 fn python() -> PathBuf {
-    let path = std::env::var_os("SAFEPOINT_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/opt/safepoint-ci/venv/bin/python"));
+    let venv =
+        std::env::var("SAFEPOINT_CI_VENV").unwrap_or_else(|_| "/opt/safepoint-ci/venv".into());
+    let path = PathBuf::from(venv).join("bin/python");
     assert!(
         path.exists(),
-        "{} not found: run .ci/run (it creates the venv with aiosmtpd) or set SAFEPOINT_TEST_PYTHON",
+        "{} not found: run .ci/setup (it creates the venv with aiosmtpd) or set SAFEPOINT_CI_VENV",
         path.display()
     );
     path
@@ -219,4 +219,58 @@ fn an_invalid_commit_mails_the_notifiers_of_the_revision_in_force() {
     );
     assert!(mails[0].contains("broken.yaml"), "{}", mails[0]);
     assert!(mails[0].contains("`safepoint validate`"), "{}", mails[0]);
+}
+
+#[test]
+fn a_failed_deploy_mails_the_restore_command_to_the_policys_notifiers() {
+    let policy = r#"apiVersion: safepoint/v1
+kind: BackupPolicy
+metadata:
+  name: orders
+spec:
+  source: {type: sqlite, path: orders.db}
+  storage: local
+  deploy:
+    before: snapshot
+    onFailure: [alert]
+  retention: {keepLast: 3}
+  alerts: {notifiers: [oncall]}
+"#;
+    let f = Fixture::new(&[
+        ("storage.yaml", STORAGE),
+        ("notifier.yaml", NOTIFIER),
+        ("orders.yaml", policy),
+    ]);
+    f.make_sqlite("orders.db");
+    let sink = Sink::start(&f.tmp.path().join("mail"));
+    f.cmd()
+        .args(["deploy", "start", "--release", "v1.4.0"])
+        .assert()
+        .success();
+    f.cmd()
+        .args([
+            "deploy",
+            "finish",
+            "--release",
+            "v1.4.0",
+            "--status",
+            "failure",
+        ])
+        .assert()
+        .success();
+    // The CLI queued it; the daemon delivers it.
+    run_once(&f, sink.port);
+    let mails = sink.mails();
+    assert_eq!(mails.len(), 1, "{mails:#?}");
+    assert_eq!(
+        subject(&mails[0]),
+        "[safepoint] deploy-failed: policy orders"
+    );
+    assert!(
+        mails[0].contains("safepoint restore --policy orders --release v1.4.0 --pre-deploy"),
+        "{}",
+        mails[0]
+    );
+    run_once(&f, sink.port);
+    assert_eq!(sink.mails().len(), 1, "an event is mailed once");
 }

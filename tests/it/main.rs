@@ -2,11 +2,15 @@
 //! repositories, real SQLite databases and real directories in temp dirs.
 
 mod alerts;
+mod audit;
 mod backup_restore;
 mod common;
 mod daemon;
+mod deploy;
+mod deploy_gate;
 mod faults;
 mod metrics;
+mod plan_scenarios;
 mod prometheus;
 mod restore_docs;
 mod tidy;

@@ -5,6 +5,8 @@ const PURE: &[&str] = &[
     "src/plan",
     "src/status.rs",
     "src/observed.rs",
+    "src/audit.rs",
+    "src/report.rs",
     "src/notify/alerts.rs",
 ];
 const FORBIDDEN: &[&str] = &[
