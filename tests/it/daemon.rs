@@ -41,7 +41,7 @@ fn daemon_takes_first_backups_picks_up_a_commit_and_exits_cleanly_on_sigterm() {
             .arg(f.repo())
             .arg("--data-dir")
             .arg(f.data())
-            .arg("daemon")
+            .args(["daemon", "--listen", "127.0.0.1:0"])
             .env("SAFEPOINT_LOG", "info")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(f.tmp.path().join("daemon.log")).unwrap())
@@ -116,7 +116,10 @@ fn sigterm_during_a_backup_cancels_it_cleanly_and_exits_zero() {
         ("big.yaml", &dir_policy("big", "big")),
     ]);
     incompressible_dir(&f.work().join("big"), 192);
-    let mut daemon = Daemon(spawn(&f, &["daemon", "--shutdown-grace", "0"]));
+    let mut daemon = Daemon(spawn(
+        &f,
+        &["daemon", "--shutdown-grace", "0", "--listen", "127.0.0.1:0"],
+    ));
     wait_for(
         "the backup to start writing",
         Duration::from_secs(60),
