@@ -16,6 +16,9 @@ use crate::storage::Manifest;
 
 mod audit;
 mod deploys;
+mod drills;
+
+pub use drills::{CheckResult, DrillRow};
 
 pub use deploys::DeployRecord;
 

@@ -7,6 +7,7 @@ mod common;
 mod daemon;
 mod deploy;
 mod deploy_gate;
+mod drills;
 mod faults;
 mod plan_scenarios;
 mod restore_docs;
