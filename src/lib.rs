@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod cli;
 pub mod daemon;
 pub mod deploy;
+pub mod drill;
 pub mod executor;
 pub mod git;
 pub mod http;

@@ -12,6 +12,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
+use crate::drill::DrillOutcome;
 use crate::reconcile::Outcome;
 use crate::status::Status;
 
@@ -27,14 +28,15 @@ pub const DRIFT_KINDS: &[&str] = &[
     "policy-invalid",
 ];
 
-/// The drift kinds `status::compute` decides today; each policy exports a 0/1
-/// series for each of them. The others get series once they are measured
-/// (drills: the drill issue; `untracked-artifact` is imported into the
-/// catalog as soon as it is seen and recorded as an event; `policy-invalid`
-/// concerns the whole repository: `safepoint_policy_revision_valid`).
+/// The drift kinds `status::compute` decides; each policy exports a 0/1
+/// series for each of them. Not among them: `untracked-artifact` (imported
+/// into the catalog as soon as it is seen and recorded as an event) and
+/// `policy-invalid` (the whole repository: `safepoint_policy_revision_valid`).
 pub const MEASURED_DRIFT_KINDS: &[&str] = &[
     "rpo-missed",
     "backup-failed",
+    "drill-failed",
+    "drill-overdue",
     "artifact-missing",
     "artifact-corrupt",
 ];
@@ -186,7 +188,7 @@ impl Metrics {
         );
         r.register(
             "drill_last_success_timestamp_seconds",
-            "End time (Unix seconds) of the policy's last successful recovery drill",
+            "Start time (Unix seconds) of the policy's last passed recovery drill",
             m.drill_last_success.clone(),
         );
         r.register(
@@ -196,7 +198,7 @@ impl Metrics {
         );
         r.register(
             "drills",
-            "Recovery drills, by policy and outcome (passed|failed)",
+            "Recovery drills, by policy and outcome (passed|failed|error: could not run)",
             m.drills.clone(),
         );
         r.register(
@@ -288,22 +290,31 @@ impl Metrics {
             .inc();
     }
 
-    /// A finished recovery drill (called by the drill executor).
-    pub fn record_drill(&self, policy: &str, passed: bool, restore_seconds: f64, ended_at: f64) {
-        let labels = PolicyLabels {
-            policy: policy.to_string(),
-        };
-        self.drills
-            .get_or_create(&OutcomeLabels {
-                policy: policy.to_string(),
-                outcome: if passed { "passed" } else { "failed" }.to_string(),
-            })
-            .inc();
-        self.drill_restore
-            .get_or_create(&labels)
-            .observe(restore_seconds);
-        if passed {
-            self.drill_last_success.get_or_create(&labels).set(ended_at);
+    /// Drills a cycle ran: `Ok` with a verdict, `Err((policy, error))` when
+    /// the drill could not run at all (outcome `error`).
+    pub fn record_drills(&self, drills: &[Result<DrillOutcome, (String, String)>]) {
+        for d in drills {
+            let (policy, outcome, restore) = match d {
+                Ok(d) => (
+                    &d.policy,
+                    if d.passed { "passed" } else { "failed" },
+                    d.restore_seconds,
+                ),
+                Err((policy, _)) => (policy, "error", None),
+            };
+            self.drills
+                .get_or_create(&OutcomeLabels {
+                    policy: policy.clone(),
+                    outcome: outcome.to_string(),
+                })
+                .inc();
+            if let Some(seconds) = restore {
+                self.drill_restore
+                    .get_or_create(&PolicyLabels {
+                        policy: policy.clone(),
+                    })
+                    .observe(seconds);
+            }
         }
     }
 
@@ -324,6 +335,7 @@ impl Metrics {
     /// left the repository lose their series.
     pub fn set_state(&self, status: &Status) {
         self.backup_last_success.clear();
+        self.drill_last_success.clear();
         self.backup_size.clear();
         self.policy_rpo.clear();
         self.policy_ready.clear();
@@ -339,6 +351,11 @@ impl Metrics {
                 self.backup_size
                     .get_or_create(&labels)
                     .set(i64::try_from(good.size).unwrap_or(i64::MAX));
+            }
+            if let Some(at) = p.last_drill_passed {
+                self.drill_last_success
+                    .get_or_create(&labels)
+                    .set(at.timestamp_millis() as f64 / 1000.0);
             }
             if let Some(rpo) = p.rpo_seconds {
                 self.policy_rpo.get_or_create(&labels).set(rpo);

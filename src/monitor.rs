@@ -131,7 +131,10 @@ impl Monitor {
         if let Some(result) = result {
             self.metrics.record_cycle(elapsed.as_secs_f64());
             match result {
-                Ok(report) => self.metrics.record_outcomes(&report.outcomes),
+                Ok(report) => {
+                    self.metrics.record_outcomes(&report.outcomes);
+                    self.metrics.record_drills(&report.drills);
+                }
                 Err(e) => self.metrics.record_error("cycle", e.kind()),
             }
         }
@@ -222,6 +225,7 @@ async fn observed_from_catalog(catalog: &Catalog) -> Result<ObservedState, Catal
         backups,
         running,
         failures: catalog.failures().await?,
+        drills: catalog.drill_history().await?,
         ..ObservedState::default()
     })
 }

@@ -15,7 +15,7 @@ use crate::catalog::{Catalog, CatalogError, NewRun, RevisionRecord};
 use crate::executor::{self, ExecContext};
 use crate::git::{self, GitError, Revision};
 use crate::lock;
-use crate::observed::{BackupRecord, BackupRequest, Health, ObservedState, Trigger};
+use crate::observed::{BackupRecord, BackupRequest, DrillRequest, Health, ObservedState, Trigger};
 use crate::plan::{self, Action, Plan};
 use crate::policy::{self, BackupPolicy, DesiredState};
 use crate::settings::Settings;
@@ -218,6 +218,7 @@ pub async fn observe(
     ctx: &Context,
     desired: &DesiredState,
     requests: Vec<BackupRequest>,
+    drill_requests: Vec<DrillRequest>,
     now: DateTime<Utc>,
 ) -> Result<(ObservedState, ObserveReport), ReconcileError> {
     let mut report = ObserveReport::default();
@@ -428,6 +429,8 @@ pub async fn observe(
         failures: ctx.catalog.failures().await?,
         incomplete_storages: incomplete,
         requests,
+        drills: ctx.catalog.drill_history().await?,
+        drill_requests,
     };
     Ok((observed, report))
 }
@@ -458,6 +461,8 @@ pub enum Scope {
     Requests(Vec<(String, Trigger, Option<String>)>),
     /// `safepoint prune`: only deletions.
     Deletions,
+    /// `safepoint drill`: only the drills of these policies.
+    Drills(Vec<String>),
 }
 
 impl Scope {
@@ -486,6 +491,14 @@ impl Scope {
                 .iter()
                 .any(|(p, t, r)| p == policy && t == trigger && r == release),
             (Scope::Deletions, Action::Delete { .. }) => true,
+            _ => false,
+        }
+    }
+
+    pub fn includes_drill(&self, drill: &plan::Drill) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Drills(policies) => policies.contains(&drill.policy),
             _ => false,
         }
     }
@@ -959,6 +972,8 @@ pub struct CycleReport {
     pub plan: Plan,
     pub observe: ObserveReport,
     pub outcomes: Vec<Outcome>,
+    /// Drills run in this cycle: the outcome, or (policy, why it could not run).
+    pub drills: Vec<Result<crate::drill::DrillOutcome, (String, String)>>,
 }
 
 /// Observe, plan and (unless `dry_run`) execute the actions in `scope`.
@@ -966,6 +981,18 @@ pub async fn cycle(
     ctx: &Context,
     state: &RepoState,
     requests: Vec<BackupRequest>,
+    scope: Scope,
+    dry_run: bool,
+) -> Result<CycleReport, ReconcileError> {
+    cycle_with(ctx, state, requests, Vec::new(), scope, dry_run).await
+}
+
+/// `cycle` with explicit drill requests (`safepoint drill`).
+pub async fn cycle_with(
+    ctx: &Context,
+    state: &RepoState,
+    requests: Vec<BackupRequest>,
+    drill_requests: Vec<DrillRequest>,
     scope: Scope,
     dry_run: bool,
 ) -> Result<CycleReport, ReconcileError> {
@@ -977,18 +1004,40 @@ pub async fn cycle(
     let now = Utc::now();
     let mut requests = requests;
     requests.extend(release_requests(ctx, desired, now).await?);
-    let (observed, observe) = observe(ctx, desired, requests, now).await?;
+    if !dry_run && let Err(e) = crate::drill::collect_leftovers(ctx, applied).await {
+        tracing::error!(error = %e, "cannot clean up after interrupted drills");
+    }
+    let (observed, observe) = observe(ctx, desired, requests, drill_requests, now).await?;
     let plan = plan::plan(desired, &observed, now, &ctx.settings.plan);
-    let outcomes = if dry_run {
-        Vec::new()
+    let (outcomes, drills) = if dry_run {
+        (Vec::new(), Vec::new())
     } else {
-        execute(ctx, applied, &plan, &scope).await
+        let outcomes = execute(ctx, applied, &plan, &scope).await;
+        let mut drills = Vec::new();
+        for d in plan.drills.iter().filter(|d| scope.includes_drill(d)) {
+            let Some(policy) = desired.policies.get(&d.policy) else {
+                continue;
+            };
+            let by = match &d.reason {
+                plan::Reason::Requested { by } => Some(by.as_str()),
+                _ => None,
+            };
+            let span = tracing::info_span!("drill", policy = %d.policy, backup = %d.backup_id);
+            drills.push(
+                crate::drill::run(ctx, applied, policy, &d.backup_id, by)
+                    .instrument(span)
+                    .await
+                    .map_err(|e| (d.policy.clone(), e)),
+            );
+        }
+        (outcomes, drills)
     };
     Ok(CycleReport {
         now,
         plan,
         observe,
         outcomes,
+        drills,
     })
 }
 
@@ -1010,6 +1059,7 @@ pub async fn next_wakeup(
     let observed = ObservedState {
         backups,
         failures: ctx.catalog.failures().await?,
+        drills: ctx.catalog.drill_history().await?,
         ..ObservedState::default()
     };
     Ok(plan::plan(desired, &observed, now, &ctx.settings.plan).next_wakeup)

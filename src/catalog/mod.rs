@@ -17,6 +17,9 @@ use crate::storage::Manifest;
 mod alerts;
 mod audit;
 mod deploys;
+mod drills;
+
+pub use drills::{CheckResult, DrillRow};
 
 pub use alerts::{NewNotification, QueuedNotification};
 pub use deploys::DeployRecord;

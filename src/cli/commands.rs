@@ -68,6 +68,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             };
             restore(&ctx, which, &to, force, cli.output).await?
         }
+        Command::Drill { policy, backup } => drill(&ctx, &policy, backup, cli.output).await?,
         Command::Deploy { command } => {
             super::deploy::run(&ctx, &stop_tx, command, cli.output).await?
         }
@@ -248,7 +249,7 @@ async fn show_status(ctx: &Context, output: Output) -> anyhow::Result<u8> {
     let state = loaded_state(ctx).await?;
     let now = Utc::now();
     let (observed, _) = match state.desired() {
-        Ok(desired) => reconcile::observe(ctx, desired, Vec::new(), now).await?,
+        Ok(desired) => reconcile::observe(ctx, desired, Vec::new(), Vec::new(), now).await?,
         Err(_) => Default::default(),
     };
     let empty = policy::DesiredState::default();
@@ -324,7 +325,7 @@ async fn list(ctx: &Context, policy: Option<&str>, output: Output) -> anyhow::Re
     let state = loaded_state(ctx).await?;
     let desired = state.desired()?;
     let now = Utc::now();
-    let (observed, _) = reconcile::observe(ctx, desired, Vec::new(), now).await?;
+    let (observed, _) = reconcile::observe(ctx, desired, Vec::new(), Vec::new(), now).await?;
     let plan = crate::plan::plan(desired, &observed, now, &ctx.settings.plan);
     let rows_db = ctx.catalog.backups().await?;
     let mut items = Vec::new();
@@ -685,4 +686,79 @@ async fn report(ctx: &Context, since: &str, format: ReportFormat) -> anyhow::Res
         ReportFormat::Md => print!("{}", crate::report::markdown(&report)),
     }
     Ok(0)
+}
+
+// ---- drill -------------------------------------------------------------------
+
+async fn drill(
+    ctx: &Context,
+    policy: &str,
+    backup: Option<String>,
+    output: Output,
+) -> anyhow::Result<u8> {
+    let state = loaded_state(ctx).await?;
+    let desired = state.desired()?;
+    match desired.policies.get(policy) {
+        None => {
+            eprintln!("error: policy {policy} is not in the applied revision");
+            return Ok(4);
+        }
+        Some(p) if p.drill.is_none() => {
+            eprintln!(
+                "error: policy {policy} declares no `drill:` (target, verify, maxDuration); add one to run drills"
+            );
+            return Ok(4);
+        }
+        Some(_) => {}
+    }
+    let request = crate::observed::DrillRequest {
+        policy: policy.to_string(),
+        backup_id: backup,
+        requested_by: ctx.actor.clone(),
+    };
+    let scope = Scope::Drills(vec![policy.to_string()]);
+    let report =
+        reconcile::cycle_with(ctx, &state, Vec::new(), vec![request], scope, false).await?;
+    let Some(result) = report.drills.into_iter().next() else {
+        let why: Vec<_> = report
+            .plan
+            .notes
+            .iter()
+            .filter(|n| n.policy == policy)
+            .map(|n| n.text.clone())
+            .collect();
+        bail!(
+            "no drill was run for {policy}: {}",
+            if why.is_empty() {
+                "nothing to drill".into()
+            } else {
+                why.join("; ")
+            }
+        );
+    };
+    let outcome = match result {
+        Ok(o) => o,
+        Err((_, why)) => bail!("drill of {policy} could not run: {why}"),
+    };
+    if output == Output::Json {
+        print_json(&outcome)?;
+    } else {
+        println!(
+            "drill {} of backup {} (scratch {}):",
+            policy, outcome.backup_id, outcome.scratch
+        );
+        for c in &outcome.checks {
+            println!(
+                "  {} {}: {}",
+                if c.passed { "ok    " } else { "FAILED" },
+                c.name,
+                c.detail
+            );
+        }
+        println!(
+            "verdict: {}",
+            if outcome.passed { "PASSED" } else { "FAILED" }
+        );
+    }
+    Ok(if outcome.passed { 0 } else { 1 })
 }

@@ -190,6 +190,14 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Run a recovery drill of POLICY now: restore into a scratch target and
+    /// verify (exit 1 when a check fails).
+    Drill {
+        policy: String,
+        /// The backup to drill [default: the newest verified one].
+        #[arg(long)]
+        backup: Option<String>,
+    },
     /// The pre-deploy gate and the deploy outcome (see docs/ci/).
     Deploy {
         #[command(subcommand)]

@@ -178,7 +178,18 @@ pub fn problems(status: &Status, desired: &DesiredState) -> Vec<Problem> {
                     }
                     _ => "the RPO is not met".into(),
                 },
-                "backup-failed" | "drill-failed" => p.reason.clone(),
+                "backup-failed" => p.reason.clone(),
+                "drill-failed" => format!(
+                    "the last recovery drill did not pass; its backups are not proven restorable ({})",
+                    p.reason
+                ),
+                "drill-overdue" => match p.last_drill_passed {
+                    Some(t) => format!(
+                        "no recovery drill passed within the drill schedule; the last one passed {}",
+                        t.format("%Y-%m-%d %H:%M UTC")
+                    ),
+                    None => "no recovery drill has passed yet".into(),
+                },
                 "artifact-missing" => "a stored backup's artifact is gone from storage".into(),
                 "artifact-corrupt" => {
                     "a stored backup's artifact no longer matches its checksum".into()

@@ -8,6 +8,7 @@ mod common;
 mod daemon;
 mod deploy;
 mod deploy_gate;
+mod drills;
 mod faults;
 mod metrics;
 mod plan_scenarios;

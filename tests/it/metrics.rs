@@ -1,5 +1,6 @@
 //! Metrics and the HTTP API of a running daemon, scraped over loopback:
-//! names, labels and values after a successful and a failed backup, the
+//! names, labels and values after a successful and a failed backup and a
+//! failed recovery drill, the
 //! scrape linted by `promtool check metrics`, the revision metrics after a
 //! bad commit, readiness and the body size limit.
 
@@ -9,6 +10,23 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::{Fixture, STORAGE, sqlite_policy};
+
+/// A policy whose drill (due every minute) fails its user check.
+const DRILLED: &str = r#"apiVersion: safepoint/v1
+kind: BackupPolicy
+metadata: {name: drilled}
+spec:
+  source: {type: sqlite, path: drilled.db}
+  storage: local
+  schedule: {cron: "0 * * * *"}
+  retention: {keepLast: 5}
+  drill:
+    schedule: {cron: "* * * * *"}
+    target: {type: directory, path: scratch}
+    verify:
+      checks:
+        - {name: no users, sql: "select count(*) from users", expect: "= 0"}
+"#;
 
 struct Daemon(Child);
 
@@ -71,8 +89,12 @@ fn a_running_daemon_exposes_backup_outcomes_drift_and_revision_metrics_over_http
         ("storage.yaml", STORAGE),
         ("app.yaml", &sqlite_policy("app", "app.db")),
         ("broken.yaml", &sqlite_policy("broken", "missing.db")),
+        ("drilled.yaml", DRILLED),
     ]);
     f.make_sqlite("app.db");
+    f.make_sqlite("drilled.db");
+    // Backed up before the daemon starts, so its first cycle runs the drill.
+    f.cmd().args(["backup", "drilled"]).assert().success();
     let log = f.tmp.path().join("daemon.log");
     let started = chrono::Utc::now().timestamp() as f64;
     let _daemon = Daemon(
@@ -97,12 +119,13 @@ fn a_running_daemon_exposes_backup_outcomes_drift_and_revision_metrics_over_http
     });
     assert_eq!(get(addr, "/healthz").0, 200);
 
-    let scrape = wait_for("both backups in the metrics", || {
+    let scrape = wait_for("the backups and the drill in the metrics", || {
         let (code, text) = get(addr, "/metrics");
         let text = body(&text).to_string();
         (code == 200
             && text.contains("safepoint_backups_total{policy=\"broken\"")
-            && text.contains("safepoint_drift{policy=\"broken\",kind=\"backup-failed\"} 1"))
+            && text.contains("safepoint_drift{policy=\"broken\",kind=\"backup-failed\"} 1")
+            && text.contains("safepoint_drift{policy=\"drilled\",kind=\"drill-failed\"} 1"))
         .then_some(text)
     });
     let series = |s: &str| sample(&scrape, s);
@@ -152,6 +175,16 @@ fn a_running_daemon_exposes_backup_outcomes_drift_and_revision_metrics_over_http
     );
     assert!(series("safepoint_reconcile_duration_seconds_count").unwrap() >= 1.0);
     assert_eq!(series("safepoint_policy_revision_valid"), Some(1.0));
+    assert!(series(r#"safepoint_drills_total{policy="drilled",outcome="failed"}"#).unwrap() >= 1.0);
+    assert!(series(r#"safepoint_drill_restore_seconds_count{policy="drilled"}"#).unwrap() >= 1.0);
+    assert_eq!(
+        series(r#"safepoint_drift{policy="app",kind="drill-failed"}"#),
+        Some(0.0)
+    );
+    assert!(
+        series(r#"safepoint_drill_last_success_timestamp_seconds{policy="drilled"}"#).is_none(),
+        "no drill passed"
+    );
     assert!(
         scrape.contains(&format!(
             "safepoint_build_info{{version=\"{}\"}} 1",
@@ -186,7 +219,7 @@ fn a_running_daemon_exposes_backup_outcomes_drift_and_revision_metrics_over_http
     let (code, status) = get(addr, "/api/v1/status");
     assert_eq!(code, 200);
     let status: serde_json::Value = serde_json::from_str(body(&status)).unwrap();
-    assert_eq!(status["policies"].as_array().unwrap().len(), 2);
+    assert_eq!(status["policies"].as_array().unwrap().len(), 3);
     let (code, backups) = get(addr, "/api/v1/backups");
     assert_eq!(code, 200);
     assert_eq!(
@@ -195,7 +228,8 @@ fn a_running_daemon_exposes_backup_outcomes_drift_and_revision_metrics_over_http
             .as_array()
             .unwrap()
             .len(),
-        1
+        2,
+        "app and drilled"
     );
     assert_eq!(get(addr, "/api/v1/plan").0, 200);
     assert_eq!(get(addr, "/readyz").0, 200);

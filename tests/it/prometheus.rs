@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use chrono::Utc;
+use safepoint::drill::DrillOutcome;
 use safepoint::metrics::Metrics;
 use safepoint::observed::Trigger;
 use safepoint::reconcile::Outcome;
@@ -52,7 +53,14 @@ fn exported_names() -> BTreeSet<String> {
     }]);
     m.record_cycle(0.1);
     m.record_error("cycle", "catalog");
-    m.record_drill("p", true, 3.0, 1.0);
+    m.record_drills(&[Ok(DrillOutcome {
+        policy: "p".into(),
+        backup_id: "x".into(),
+        passed: true,
+        scratch: String::new(),
+        restore_seconds: Some(3.0),
+        checks: vec![],
+    })]);
     m.record_notification("email", true);
     m.set_queued(0);
     m.set_state(&Status {
@@ -78,6 +86,8 @@ fn exported_names() -> BTreeSet<String> {
             rpo_met: Some(true),
             next_run: None,
             backups: 1,
+            last_drill_passed: Some(now),
+            last_drill_verdict: Some("passed"),
             drift: vec![],
         }],
     });
