@@ -10,9 +10,9 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio::sync::{Notify, watch};
 
-use crate::git;
 use crate::monitor::Monitor;
 use crate::reconcile::{self, Context, RepoState, Scope};
+use crate::{git, jobs};
 
 async fn shutdown_signal() {
     #[cfg(unix)]
@@ -56,6 +56,8 @@ pub async fn run(
     });
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
+    let mut jobs = monitor.jobs.lock().ok().and_then(|mut j| j.take());
+    let git_wake = monitor.git_wake.clone();
     tracing::info!(
         repo = %ctx.settings.repo.location,
         branch = %ctx.settings.repo.branch,
@@ -119,11 +121,36 @@ pub async fn run(
         tokio::select! {
             _ = tokio::time::sleep(sleep_for) => {}
             _ = wake.notified() => tracing::debug!("policy repository changed"),
+            _ = git_wake.notified() => tracing::info!("push webhook: fetching the policy repository"),
+            Some(job) = recv(&mut jobs) => {
+                // Take every job that is already waiting: they share one cycle.
+                let mut batch = vec![job];
+                if let Some(rx) = jobs.as_mut() {
+                    while let Ok(more) = rx.try_recv() {
+                        batch.push(more);
+                    }
+                }
+                if let Err(e) = reconcile::refresh(&ctx, &mut state).await {
+                    tracing::error!(error = %e, "cannot read the policy repository; jobs run on the last applied revision");
+                }
+                let started = std::time::Instant::now();
+                for report in jobs::run_batch(&ctx, &state, batch).await {
+                    monitor.after_cycle(&state, Some(&Ok(report)), started.elapsed()).await;
+                }
+            }
             _ = &mut shutdown => {
                 tracing::info!("safepoint daemon stopped");
                 return Ok(());
             }
         }
+    }
+}
+
+/// The next job, or never when the daemon takes no jobs.
+async fn recv(jobs: &mut Option<tokio::sync::mpsc::Receiver<jobs::Job>>) -> Option<jobs::Job> {
+    match jobs {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -114,37 +114,48 @@ async fn run_requests(
     }
     let scope = Scope::answering(&requests);
     let report = reconcile::cycle(ctx, state, requests.clone(), scope, false).await?;
-    let mut outcomes = report.outcomes;
-    // A request the planner could not serve now (e.g. a backup of that policy
-    // is running) is a failure of the gate, with the planner's note as reason.
-    for r in &requests {
-        if !outcomes
+    Ok(outcomes_for(&requests, &report))
+}
+
+/// The outcomes answering `requests` in a cycle's report. A request the
+/// planner could not serve (e.g. a backup of that policy is running) is a
+/// failure, with the planner's note as the reason.
+pub fn outcomes_for(
+    requests: &[BackupRequest],
+    report: &reconcile::CycleReport,
+) -> Vec<reconcile::Outcome> {
+    let mut outcomes = Vec::new();
+    for r in requests {
+        let found = report
+            .outcomes
             .iter()
-            .any(|o| o.policy == r.policy && o.action == "backup")
-        {
-            let why: Vec<String> = report
-                .plan
-                .notes
-                .iter()
-                .filter(|n| n.policy == r.policy)
-                .map(|n| n.text.clone())
-                .collect();
-            outcomes.push(reconcile::Outcome {
-                policy: r.policy.clone(),
-                action: "backup".into(),
-                backup_id: None,
-                trigger: Some(r.trigger),
-                ok: false,
-                seconds: 0.0,
-                detail: if why.is_empty() {
-                    "no backup could be started".into()
-                } else {
-                    why.join("; ")
-                },
-            });
+            .find(|o| o.policy == r.policy && o.action == "backup" && o.trigger == Some(r.trigger));
+        if let Some(o) = found {
+            outcomes.push(o.clone());
+            continue;
         }
+        let why: Vec<String> = report
+            .plan
+            .notes
+            .iter()
+            .filter(|n| n.policy == r.policy)
+            .map(|n| n.text.clone())
+            .collect();
+        outcomes.push(reconcile::Outcome {
+            policy: r.policy.clone(),
+            action: "backup".into(),
+            backup_id: None,
+            trigger: Some(r.trigger),
+            ok: false,
+            seconds: 0.0,
+            detail: if why.is_empty() {
+                "no backup could be started".into()
+            } else {
+                why.join("; ")
+            },
+        });
     }
-    Ok(outcomes)
+    outcomes
 }
 
 /// `deploy start`: a verified pre-deploy snapshot of every selected policy
@@ -155,7 +166,18 @@ pub async fn start(
     release: &str,
     selection: &Selection,
 ) -> Result<DeployReport, DeployError> {
-    let desired = state.desired()?;
+    let requests = start_requests(state.desired()?, release, selection, &ctx.actor)?;
+    let outcomes = run_requests(ctx, state, requests).await?;
+    record_start(ctx, release, outcomes).await
+}
+
+/// The backup requests of `deploy start` (pre-deploy snapshots).
+pub fn start_requests(
+    desired: &DesiredState,
+    release: &str,
+    selection: &Selection,
+    caller: &str,
+) -> Result<Vec<BackupRequest>, DeployError> {
     let policies = selection.pick(desired, |p| p.deploy.snapshot_before)?;
     if policies.is_empty() {
         return Err(DeployError::NotFound(format!(
@@ -167,16 +189,23 @@ pub async fn start(
             }
         )));
     }
-    let requests = policies
+    Ok(policies
         .iter()
         .map(|p| BackupRequest {
             policy: p.name.clone(),
             trigger: Trigger::PreDeploy,
             release: Some(release.to_string()),
-            requested_by: ctx.actor.clone(),
+            requested_by: caller.to_string(),
         })
-        .collect();
-    let outcomes = run_requests(ctx, state, requests).await?;
+        .collect())
+}
+
+/// Records the snapshots of `deploy start` and builds its report.
+pub async fn record_start(
+    ctx: &Context,
+    release: &str,
+    outcomes: Vec<reconcile::Outcome>,
+) -> Result<DeployReport, DeployError> {
     let mut steps = Vec::new();
     for o in outcomes.into_iter().filter(|o| o.action == "backup") {
         let now = Utc::now();

@@ -13,6 +13,7 @@ pub mod drill;
 pub mod executor;
 pub mod git;
 pub mod http;
+pub mod jobs;
 pub mod lock;
 pub mod metrics;
 pub mod monitor;

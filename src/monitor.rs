@@ -46,6 +46,8 @@ pub struct MonitorOptions {
     pub mailer: Option<Mailer>,
     /// Re-notify a persisting problem after this long (0 = never).
     pub reminder: TimeDelta,
+    /// API tokens and the Git webhook secret.
+    pub auth: Arc<crate::http::api::Auth>,
 }
 
 pub struct Monitor {
@@ -59,6 +61,10 @@ pub struct Monitor {
     tasks: Vec<JoinHandle<()>>,
     /// The address actually bound (for `--listen 127.0.0.1:0`).
     pub local_addr: Option<SocketAddr>,
+    /// Work from the API for the daemon loop (taken by the loop).
+    pub jobs: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<crate::jobs::Job>>>,
+    /// Rung by the Git push webhook: fetch now.
+    pub git_wake: Arc<Notify>,
 }
 
 impl Monitor {
@@ -74,6 +80,8 @@ impl Monitor {
         let wake_delivery = Arc::new(Notify::new());
         let mut tasks = Vec::new();
         let mut local_addr = None;
+        let (jobs_tx, jobs_rx) = tokio::sync::mpsc::channel(1024);
+        let git_wake = Arc::new(Notify::new());
         if let Some(addr) = options.listen {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
@@ -85,6 +93,11 @@ impl Monitor {
                 metrics: metrics.clone(),
                 snapshot: snapshot_rx,
                 catalog: catalog.clone(),
+                control: crate::http::api::Control {
+                    auth: options.auth.clone(),
+                    jobs: Some(jobs_tx),
+                    git_wake: git_wake.clone(),
+                },
             });
             let server_stop = stop_rx.clone();
             tasks.push(tokio::spawn(async move {
@@ -112,6 +125,8 @@ impl Monitor {
             stop,
             tasks,
             local_addr,
+            jobs: std::sync::Mutex::new(Some(jobs_rx)),
+            git_wake,
         })
     }
 

@@ -24,6 +24,9 @@ use crate::status;
 use crate::storage::{self, pipeline};
 
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
+    if let Some(server) = cli.server.clone() {
+        return super::remote::run(&server, cli).await;
+    }
     if let Command::Validate { dir } = &cli.command {
         let dir = dir.clone().unwrap_or_else(|| PathBuf::from(&cli.path));
         return validate(&dir, cli.output);

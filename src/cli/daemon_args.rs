@@ -17,6 +17,14 @@ pub struct ObservabilityArgs {
     /// Not opened with --once.
     #[arg(long, env = "SAFEPOINT_LISTEN", default_value = "127.0.0.1:9187")]
     pub listen: SocketAddr,
+    /// Bearer tokens for the mutating API: a file of `name token` lines
+    /// (tokens of at least 16 characters). Without it, mutating calls get 401.
+    #[arg(long, env = "SAFEPOINT_API_TOKENS_FILE")]
+    pub api_tokens_file: Option<PathBuf>,
+    /// Secret of the Git push webhook (`POST /api/v1/hooks/git`, GitHub's
+    /// X-Hub-Signature-256). Without it, the webhook answers 401.
+    #[arg(long, env = "SAFEPOINT_WEBHOOK_SECRET_FILE")]
+    pub webhook_secret_file: Option<PathBuf>,
     /// SMTP server for alert mails; without it no mail is sent.
     #[arg(long, env = "SAFEPOINT_SMTP_HOST")]
     pub smtp_host: Option<String>,
@@ -75,10 +83,32 @@ impl ObservabilityArgs {
                 })?)
             }
         };
+        let tokens = match &self.api_tokens_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read --api-tokens-file {}", path.display()))?;
+                crate::http::api::parse_tokens(&text)
+                    .map_err(|e| anyhow::anyhow!("--api-tokens-file {}: {e}", path.display()))?
+            }
+            None => Vec::new(),
+        };
+        let webhook_secret = match &self.webhook_secret_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| {
+                        format!("cannot read --webhook-secret-file {}", path.display())
+                    })?
+                    .trim()
+                    .as_bytes()
+                    .to_vec(),
+            ),
+            None => None,
+        };
         Ok(MonitorOptions {
             listen: (!once).then_some(self.listen),
             mailer,
             reminder: TimeDelta::seconds(self.alert_reminder.max(0)),
+            auth: std::sync::Arc::new(crate::http::api::Auth::new(tokens, webhook_secret)),
         })
     }
 }

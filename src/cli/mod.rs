@@ -6,6 +6,7 @@
 mod commands;
 mod daemon_args;
 mod deploy;
+mod remote;
 pub mod table;
 
 use std::path::PathBuf;
@@ -42,6 +43,14 @@ pub struct Cli {
         default_value = "policies"
     )]
     pub path: String,
+    /// Run the command against a running daemon's API instead of in-process
+    /// (deploy, backup, drill, status, plan, list): no database or storage
+    /// credentials needed here.
+    #[arg(long, global = true, env = "SAFEPOINT_SERVER")]
+    pub server: Option<String>,
+    /// File holding the API bearer token for --server (or set SAFEPOINT_TOKEN).
+    #[arg(long, global = true, env = "SAFEPOINT_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
     /// SQLite catalog file [default: <data-dir>/catalog.db].
     #[arg(long, global = true, env = "SAFEPOINT_CATALOG")]
     pub catalog: Option<PathBuf>,
@@ -244,6 +253,8 @@ pub enum Command {
 }
 
 pub fn main() -> ExitCode {
+    // One TLS crypto provider for every rustls user (reqwest, sqlx, lettre).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     // One-shot commands print their results on stdout; only warnings and
     // errors go to stderr unless SAFEPOINT_LOG says otherwise.

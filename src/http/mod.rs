@@ -13,12 +13,14 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio::sync::watch;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
+
+pub mod api;
 
 use crate::catalog::Catalog;
 use crate::metrics::Metrics;
@@ -65,6 +67,7 @@ pub struct ApiState {
     pub metrics: Arc<Metrics>,
     pub snapshot: watch::Receiver<Arc<Snapshot>>,
     pub catalog: Catalog,
+    pub control: api::Control,
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -153,6 +156,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/status", get(status))
         .route("/api/v1/plan", get(plan))
         .route("/api/v1/backups", get(backups))
+        .route("/api/v1/drills", get(api::drills))
+        .route("/api/v1/deploys/{release}/{phase}", post(api::deploy))
+        .route("/api/v1/policies/{name}/{action}", post(api::policy_action))
+        .route("/api/v1/hooks/git", post(api::git_hook))
         .fallback(not_found)
         .with_state(state)
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))

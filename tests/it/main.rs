@@ -2,6 +2,7 @@
 //! repositories, real SQLite databases and real directories in temp dirs.
 
 mod alerts;
+mod api;
 mod audit;
 mod backup_restore;
 mod common;
