@@ -190,7 +190,7 @@ pub async fn deploy(
     };
     let body = match parse(&bytes) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let kind = match phase.as_str() {
         "start" => JobKind::DeployStart {
@@ -236,7 +236,7 @@ pub async fn policy_action(
     };
     let body = match parse(&bytes) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let kind = match action.as_str() {
         "backup" => JobKind::Backup { policy: name },
