@@ -119,12 +119,16 @@ struct Body {
     timeout_seconds: Option<u64>,
 }
 
-fn parse(bytes: &Bytes) -> Result<Body, Response> {
+fn parse(bytes: &Bytes) -> Result<Body, Box<Response>> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Body::default());
     }
-    serde_json::from_slice(bytes)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            format!("invalid JSON body: {e}"),
+        ))
+    })
 }
 
 async fn submit(control: &Control, kind: JobKind, caller: &str, body: &Body) -> Response {
