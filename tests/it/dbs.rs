@@ -392,3 +392,31 @@ impl Drop for Tmpfs {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
 }
+
+/// The first ```sh block after the heading starting with `heading` in
+/// docs/restore.md.
+pub fn doc_block(heading: &str) -> String {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/restore.md")).unwrap();
+    let start = doc
+        .find(&format!("\n{heading}"))
+        .unwrap_or_else(|| panic!("docs/restore.md has no `{heading}`"));
+    let block = &doc[start..];
+    let open = block.find("```sh\n").expect("a sh block") + 6;
+    let close = block[open..].find("```").expect("closed block") + open;
+    block[open..close].to_string()
+}
+
+/// Runs a documented shell block in `dir`; panics with its stderr on failure.
+pub fn run_doc_block(dir: &Path, script: &str) {
+    let out = Command::new("sh")
+        .args(["-e", "-c", script])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "documented commands failed:\n{script}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -5,7 +5,8 @@
 
 use crate::common::{Fixture, STORAGE};
 use crate::dbs::{
-    MyDb, assert_failed_cleanly, backup_dirs, db_policy, free_port, mariadb, with_password_env,
+    MyDb, assert_failed_cleanly, backup_dirs, db_policy, doc_block, free_port, mariadb,
+    run_doc_block, with_password_env,
 };
 
 pub fn populate(db: &MyDb) {
@@ -197,4 +198,22 @@ fn mariadb_unreachable_or_wrong_password_fails_cleanly_without_leaking_it() {
         None,
         &format!("DROP USER '{user}'@'%'; DROP USER '{user}'@'localhost'"),
     );
+}
+
+#[test]
+fn documented_mariadb_pipeline_restores_without_safepoint() {
+    let src = MyDb::new("sp_my_doc");
+    populate(&src);
+    let f = fixture(&db_policy("shop", "mysql", &src.url(), ""));
+    f.cmd().args(["backup", "shop"]).assert().success();
+    let dir = f
+        .store()
+        .join("shop")
+        .join(f.backups("shop")[0]["id"].as_str().unwrap());
+    let dst = MyDb::reserved("sp_my_doc_dst");
+    let script = doc_block("## MySQL")
+        .replace("db.internal", "127.0.0.1")
+        .replace("shop_restored", &dst.name);
+    run_doc_block(&dir, &script);
+    assert_eq!(checksums(&src.name), checksums(&dst.name));
 }

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use crate::common::{Fixture, STORAGE};
 use crate::dbs::{
-    Cluster, PgDb, assert_failed_cleanly, backup_dirs, db_policy, free_port, pg_checksums, psql,
-    runs, with_password_env,
+    Cluster, PgDb, assert_failed_cleanly, backup_dirs, db_policy, doc_block, free_port,
+    pg_checksums, psql, run_doc_block, runs, with_password_env,
 };
 
 /// Several tables, schemas and types, a sequence, a view and indexes.
@@ -396,4 +396,22 @@ fn storage_filling_up_fails_the_backup_and_frees_its_partial_artifact() {
         !error.contains("attempt"),
         "a full disk is not retried: {error}"
     );
+}
+
+#[test]
+fn documented_pg_restore_pipeline_restores_without_safepoint() {
+    let src = PgDb::new("sp_pg_doc");
+    populate(&src);
+    let f = fixture(&db_policy("orders", "postgres", &src.url(), ""));
+    f.cmd().args(["backup", "orders"]).assert().success();
+    let dir = f
+        .store()
+        .join("orders")
+        .join(f.backups("orders")[0]["id"].as_str().unwrap());
+    let dst = PgDb::reserved("sp_pg_doc_dst");
+    let script = doc_block("## PostgreSQL")
+        .replace("db.internal", "127.0.0.1")
+        .replace("orders_restored", &dst.name);
+    run_doc_block(&dir, &script);
+    assert_eq!(pg_checksums(5432, &src.name), pg_checksums(5432, &dst.name));
 }
