@@ -72,8 +72,8 @@ SPA=(--repo "$WORK/repo" --data-dir "$WORK/sp-data")
 
 export RESTIC_PASSWORD=bench RESTIC_REPOSITORY="$WORK/restic" BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes
 restic init -q >/dev/null
-borg init -q --encryption=none "$WORK/borg"
-borg init -q --encryption=none "$WORK/borg-zstd"
+borg init --encryption=none "$WORK/borg"
+borg init --encryption=none "$WORK/borg-zstd"
 
 RESULTS="$WORK/results.tsv"
 printf 'name\twall_s\tcpu_s\tpeak_rss_kb\tstored_bytes\n' > "$RESULTS"
