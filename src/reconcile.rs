@@ -718,18 +718,45 @@ pub async fn run_backup(
         .await
         .map_err(|e| e.to_string())?;
     tracing::info!(backup = %id, "backup started");
-    let result = take_backup(
-        ctx,
-        applied,
-        policy,
-        st.clone(),
-        &id,
-        trigger,
-        release,
-        requested_by,
-        started_at,
-    )
-    .await;
+    // Transient failures (server unreachable or restarting, lock timeouts)
+    // are retried with exponential backoff and jitter, each attempt into a
+    // fresh artifact after the previous attempt's partial data is removed.
+    let mut attempt = 1;
+    let result = loop {
+        let result = take_backup(
+            ctx,
+            applied,
+            policy,
+            st.clone(),
+            &id,
+            trigger,
+            release,
+            requested_by,
+            started_at,
+        )
+        .await;
+        match result {
+            Err(f) if f.transient && attempt < BACKUP_ATTEMPTS && !*ctx.hard_stop.borrow() => {
+                let (st2, p, i) = (st.clone(), policy.name.clone(), id.clone());
+                let _ = blocking(move || st2.remove(&p, &i)).await;
+                let wait = retry_delay(attempt);
+                tracing::warn!(backup = %id, attempt, kind = f.kind, "transient failure, retrying in {:.1}s: {}", wait.as_secs_f64(), f.message);
+                let mut stop = ctx.hard_stop.clone();
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = async { let _ = stop.wait_for(|s| *s).await; } => break Err(f),
+                }
+                attempt += 1;
+            }
+            Err(mut f) => {
+                if attempt > 1 {
+                    f.message = format!("{} (attempt {attempt} of {BACKUP_ATTEMPTS})", f.message);
+                }
+                break Err(f);
+            }
+            ok => break ok,
+        }
+    };
     let now = Utc::now();
     match result {
         Ok(manifest) => {
@@ -776,7 +803,7 @@ pub async fn run_backup(
                 pinned: None,
             })
         }
-        Err((kind, message)) => {
+        Err(Failure { kind, message, .. }) => {
             let (p, i) = (policy.name.clone(), id.clone());
             let cleanup = blocking(move || st.remove(&p, &i)).await;
             let cleanup_note = match cleanup {
@@ -810,7 +837,36 @@ pub async fn run_backup(
     }
 }
 
-type Failure = (&'static str, String);
+/// Attempts of one backup run when failures are transient.
+const BACKUP_ATTEMPTS: u32 = 3;
+
+/// Backoff before retry `attempt` (1-based): 1 s, 2 s, ... times a random
+/// factor in [0.5, 1.5) so that policies failing together spread out.
+fn retry_delay(attempt: u32) -> std::time::Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let jitter = 0.5 + (random % 1000) as f64 / 1000.0;
+    std::time::Duration::from_secs_f64(2f64.powi(attempt as i32 - 1) * jitter)
+}
+
+/// Why a backup attempt failed: bounded kind, message, whether a retry may help.
+struct Failure {
+    kind: &'static str,
+    message: String,
+    transient: bool,
+}
+
+impl From<(&'static str, String)> for Failure {
+    fn from((kind, message): (&'static str, String)) -> Self {
+        Failure {
+            kind,
+            message,
+            transient: false,
+        }
+    }
+}
 
 #[allow(clippy::too_many_arguments)]
 async fn take_backup(
@@ -849,15 +905,19 @@ async fn take_backup(
         _ = tokio::time::sleep(timeout) => {
             cancel.cancel();
             let _ = exec.await;
-            return Err(("timeout", format!("backup exceeded its timeout of {}s; raise spec.timeout or check the source", timeout.as_secs())));
+            return Err(("timeout", format!("backup exceeded its timeout of {}s; raise spec.timeout or check the source", timeout.as_secs())).into());
         }
         _ = async { let _ = hard_stop.wait_for(|stop| *stop).await; } => {
             cancel.cancel();
             let _ = exec.await;
-            return Err(("cancelled", "cancelled by shutdown before it finished".to_string()));
+            return Err(("cancelled", "cancelled by shutdown before it finished".to_string()).into());
         }
     };
-    let (writer, produced) = produced.map_err(|e| (e.kind(), e.to_string()))?;
+    let (writer, produced) = produced.map_err(|e| Failure {
+        kind: e.kind(),
+        message: e.to_string(),
+        transient: e.is_transient(),
+    })?;
     let written = blocking(move || {
         let (sink, written) = writer.finish()?;
         sink.finish().map_err(std::io::Error::other)?;
@@ -912,7 +972,8 @@ async fn take_backup(
                 "read-back check failed: stored {} bytes with {}, expected {} bytes with {}",
                 verified.0, verified.1, written.stored_size, written.checksum
             ),
-        ));
+        )
+            .into());
     }
     let (st2, m2) = (st, manifest.clone());
     blocking(move || st2.commit(&m2))

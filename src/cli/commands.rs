@@ -60,6 +60,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             release,
             pre_deploy,
             to,
+            to_password_from,
             force,
         } => {
             let which = Which {
@@ -69,7 +70,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
                 release,
                 pre_deploy,
             };
-            restore(&ctx, which, &to, force, cli.output).await?
+            let password_from = to_password_from
+                .map(|r| executor::secret::parse_reference(&r))
+                .transpose()?;
+            let opts = executor::RestoreOptions {
+                force,
+                password_from,
+                command: None,
+            };
+            restore(&ctx, which, &to, opts, cli.output).await?
         }
         Command::Drill { policy, backup } => drill(&ctx, &policy, backup, cli.output).await?,
         Command::Deploy { command } => {
@@ -515,7 +524,7 @@ async fn restore(
     ctx: &Context,
     which: Which,
     to: &str,
-    force: bool,
+    mut opts: executor::RestoreOptions,
     output: Output,
 ) -> anyhow::Result<u8> {
     let state = loaded_state(ctx).await?;
@@ -571,10 +580,19 @@ async fn restore(
         );
     }
     let reader = st.open(&manifest)?;
-    let input = pipeline::decompress(reader)?;
+    let progress = super::progress::Progress::start(manifest.artifact.raw_size);
+    let input = progress.wrap(pipeline::decompress(reader)?);
     let target = RestoreTarget::parse(to);
-    let produced = executor::restore(&manifest.source_kind, input, &target, force).await?;
+    if let Some(crate::policy::Source::Command { restore, .. }) =
+        desired.policies.get(&manifest.policy).map(|p| &p.source)
+    {
+        opts.command = restore.clone();
+    }
+    let produced = executor::restore(&manifest.source_kind, input, &target, &opts).await;
+    progress.stop().await;
+    let produced = produced?;
     let elapsed = started.elapsed();
+    let mismatched = super::progress::count_mismatches(&manifest.counts, &produced.counts);
     let now = Utc::now();
     let msg = format!(
         "restored backup {}/{} into {target} by {}",
@@ -588,7 +606,8 @@ async fn restore(
     if output == Output::Json {
         print_json(
             &serde_json::json!({"backup": manifest.id, "target": target.to_string(),
-            "seconds": elapsed.as_secs_f64(), "counts": produced.counts}),
+            "seconds": elapsed.as_secs_f64(), "counts": produced.counts,
+            "countMismatches": mismatched}),
         )?;
     } else {
         println!(
@@ -597,8 +616,11 @@ async fn restore(
             manifest.id,
             elapsed.as_secs_f64()
         );
+        for m in &mismatched {
+            println!("warning: {m}");
+        }
     }
-    Ok(0)
+    Ok(if mismatched.is_empty() { 0 } else { 1 })
 }
 
 // ---- audit / report ------------------------------------------------------------

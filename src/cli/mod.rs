@@ -6,6 +6,7 @@
 mod commands;
 mod daemon_args;
 mod deploy;
+mod progress;
 mod remote;
 pub mod table;
 
@@ -177,7 +178,7 @@ pub enum Command {
         #[arg(long)]
         orphans: bool,
     },
-    /// Restore a backup into a path (sqlite file or directory).
+    /// Restore a backup into a path (sqlite, directory) or a database URL (postgres, mysql).
     Restore {
         /// Backup id (see `safepoint list`); or use --policy with --latest.
         backup_id: Option<String>,
@@ -192,10 +193,17 @@ pub enum Command {
         release: Option<String>,
         #[arg(long, requires = "release")]
         pre_deploy: bool,
-        /// Where to restore: a file path (sqlite) or a directory (directory).
+        /// Where to restore: a file path (sqlite), a directory (directory), a
+        /// database URL (postgres://user@host/db, mysql://user@host/db; created
+        /// if missing), or a value passed to a command source's restoreCommand.
         #[arg(long)]
         to: String,
-        /// Overwrite a target that exists and is not empty.
+        /// Password of the --to database: env:NAME or file:PATH [default: the
+        /// URL's, else PGPASSWORD / MYSQL_PWD].
+        #[arg(long)]
+        to_password_from: Option<String>,
+        /// Replace a target that exists and is not empty (a database is
+        /// dropped and created afresh).
         #[arg(long)]
         force: bool,
     },

@@ -279,7 +279,10 @@ async fn checks(
             &manifest.source_kind,
             input,
             &RestoreTarget::Path(target.clone()),
-            true,
+            &executor::RestoreOptions {
+                force: true,
+                ..Default::default()
+            },
         )
         .await
         .map_err(|e| e.to_string())
