@@ -4,16 +4,25 @@
 //! (`git`, `catalog`, `storage`, `executor`); `reconcile` is the one place where
 //! they meet. See docs/ARCHITECTURE.md.
 
+pub mod audit;
 pub mod catalog;
 pub mod cli;
 pub mod daemon;
+pub mod deploy;
+pub mod drill;
 pub mod executor;
 pub mod git;
+pub mod http;
+pub mod jobs;
 pub mod lock;
+pub mod metrics;
+pub mod monitor;
+pub mod notify;
 pub mod observed;
 pub mod plan;
 pub mod policy;
 pub mod reconcile;
+pub mod report;
 pub mod settings;
 pub mod status;
 pub mod storage;

@@ -127,4 +127,31 @@ pub struct ObservedState {
     pub incomplete_storages: BTreeSet<String>,
     /// Explicit backup requests waiting for this cycle.
     pub requests: Vec<BackupRequest>,
+    /// Drill history per policy.
+    #[serde(default)]
+    pub drills: BTreeMap<String, DrillHistory>,
+    /// Explicit drill requests (`safepoint drill`).
+    #[serde(default)]
+    pub drill_requests: Vec<DrillRequest>,
+}
+
+/// What is known of a policy's recovery drills.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrillHistory {
+    /// Start of the most recent drill, passed or failed.
+    pub last_attempt: Option<DateTime<Utc>>,
+    /// Start of the most recent passing drill.
+    pub last_passed: Option<DateTime<Utc>>,
+    /// Verdict of the most recent finished drill.
+    pub last_passed_verdict: Option<bool>,
+    pub running: bool,
+}
+
+/// `safepoint drill POLICY [--backup ID]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrillRequest {
+    pub policy: String,
+    /// A specific backup; default the newest verified one.
+    pub backup_id: Option<String>,
+    pub requested_by: String,
 }

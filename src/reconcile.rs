@@ -15,7 +15,7 @@ use crate::catalog::{Catalog, CatalogError, NewRun, RevisionRecord};
 use crate::executor::{self, ExecContext};
 use crate::git::{self, GitError, Revision};
 use crate::lock;
-use crate::observed::{BackupRecord, BackupRequest, Health, ObservedState, Trigger};
+use crate::observed::{BackupRecord, BackupRequest, DrillRequest, Health, ObservedState, Trigger};
 use crate::plan::{self, Action, Plan};
 use crate::policy::{self, BackupPolicy, DesiredState};
 use crate::settings::Settings;
@@ -34,6 +34,18 @@ pub enum ReconcileError {
     Join(String),
 }
 
+impl ReconcileError {
+    /// Bounded label for metrics (`safepoint_reconcile_errors_total{kind}`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ReconcileError::Git(_) => "git",
+            ReconcileError::Catalog(_) => "catalog",
+            ReconcileError::NoValidRevision(_) => "no-valid-revision",
+            ReconcileError::Join(_) => "internal",
+        }
+    }
+}
+
 /// Handles shared by every reconcile step.
 #[derive(Clone)]
 pub struct Context {
@@ -41,6 +53,8 @@ pub struct Context {
     pub catalog: Catalog,
     /// Set to `true` to cancel running backups at once (after the grace period).
     pub hard_stop: watch::Receiver<bool>,
+    /// Who acts, for the audit log: `daemon`, or `user@host` for CLI commands.
+    pub actor: String,
 }
 
 /// The policy revision in force and the last one tried.
@@ -150,7 +164,7 @@ pub async fn refresh(ctx: &Context, state: &mut RepoState) -> Result<bool, Recon
             );
             tracing::info!(commit = %head.commit, policies = desired.policies.len(), "policy revision applied");
             ctx.catalog
-                .event(now, "revision-applied", None, &msg)
+                .audit(now, "revision-applied", None, &ctx.actor, &msg)
                 .await?;
             state.applied = Some(Applied {
                 revision: head,
@@ -163,9 +177,15 @@ pub async fn refresh(ctx: &Context, state: &mut RepoState) -> Result<bool, Recon
             for d in &diags {
                 tracing::error!("{d}");
             }
-            let msg = format!("rejected revision {}: {}", head.short(), diags.join("; "));
+            let msg = format!(
+                "rejected revision {} ({}) by {}: {}",
+                head.short(),
+                head.summary,
+                head.author,
+                diags.join("; ")
+            );
             ctx.catalog
-                .event(now, "revision-rejected", None, &msg)
+                .audit(now, "revision-rejected", None, &ctx.actor, &msg)
                 .await?;
             Ok(false)
         }
@@ -198,6 +218,7 @@ pub async fn observe(
     ctx: &Context,
     desired: &DesiredState,
     requests: Vec<BackupRequest>,
+    drill_requests: Vec<DrillRequest>,
     now: DateTime<Utc>,
 ) -> Result<(ObservedState, ObserveReport), ReconcileError> {
     let mut report = ObserveReport::default();
@@ -222,7 +243,13 @@ pub async fn observe(
                     .finish_run(run.id, "interrupted", Some(("interrupted", &msg)), now)
                     .await?;
                 ctx.catalog
-                    .event(now, "backup-interrupted", Some(&run.policy), &msg)
+                    .audit(
+                        now,
+                        "backup-interrupted",
+                        Some(&run.policy),
+                        &ctx.actor,
+                        &msg,
+                    )
                     .await?;
                 tracing::warn!(policy = %run.policy, backup = %run.backup_id, "{msg}");
                 report.interrupted.push(run.backup_id);
@@ -278,7 +305,13 @@ pub async fn observe(
                     manifest.policy, manifest.id
                 );
                 ctx.catalog
-                    .event(now, "untracked-artifact", Some(&manifest.policy), &msg)
+                    .audit(
+                        now,
+                        "untracked-artifact",
+                        Some(&manifest.policy),
+                        &ctx.actor,
+                        &msg,
+                    )
                     .await?;
                 tracing::warn!("{msg}");
                 report.imported.push(manifest.id.clone());
@@ -330,7 +363,7 @@ pub async fn observe(
                         };
                         let msg = format!("backup {}/{}: {problem}", manifest.policy, manifest.id);
                         ctx.catalog
-                            .event(now, kind, Some(&manifest.policy), &msg)
+                            .audit(now, kind, Some(&manifest.policy), &ctx.actor, &msg)
                             .await?;
                         tracing::error!("{msg}");
                     }
@@ -349,7 +382,13 @@ pub async fn observe(
                     .set_health(&row.record.id, Health::Missing, Some(problem), now)
                     .await?;
                 ctx.catalog
-                    .event(now, "artifact-missing", Some(&row.record.policy), &msg)
+                    .audit(
+                        now,
+                        "artifact-missing",
+                        Some(&row.record.policy),
+                        &ctx.actor,
+                        &msg,
+                    )
                     .await?;
                 tracing::error!("{msg}");
             }
@@ -390,6 +429,8 @@ pub async fn observe(
         failures: ctx.catalog.failures().await?,
         incomplete_storages: incomplete,
         requests,
+        drills: ctx.catalog.drill_history().await?,
+        drill_requests,
     };
     Ok((observed, report))
 }
@@ -402,29 +443,62 @@ pub struct Outcome {
     pub policy: String,
     pub action: String,
     pub backup_id: Option<String>,
+    /// The backup's trigger (backups only).
+    pub trigger: Option<Trigger>,
     pub ok: bool,
+    /// Wall time the action took.
+    pub seconds: f64,
     pub detail: String,
 }
 
 /// Which planned actions a caller wants executed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
     /// The daemon: everything.
     All,
-    /// `safepoint backup`: only backups answering explicit requests.
-    Requested,
+    /// `safepoint backup`, `deploy start|finish`: only the backups answering
+    /// these requests (policy, trigger, release).
+    Requests(Vec<(String, Trigger, Option<String>)>),
     /// `safepoint prune`: only deletions.
     Deletions,
+    /// `safepoint drill`: only the drills of these policies.
+    Drills(Vec<String>),
 }
 
 impl Scope {
-    pub fn includes(self, action: &Action) -> bool {
+    /// The scope that executes exactly the backups asked for by `requests`.
+    pub fn answering(requests: &[BackupRequest]) -> Scope {
+        Scope::Requests(
+            requests
+                .iter()
+                .map(|r| (r.policy.clone(), r.trigger, r.release.clone()))
+                .collect(),
+        )
+    }
+
+    pub fn includes(&self, action: &Action) -> bool {
         match (self, action) {
             (Scope::All, _) => true,
-            (Scope::Requested, Action::Backup { reason, .. }) => {
-                matches!(reason, plan::Reason::Requested { .. })
-            }
+            (
+                Scope::Requests(wanted),
+                Action::Backup {
+                    policy,
+                    trigger,
+                    release,
+                    reason: plan::Reason::Requested { .. },
+                },
+            ) => wanted
+                .iter()
+                .any(|(p, t, r)| p == policy && t == trigger && r == release),
             (Scope::Deletions, Action::Delete { .. }) => true,
+            _ => false,
+        }
+    }
+
+    pub fn includes_drill(&self, drill: &plan::Drill) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Drills(policies) => policies.contains(&drill.policy),
             _ => false,
         }
     }
@@ -433,7 +507,7 @@ impl Scope {
 /// Executes the plan's actions in `scope`: per policy, backups first, then
 /// deletions only if every backup of that policy succeeded; policies run
 /// concurrently up to `settings.concurrency`.
-pub async fn execute(ctx: &Context, applied: &Applied, plan: &Plan, scope: Scope) -> Vec<Outcome> {
+pub async fn execute(ctx: &Context, applied: &Applied, plan: &Plan, scope: &Scope) -> Vec<Outcome> {
     // Deletions were computed counting the backups planned before them; when
     // such a backup is outside the scope, its policy's deletions wait too.
     let deferred: BTreeSet<&str> = plan
@@ -471,7 +545,9 @@ pub async fn execute(ctx: &Context, applied: &Applied, plan: &Plan, scope: Scope
                 policy: "?".into(),
                 action: "internal".into(),
                 backup_id: None,
+                trigger: None,
                 ok: false,
+                seconds: 0.0,
                 detail: e.to_string(),
             }),
         }
@@ -501,6 +577,7 @@ async fn execute_policy(
                     _ => None,
                 };
                 let span = tracing::info_span!("backup", policy = %policy, trigger = %trigger);
+                let started = std::time::Instant::now();
                 let result = match applied.desired.policies.get(&policy) {
                     Some(p) => {
                         run_backup(ctx, applied, p, trigger, release.as_deref(), by.as_deref())
@@ -515,7 +592,9 @@ async fn execute_policy(
                         policy,
                         action: "backup".into(),
                         backup_id: Some(record.id.clone()),
+                        trigger: Some(trigger),
                         ok: true,
+                        seconds: started.elapsed().as_secs_f64(),
                         detail: format!(
                             "{} bytes stored, checksum verified ({reason})",
                             record.size
@@ -525,7 +604,9 @@ async fn execute_policy(
                         policy,
                         action: "backup".into(),
                         backup_id: None,
+                        trigger: Some(trigger),
                         ok: false,
+                        seconds: started.elapsed().as_secs_f64(),
                         detail,
                     },
                 });
@@ -541,11 +622,14 @@ async fn execute_policy(
                         policy,
                         action: "delete".into(),
                         backup_id: Some(backup_id),
+                        trigger: None,
                         ok: false,
+                        seconds: 0.0,
                         detail: "skipped: the backup planned before it failed, so retention must be recomputed".into(),
                     });
                     continue;
                 }
+                let started = std::time::Instant::now();
                 let result = run_delete(
                     ctx,
                     &applied.desired,
@@ -559,7 +643,9 @@ async fn execute_policy(
                     policy,
                     action: "delete".into(),
                     backup_id: Some(backup_id),
+                    trigger: None,
                     ok: result.is_ok(),
+                    seconds: started.elapsed().as_secs_f64(),
                     detail: result.err().unwrap_or_else(|| reason.to_string()),
                 });
             }
@@ -632,18 +718,45 @@ pub async fn run_backup(
         .await
         .map_err(|e| e.to_string())?;
     tracing::info!(backup = %id, "backup started");
-    let result = take_backup(
-        ctx,
-        applied,
-        policy,
-        st.clone(),
-        &id,
-        trigger,
-        release,
-        requested_by,
-        started_at,
-    )
-    .await;
+    // Transient failures (server unreachable or restarting, lock timeouts)
+    // are retried with exponential backoff and jitter, each attempt into a
+    // fresh artifact after the previous attempt's partial data is removed.
+    let mut attempt = 1;
+    let result = loop {
+        let result = take_backup(
+            ctx,
+            applied,
+            policy,
+            st.clone(),
+            &id,
+            trigger,
+            release,
+            requested_by,
+            started_at,
+        )
+        .await;
+        match result {
+            Err(f) if f.transient && attempt < BACKUP_ATTEMPTS && !*ctx.hard_stop.borrow() => {
+                let (st2, p, i) = (st.clone(), policy.name.clone(), id.clone());
+                let _ = blocking(move || st2.remove(&p, &i)).await;
+                let wait = retry_delay(attempt);
+                tracing::warn!(backup = %id, attempt, kind = f.kind, "transient failure, retrying in {:.1}s: {}", wait.as_secs_f64(), f.message);
+                let mut stop = ctx.hard_stop.clone();
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = async { let _ = stop.wait_for(|s| *s).await; } => break Err(f),
+                }
+                attempt += 1;
+            }
+            Err(mut f) => {
+                if attempt > 1 {
+                    f.message = format!("{} (attempt {attempt} of {BACKUP_ATTEMPTS})", f.message);
+                }
+                break Err(f);
+            }
+            ok => break ok,
+        }
+    };
     let now = Utc::now();
     match result {
         Ok(manifest) => {
@@ -655,13 +768,25 @@ pub async fn run_backup(
                 .finish_run(run_id, "succeeded", None, now)
                 .await
                 .map_err(|e| e.to_string())?;
+            if let (Trigger::Release, Some(tag)) = (trigger, release) {
+                ctx.catalog
+                    .mark_release(&policy.name, tag, "done", Some(&id), now)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
             let msg = format!(
                 "backup {} of {} ({trigger}) stored on {}: {} bytes, {}",
                 id, policy.name, policy.storage, manifest.artifact.size, manifest.artifact.checksum
             );
             let _ = ctx
                 .catalog
-                .event(now, "backup-succeeded", Some(&policy.name), &msg)
+                .audit(
+                    now,
+                    "backup-succeeded",
+                    Some(&policy.name),
+                    requested_by.unwrap_or(&ctx.actor),
+                    &msg,
+                )
                 .await;
             tracing::info!(backup = %id, size = manifest.artifact.size, seconds = (now - started_at).num_milliseconds() as f64 / 1000.0, "backup stored and verified");
             Ok(BackupRecord {
@@ -678,7 +803,7 @@ pub async fn run_backup(
                 pinned: None,
             })
         }
-        Err((kind, message)) => {
+        Err(Failure { kind, message, .. }) => {
             let (p, i) = (policy.name.clone(), id.clone());
             let cleanup = blocking(move || st.remove(&p, &i)).await;
             let cleanup_note = match cleanup {
@@ -698,7 +823,13 @@ pub async fn run_backup(
                 .await;
             let _ = ctx
                 .catalog
-                .event(now, "backup-failed", Some(&policy.name), &msg)
+                .audit(
+                    now,
+                    "backup-failed",
+                    Some(&policy.name),
+                    requested_by.unwrap_or(&ctx.actor),
+                    &msg,
+                )
                 .await;
             tracing::error!(backup = %id, kind, "{msg}");
             Err(msg)
@@ -706,7 +837,36 @@ pub async fn run_backup(
     }
 }
 
-type Failure = (&'static str, String);
+/// Attempts of one backup run when failures are transient.
+const BACKUP_ATTEMPTS: u32 = 3;
+
+/// Backoff before retry `attempt` (1-based): 1 s, 2 s, ... times a random
+/// factor in [0.5, 1.5) so that policies failing together spread out.
+fn retry_delay(attempt: u32) -> std::time::Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let jitter = 0.5 + (random % 1000) as f64 / 1000.0;
+    std::time::Duration::from_secs_f64(2f64.powi(attempt as i32 - 1) * jitter)
+}
+
+/// Why a backup attempt failed: bounded kind, message, whether a retry may help.
+struct Failure {
+    kind: &'static str,
+    message: String,
+    transient: bool,
+}
+
+impl From<(&'static str, String)> for Failure {
+    fn from((kind, message): (&'static str, String)) -> Self {
+        Failure {
+            kind,
+            message,
+            transient: false,
+        }
+    }
+}
 
 #[allow(clippy::too_many_arguments)]
 async fn take_backup(
@@ -770,15 +930,19 @@ async fn take_backup(
         _ = tokio::time::sleep(timeout) => {
             cancel.cancel();
             let _ = exec.await;
-            return Err(("timeout", format!("backup exceeded its timeout of {}s; raise spec.timeout or check the source", timeout.as_secs())));
+            return Err(("timeout", format!("backup exceeded its timeout of {}s; raise spec.timeout or check the source", timeout.as_secs())).into());
         }
         _ = async { let _ = hard_stop.wait_for(|stop| *stop).await; } => {
             cancel.cancel();
             let _ = exec.await;
-            return Err(("cancelled", "cancelled by shutdown before it finished".to_string()));
+            return Err(("cancelled", "cancelled by shutdown before it finished".to_string()).into());
         }
     };
-    let (writer, produced) = produced.map_err(|e| (e.kind(), e.to_string()))?;
+    let (writer, produced) = produced.map_err(|e| Failure {
+        kind: e.kind(),
+        message: e.to_string(),
+        transient: e.is_transient(),
+    })?;
     let written = blocking(move || {
         let (sink, written) = writer.finish()?;
         sink.finish().map_err(std::io::Error::other)?;
@@ -833,7 +997,8 @@ async fn take_backup(
                 "read-back check failed: stored {} bytes with {}, expected {} bytes with {}",
                 verified.0, verified.1, written.stored_size, written.checksum
             ),
-        ));
+        )
+            .into());
     }
     let (st2, m2) = (st, manifest.clone());
     blocking(move || st2.commit(&m2))
@@ -867,7 +1032,7 @@ async fn run_delete(
             let msg = format!("deleted backup {policy}/{id}: {reason}");
             let _ = ctx
                 .catalog
-                .event(now, "backup-pruned", Some(policy), &msg)
+                .audit(now, "backup-pruned", Some(policy), &ctx.actor, &msg)
                 .await;
             tracing::info!(policy, backup = id, reason, "backup pruned");
             Ok(())
@@ -876,7 +1041,7 @@ async fn run_delete(
             let msg = format!("delete of {policy}/{id} failed, it stays tracked: {e}");
             let _ = ctx
                 .catalog
-                .event(now, "prune-failed", Some(policy), &msg)
+                .audit(now, "prune-failed", Some(policy), &ctx.actor, &msg)
                 .await;
             Err(msg)
         }
@@ -893,6 +1058,8 @@ pub struct CycleReport {
     pub plan: Plan,
     pub observe: ObserveReport,
     pub outcomes: Vec<Outcome>,
+    /// Drills run in this cycle: the outcome, or (policy, why it could not run).
+    pub drills: Vec<Result<crate::drill::DrillOutcome, (String, String)>>,
 }
 
 /// Observe, plan and (unless `dry_run`) execute the actions in `scope`.
@@ -903,24 +1070,60 @@ pub async fn cycle(
     scope: Scope,
     dry_run: bool,
 ) -> Result<CycleReport, ReconcileError> {
+    cycle_with(ctx, state, requests, Vec::new(), scope, dry_run).await
+}
+
+/// `cycle` with explicit drill requests (`safepoint drill`).
+pub async fn cycle_with(
+    ctx: &Context,
+    state: &RepoState,
+    requests: Vec<BackupRequest>,
+    drill_requests: Vec<DrillRequest>,
+    scope: Scope,
+    dry_run: bool,
+) -> Result<CycleReport, ReconcileError> {
     let desired = state.desired()?;
     let applied = state
         .applied
         .as_ref()
         .ok_or_else(|| ReconcileError::NoValidRevision(String::new()))?;
     let now = Utc::now();
-    let (observed, observe) = observe(ctx, desired, requests, now).await?;
+    let mut requests = requests;
+    requests.extend(release_requests(ctx, desired, now).await?);
+    if !dry_run && let Err(e) = crate::drill::collect_leftovers(ctx, applied).await {
+        tracing::error!(error = %e, "cannot clean up after interrupted drills");
+    }
+    let (observed, observe) = observe(ctx, desired, requests, drill_requests, now).await?;
     let plan = plan::plan(desired, &observed, now, &ctx.settings.plan);
-    let outcomes = if dry_run {
-        Vec::new()
+    let (outcomes, drills) = if dry_run {
+        (Vec::new(), Vec::new())
     } else {
-        execute(ctx, applied, &plan, scope).await
+        let outcomes = execute(ctx, applied, &plan, &scope).await;
+        let mut drills = Vec::new();
+        for d in plan.drills.iter().filter(|d| scope.includes_drill(d)) {
+            let Some(policy) = desired.policies.get(&d.policy) else {
+                continue;
+            };
+            let by = match &d.reason {
+                plan::Reason::Requested { by } => Some(by.as_str()),
+                _ => None,
+            };
+            let span = tracing::info_span!("drill", policy = %d.policy, backup = %d.backup_id);
+            drills.push(
+                crate::drill::run(ctx, applied, policy, &d.backup_id, by)
+                    .instrument(span)
+                    .await
+                    .map_err(|e| (d.policy.clone(), e)),
+            );
+        }
+        (outcomes, drills)
     };
     Ok(CycleReport {
         now,
         plan,
         observe,
         outcomes,
+        drills,
     })
 }
 
@@ -942,7 +1145,60 @@ pub async fn next_wakeup(
     let observed = ObservedState {
         backups,
         failures: ctx.catalog.failures().await?,
+        drills: ctx.catalog.drill_history().await?,
         ..ObservedState::default()
     };
     Ok(plan::plan(desired, &observed, now, &ctx.settings.plan).next_wakeup)
+}
+
+/// A backup request for every tag matching a policy's `releases.tagPattern`
+/// that has not been handled yet. The first time a policy's pattern is seen,
+/// the tags that already exist are recorded as baseline (no backup), so adding
+/// a policy to a repository with 200 old tags does not take 200 backups.
+pub async fn release_requests(
+    ctx: &Context,
+    desired: &DesiredState,
+    now: DateTime<Utc>,
+) -> Result<Vec<BackupRequest>, ReconcileError> {
+    let with_pattern: Vec<&BackupPolicy> = desired
+        .policies
+        .values()
+        .filter(|p| p.release_tag_pattern.is_some())
+        .collect();
+    if with_pattern.is_empty() {
+        return Ok(Vec::new());
+    }
+    let cfg = ctx.settings.repo.clone();
+    let tags = blocking(move || git::tags(&cfg)).await??;
+    let mut requests = Vec::new();
+    for policy in with_pattern {
+        let Some(pattern) = policy
+            .release_tag_pattern
+            .as_deref()
+            .and_then(|p| glob::Pattern::new(p).ok())
+        else {
+            continue;
+        };
+        let matching: Vec<&String> = tags.iter().filter(|t| pattern.matches(t)).collect();
+        if ctx.catalog.arm_releases(&policy.name, now).await? {
+            for tag in &matching {
+                ctx.catalog
+                    .mark_release(&policy.name, tag, "existing", None, now)
+                    .await?;
+            }
+            continue;
+        }
+        let handled = ctx.catalog.handled_releases(&policy.name).await?;
+        for tag in matching {
+            if !handled.contains(tag) {
+                requests.push(BackupRequest {
+                    policy: policy.name.clone(),
+                    trigger: Trigger::Release,
+                    release: Some(tag.clone()),
+                    requested_by: format!("git tag {tag}"),
+                });
+            }
+        }
+    }
+    Ok(requests)
 }

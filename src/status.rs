@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::catalog::RevisionRecord;
 use crate::observed::{Health, ObservedState, Trigger};
-use crate::policy::{DesiredState, Schedule};
+use crate::policy::DesiredState;
 
 /// Revision bookkeeping of the policy repository.
 #[derive(Debug, Clone, Default)]
@@ -41,6 +41,9 @@ pub struct PolicyStatus {
     pub rpo_met: Option<bool>,
     pub next_run: Option<DateTime<Utc>>,
     pub backups: usize,
+    /// Start of the last passing drill, and the verdict of the last drill.
+    pub last_drill_passed: Option<DateTime<Utc>>,
+    pub last_drill_verdict: Option<&'static str>,
     /// Drift kinds present now (SPEC §5).
     pub drift: Vec<&'static str>,
 }
@@ -51,14 +54,38 @@ pub struct LastGood {
     pub started_at: DateTime<Utc>,
     pub age_seconds: i64,
     pub trigger: Trigger,
+    /// Stored (compressed) bytes.
+    pub size: u64,
 }
 
-fn next_run(schedule: &Schedule, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    let cron: croner::Cron = schedule.cron.parse().ok()?;
-    let local = now.with_timezone(&schedule.timezone);
-    cron.find_next_occurrence(&local, false)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
+/// No passing drill within one interval of the drill schedule (plus the
+/// drill's own `maxDuration`, at least an hour, as grace for the drill of the
+/// current slot to finish). A policy without any backup is not overdue.
+fn drill_overdue(
+    spec: &crate::policy::DrillSpec,
+    last_passed: Option<DateTime<Utc>>,
+    newest_backup: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> bool {
+    let Some(schedule) = &spec.schedule else {
+        return false;
+    };
+    let (Some(last), Some(next)) = (
+        crate::plan::schedule::last_slot(schedule, now),
+        crate::plan::schedule::next_slot(schedule, now),
+    ) else {
+        return false;
+    };
+    let grace = spec
+        .max_duration
+        .unwrap_or_default()
+        .max(chrono::TimeDelta::hours(1));
+    let interval = next - last;
+    match (last_passed, newest_backup) {
+        (Some(passed), _) => now - passed > interval + grace,
+        (None, Some(first)) => now - first > interval + grace,
+        (None, None) => false,
+    }
 }
 
 pub fn compute(
@@ -92,6 +119,7 @@ pub fn compute(
                 started_at: b.started_at,
                 age_seconds: (now - b.started_at).num_seconds(),
                 trigger: b.trigger,
+                size: b.size,
             });
             let rpo_met = p
                 .rpo
@@ -109,6 +137,20 @@ pub fn compute(
             }
             if backups.iter().any(|b| b.health == Health::Corrupt) {
                 drift.push("artifact-corrupt");
+            }
+            let drills = observed.drills.get(&p.name);
+            if drills.and_then(|d| d.last_passed_verdict) == Some(false) {
+                drift.push("drill-failed");
+            }
+            if let Some(spec) = &p.drill
+                && drill_overdue(
+                    spec,
+                    drills.and_then(|d| d.last_passed),
+                    newest.map(|b| b.started_at),
+                    now,
+                )
+            {
+                drift.push("drill-overdue");
             }
             let (ready, reason) = if p.suspend {
                 (true, "suspended".to_string())
@@ -140,9 +182,15 @@ pub fn compute(
                 next_run: if p.suspend {
                     None
                 } else {
-                    p.schedule.as_ref().and_then(|s| next_run(s, now))
+                    p.schedule
+                        .as_ref()
+                        .and_then(|s| crate::plan::schedule::next_slot(s, now))
                 },
                 backups: backups.len(),
+                last_drill_passed: drills.and_then(|d| d.last_passed),
+                last_drill_verdict: drills
+                    .and_then(|d| d.last_passed_verdict)
+                    .map(|ok| if ok { "passed" } else { "failed" }),
                 drift,
             }
         })

@@ -14,6 +14,16 @@ use sqlx::{Row, SqlitePool};
 use crate::observed::{BackupRecord, FailedRun, Health, Trigger};
 use crate::storage::Manifest;
 
+mod alerts;
+mod audit;
+mod deploys;
+mod drills;
+
+pub use drills::{CheckResult, DrillRow};
+
+pub use alerts::{NewNotification, QueuedNotification};
+pub use deploys::DeployRecord;
+
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
     #[error("cannot open catalog {url}: {source}")]
@@ -103,6 +113,9 @@ pub struct NewRun<'a> {
 #[derive(Clone)]
 pub struct Catalog {
     pool: SqlitePool,
+    /// Newest audit (seq, hash), kept outside the database so that removing
+    /// the newest entries is detectable (`<catalog>.audit-head`).
+    audit_head: std::path::PathBuf,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -117,26 +130,9 @@ impl Catalog {
                 source: sqlx::Error::Io(e),
             })?;
         }
-        let options = SqliteConnectOptions::from_str("sqlite://")
-            .map_err(|source| CatalogError::Open {
-                url: url.clone(),
-                source,
-            })?
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .busy_timeout(std::time::Duration::from_secs(30))
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await
-            .map_err(|source| CatalogError::Open {
-                url: url.clone(),
-                source,
-            })?;
-        // Two processes opening a new catalog at once (daemon and CLI) must
-        // not both run the migrations: serialise them with a file lock.
+        // Two processes opening a catalog at once (daemon and CLI) must not
+        // both switch it to WAL or run the migrations: serialise the opening
+        // with a file lock (held for milliseconds).
         let lock_path = path.with_extension("migrate.lock");
         let lock = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
             let file = std::fs::File::options()
@@ -156,10 +152,31 @@ impl Catalog {
             url: url.clone(),
             source: sqlx::Error::Io(e),
         })?;
+        let options = SqliteConnectOptions::from_str("sqlite://")
+            .map_err(|source| CatalogError::Open {
+                url: url.clone(),
+                source,
+            })?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(std::time::Duration::from_secs(30))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|source| CatalogError::Open {
+                url: url.clone(),
+                source,
+            })?;
         let migrated = MIGRATOR.run(&pool).await;
         drop(lock);
         migrated.map_err(|source| CatalogError::Migrate { url, source })?;
-        Ok(Catalog { pool })
+        Ok(Catalog {
+            pool,
+            audit_head: path.with_extension("audit-head"),
+        })
     }
 
     pub async fn close(&self) {
@@ -405,6 +422,7 @@ impl Catalog {
 
     // ---- events ----------------------------------------------------------
 
+    /// Appends to the audit log as the daemon itself.
     pub async fn event(
         &self,
         at: DateTime<Utc>,
@@ -412,38 +430,7 @@ impl Catalog {
         policy: Option<&str>,
         message: &str,
     ) -> Result<(), CatalogError> {
-        sqlx::query("INSERT INTO events (at, kind, policy, message) VALUES (?, ?, ?, ?)")
-            .bind(at)
-            .bind(kind)
-            .bind(policy)
-            .bind(message)
-            .execute(&self.pool)
-            .await
-            .map_err(q("insert event"))?;
-        Ok(())
-    }
-
-    pub async fn events(
-        &self,
-        limit: i64,
-    ) -> Result<Vec<(DateTime<Utc>, String, Option<String>, String)>, CatalogError> {
-        let rows =
-            sqlx::query("SELECT at, kind, policy, message FROM events ORDER BY id DESC LIMIT ?")
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(q("select events"))?;
-        Ok(rows
-            .into_iter()
-            .map(|r| {
-                (
-                    r.get("at"),
-                    r.get("kind"),
-                    r.get("policy"),
-                    r.get("message"),
-                )
-            })
-            .collect())
+        self.audit(at, kind, policy, "safepoint", message).await
     }
 }
 

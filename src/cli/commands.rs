@@ -9,13 +9,14 @@ use chrono::{TimeDelta, Utc};
 use tokio::sync::watch;
 
 use super::table::{age, bytes, render};
-use super::{Cli, Command, Output};
+use super::{AuditCommand, Cli, Command, ExportFormat, Output, ReportFormat};
 use crate::catalog::Catalog;
 use crate::daemon;
 use crate::executor::{self, RestoreTarget};
 use crate::git::RepoConfig;
+use crate::monitor::Monitor;
 use crate::observed::{BackupRequest, Trigger};
-use crate::plan::{KeepReason, PlanOptions};
+use crate::plan::PlanOptions;
 use crate::policy::{self, PolicyFile};
 use crate::reconcile::{self, Context, RepoState, Scope};
 use crate::settings::Settings;
@@ -23,6 +24,9 @@ use crate::status;
 use crate::storage::{self, pipeline};
 
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
+    if let Some(server) = cli.server.clone() {
+        return super::remote::run(&server, cli).await;
+    }
     if let Command::Validate { dir } = &cli.command {
         let dir = dir.clone().unwrap_or_else(|| PathBuf::from(&cli.path));
         return validate(&dir, cli.output);
@@ -34,6 +38,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         settings: Arc::new(settings),
         catalog,
         hard_stop: stop_rx,
+        actor: if matches!(cli.command, Command::Daemon { .. }) {
+            "daemon".to_string()
+        } else {
+            caller()
+        },
     };
     let code = match cli.command {
         Command::Validate { .. } => unreachable!("handled above"),
@@ -48,9 +57,39 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             backup_id,
             policy,
             latest,
+            release,
+            pre_deploy,
             to,
+            to_password_from,
             force,
-        } => restore(&ctx, backup_id, policy, latest, &to, force, cli.output).await?,
+        } => {
+            let which = Which {
+                backup_id,
+                policy,
+                latest,
+                release,
+                pre_deploy,
+            };
+            let password_from = to_password_from
+                .map(|r| executor::secret::parse_reference(&r))
+                .transpose()?;
+            let opts = executor::RestoreOptions {
+                force,
+                password_from,
+                command: None,
+            };
+            restore(&ctx, which, &to, opts, cli.output).await?
+        }
+        Command::Drill { policy, backup } => drill(&ctx, &policy, backup, cli.output).await?,
+        Command::Deploy { command } => {
+            super::deploy::run(&ctx, &stop_tx, command, cli.output).await?
+        }
+        Command::Pin { backup_id, reason } => {
+            super::deploy::pin(&ctx, &backup_id, Some(&reason)).await?
+        }
+        Command::Unpin { backup_id } => super::deploy::pin(&ctx, &backup_id, None).await?,
+        Command::Audit { command } => audit(&ctx, command, cli.output).await?,
+        Command::Report { since, format } => report(&ctx, &since, format).await?,
         Command::Catalog(super::CatalogCommand::Rebuild) => {
             super::rebuild::run(&ctx, cli.output).await?
         }
@@ -59,6 +98,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             concurrency,
             shutdown_grace,
             once,
+            observability,
         } => {
             let mut settings = (*ctx.settings).clone();
             settings.fetch_interval = Duration::from_secs(fetch_interval.max(1));
@@ -68,7 +108,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
                 settings: Arc::new(settings),
                 ..ctx.clone()
             };
-            daemon::run(ctx, stop_tx, once).await?;
+            let monitor = Monitor::start(&ctx.catalog, observability.options(once)?).await?;
+            let result = daemon::run(ctx.clone(), stop_tx, once, &monitor).await;
+            monitor.shutdown().await;
+            result?;
             0
         }
     };
@@ -122,12 +165,26 @@ fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
 pub fn caller() -> String {
     let user = std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".into());
+        .unwrap_or_else(|_| user_from_passwd().unwrap_or_else(|| "unknown".into()));
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "unknown-host".into());
     format!("{user}@{host}")
+}
+
+/// The name of the current uid from /etc/passwd (no `USER` in cron/CI shells).
+fn user_from_passwd() -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata("/proc/self").ok()?.uid();
+    std::fs::read_to_string("/etc/passwd")
+        .ok()?
+        .lines()
+        .find_map(|line| {
+            let mut fields = line.split(':');
+            let name = fields.next()?;
+            (fields.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_string())
+        })
 }
 
 // ---- validate ---------------------------------------------------------------
@@ -189,7 +246,7 @@ fn validate(dir: &Path, output: Output) -> anyhow::Result<u8> {
 
 // ---- plan / status / list ------------------------------------------------------
 
-async fn loaded_state(ctx: &Context) -> anyhow::Result<RepoState> {
+pub(super) async fn loaded_state(ctx: &Context) -> anyhow::Result<RepoState> {
     let mut state = RepoState::load(ctx).await?;
     reconcile::refresh(ctx, &mut state).await?;
     Ok(state)
@@ -209,7 +266,7 @@ async fn show_status(ctx: &Context, output: Output) -> anyhow::Result<u8> {
     let state = loaded_state(ctx).await?;
     let now = Utc::now();
     let (observed, _) = match state.desired() {
-        Ok(desired) => reconcile::observe(ctx, desired, Vec::new(), now).await?,
+        Ok(desired) => reconcile::observe(ctx, desired, Vec::new(), Vec::new(), now).await?,
         Err(_) => Default::default(),
     };
     let empty = policy::DesiredState::default();
@@ -285,7 +342,7 @@ async fn list(ctx: &Context, policy: Option<&str>, output: Output) -> anyhow::Re
     let state = loaded_state(ctx).await?;
     let desired = state.desired()?;
     let now = Utc::now();
-    let (observed, _) = reconcile::observe(ctx, desired, Vec::new(), now).await?;
+    let (observed, _) = reconcile::observe(ctx, desired, Vec::new(), Vec::new(), now).await?;
     let plan = crate::plan::plan(desired, &observed, now, &ctx.settings.plan);
     let rows_db = ctx.catalog.backups().await?;
     let mut items = Vec::new();
@@ -296,7 +353,12 @@ async fn list(ctx: &Context, policy: Option<&str>, output: Output) -> anyhow::Re
         let r = &row.record;
         let kept = plan.kept.iter().find(|k| k.backup_id == r.id);
         let why = match kept {
-            Some(k) => k.reasons.iter().map(KeepReason::to_string).collect::<Vec<_>>().join(", "),
+            Some(k) => k
+                .reasons
+                .iter()
+                .map(|r| format!("{r:#}"))
+                .collect::<Vec<_>>()
+                .join(", "),
             None => plan
                 .actions
                 .iter()
@@ -368,7 +430,8 @@ async fn backup(ctx: &Context, policy: &str, output: Output) -> anyhow::Result<u
         release: None,
         requested_by: caller(),
     };
-    let report = reconcile::cycle(ctx, &state, vec![request], Scope::Requested, false).await?;
+    let scope = Scope::answering(std::slice::from_ref(&request));
+    let report = reconcile::cycle(ctx, &state, vec![request], scope, false).await?;
     if report.outcomes.is_empty() {
         let why: Vec<_> = report
             .plan
@@ -453,28 +516,51 @@ async fn prune(ctx: Context, dry_run: bool, orphans: bool, output: Output) -> an
 
 // ---- restore -----------------------------------------------------------------
 
-#[allow(clippy::too_many_arguments)]
+/// Which backup `restore` means.
+pub struct Which {
+    pub backup_id: Option<String>,
+    pub policy: Option<String>,
+    pub latest: bool,
+    pub release: Option<String>,
+    pub pre_deploy: bool,
+}
+
 async fn restore(
     ctx: &Context,
-    backup_id: Option<String>,
-    policy: Option<String>,
-    latest: bool,
+    which: Which,
     to: &str,
-    force: bool,
+    mut opts: executor::RestoreOptions,
     output: Output,
 ) -> anyhow::Result<u8> {
     let state = loaded_state(ctx).await?;
     let desired = state.desired()?;
     let rows = ctx.catalog.backups().await?;
-    let row = match (&backup_id, &policy, latest) {
+    let verified =
+        |r: &&crate::catalog::BackupRow| r.record.health == crate::observed::Health::Verified;
+    let row = match (&which.backup_id, &which.policy, &which.release) {
         (Some(id), _, _) => rows.iter().find(|r| &r.record.id == id),
-        (None, Some(p), true) => rows
+        (None, Some(p), Some(release)) => rows
             .iter()
+            .filter(verified)
             .filter(|r| {
-                &r.record.policy == p && r.record.health == crate::observed::Health::Verified
+                &r.record.policy == p && r.record.release.as_deref() == Some(release.as_str())
+            })
+            .filter(|r| {
+                if which.pre_deploy {
+                    r.record.trigger == Trigger::PreDeploy
+                } else {
+                    matches!(r.record.trigger, Trigger::Release | Trigger::PostDeploy)
+                }
             })
             .max_by_key(|r| r.record.started_at),
-        _ => bail!("name a backup: BACKUP_ID, or --policy P --latest"),
+        (None, Some(p), None) if which.latest => rows
+            .iter()
+            .filter(verified)
+            .filter(|r| &r.record.policy == p)
+            .max_by_key(|r| r.record.started_at),
+        _ => bail!(
+            "name a backup: BACKUP_ID, or --policy P --latest, or --policy P --release TAG [--pre-deploy]"
+        ),
     };
     let Some(row) = row else {
         bail!("no such backup; run `safepoint list` to see the backups");
@@ -505,20 +591,29 @@ async fn restore(
         _ => None,
     };
     let (st2, m2) = (st.clone(), manifest.clone());
-    let input = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+    let plain = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let reader = st2.open(&m2)?;
-        let plain = storage::crypt::open(
+        Ok(storage::crypt::open(
             reader,
             &m2.id,
             m2.artifact.encryption.as_deref(),
             identities.as_ref(),
-        )?;
-        Ok(pipeline::decompress(plain)?)
+        )?)
     })
     .await??;
+    let progress = super::progress::Progress::start(manifest.artifact.raw_size);
+    let input = progress.wrap(pipeline::decompress(plain)?);
     let target = RestoreTarget::parse(to);
-    let produced = executor::restore(&manifest.source_kind, input, &target, force).await?;
+    if let Some(crate::policy::Source::Command { restore, .. }) =
+        desired.policies.get(&manifest.policy).map(|p| &p.source)
+    {
+        opts.command = restore.clone();
+    }
+    let produced = executor::restore(&manifest.source_kind, input, &target, &opts).await;
+    progress.stop().await;
+    let produced = produced?;
     let elapsed = started.elapsed();
+    let mismatched = super::progress::count_mismatches(&manifest.counts, &produced.counts);
     let now = Utc::now();
     let msg = format!(
         "restored backup {}/{} into {target} by {}",
@@ -527,12 +622,13 @@ async fn restore(
         caller()
     );
     ctx.catalog
-        .event(now, "restore", Some(&manifest.policy), &msg)
+        .audit(now, "restore", Some(&manifest.policy), &ctx.actor, &msg)
         .await?;
     if output == Output::Json {
         print_json(
             &serde_json::json!({"backup": manifest.id, "target": target.to_string(),
-            "seconds": elapsed.as_secs_f64(), "counts": produced.counts}),
+            "seconds": elapsed.as_secs_f64(), "counts": produced.counts,
+            "countMismatches": mismatched}),
         )?;
     } else {
         println!(
@@ -541,6 +637,174 @@ async fn restore(
             manifest.id,
             elapsed.as_secs_f64()
         );
+        for m in &mismatched {
+            println!("warning: {m}");
+        }
+    }
+    Ok(if mismatched.is_empty() { 0 } else { 1 })
+}
+
+// ---- audit / report ------------------------------------------------------------
+
+fn window_start(since: &str) -> anyhow::Result<chrono::DateTime<Utc>> {
+    let span =
+        policy::parse_duration(since).map_err(|e| anyhow::anyhow!("--since {since}: {e}"))?;
+    Ok(Utc::now() - span)
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+async fn audit(ctx: &Context, command: AuditCommand, output: Output) -> anyhow::Result<u8> {
+    match command {
+        AuditCommand::Verify => {
+            let entries = ctx.catalog.audit_entries(None).await?;
+            let head = ctx.catalog.audit_head();
+            let verdict =
+                crate::audit::verify(&entries, head.as_ref().map(|(s, h)| (*s, h.as_str())));
+            if output == Output::Json {
+                print_json(&verdict)?;
+            } else if let Some(p) = &verdict.problem {
+                println!("audit log TAMPERED at entry {}: {}", p.seq, p.what);
+            } else {
+                println!(
+                    "audit log intact: {} entries, chain verified",
+                    verdict.entries
+                );
+            }
+            Ok(if verdict.ok { 0 } else { 1 })
+        }
+        AuditCommand::Export { since, format } => {
+            let since = since.as_deref().map(window_start).transpose()?;
+            let entries = ctx.catalog.audit_entries(since).await?;
+            match format {
+                ExportFormat::Jsonl => {
+                    for e in &entries {
+                        println!("{}", serde_json::to_string(e)?);
+                    }
+                }
+                ExportFormat::Csv => {
+                    println!("seq,at,kind,policy,actor,message,prev_hash,hash");
+                    for e in &entries {
+                        println!(
+                            "{},{},{},{},{},{},{},{}",
+                            e.seq,
+                            e.at.to_rfc3339(),
+                            csv_field(&e.kind),
+                            csv_field(e.policy.as_deref().unwrap_or("")),
+                            csv_field(&e.actor),
+                            csv_field(&e.message),
+                            e.prev_hash,
+                            e.hash
+                        );
+                    }
+                }
+            }
+            Ok(0)
+        }
+    }
+}
+
+async fn report(ctx: &Context, since: &str, format: ReportFormat) -> anyhow::Result<u8> {
+    let state = loaded_state(ctx).await?;
+    let empty = policy::DesiredState::default();
+    let desired = state.applied.as_ref().map_or(&empty, |a| &a.desired);
+    let now = Utc::now();
+    let since = window_start(since)?;
+    let backups = ctx.catalog.backup_history().await?;
+    let runs = ctx.catalog.runs_since(since).await?;
+    let audit = ctx.catalog.audit_entries(Some(since)).await?;
+    let report = crate::report::build(&crate::report::Inputs {
+        desired,
+        backups: &backups,
+        runs: &runs,
+        audit: &audit,
+        since,
+        now,
+    });
+    match format {
+        ReportFormat::Json => print_json(&report)?,
+        ReportFormat::Md => print!("{}", crate::report::markdown(&report)),
     }
     Ok(0)
+}
+
+// ---- drill -------------------------------------------------------------------
+
+async fn drill(
+    ctx: &Context,
+    policy: &str,
+    backup: Option<String>,
+    output: Output,
+) -> anyhow::Result<u8> {
+    let state = loaded_state(ctx).await?;
+    let desired = state.desired()?;
+    match desired.policies.get(policy) {
+        None => {
+            eprintln!("error: policy {policy} is not in the applied revision");
+            return Ok(4);
+        }
+        Some(p) if p.drill.is_none() => {
+            eprintln!(
+                "error: policy {policy} declares no `drill:` (target, verify, maxDuration); add one to run drills"
+            );
+            return Ok(4);
+        }
+        Some(_) => {}
+    }
+    let request = crate::observed::DrillRequest {
+        policy: policy.to_string(),
+        backup_id: backup,
+        requested_by: ctx.actor.clone(),
+    };
+    let scope = Scope::Drills(vec![policy.to_string()]);
+    let report =
+        reconcile::cycle_with(ctx, &state, Vec::new(), vec![request], scope, false).await?;
+    let Some(result) = report.drills.into_iter().next() else {
+        let why: Vec<_> = report
+            .plan
+            .notes
+            .iter()
+            .filter(|n| n.policy == policy)
+            .map(|n| n.text.clone())
+            .collect();
+        bail!(
+            "no drill was run for {policy}: {}",
+            if why.is_empty() {
+                "nothing to drill".into()
+            } else {
+                why.join("; ")
+            }
+        );
+    };
+    let outcome = match result {
+        Ok(o) => o,
+        Err((_, why)) => bail!("drill of {policy} could not run: {why}"),
+    };
+    if output == Output::Json {
+        print_json(&outcome)?;
+    } else {
+        println!(
+            "drill {} of backup {} (scratch {}):",
+            policy, outcome.backup_id, outcome.scratch
+        );
+        for c in &outcome.checks {
+            println!(
+                "  {} {}: {}",
+                if c.passed { "ok    " } else { "FAILED" },
+                c.name,
+                c.detail
+            );
+        }
+        println!(
+            "verdict: {}",
+            if outcome.passed { "PASSED" } else { "FAILED" }
+        );
+    }
+    Ok(if outcome.passed { 0 } else { 1 })
 }

@@ -4,7 +4,11 @@
 //! 1 problem found / actions pending / action failed, 2 could not run.
 
 mod commands;
+mod daemon_args;
+mod deploy;
+mod progress;
 mod rebuild;
+mod remote;
 pub mod table;
 
 use std::path::PathBuf;
@@ -41,6 +45,14 @@ pub struct Cli {
         default_value = "policies"
     )]
     pub path: String,
+    /// Run the command against a running daemon's API instead of in-process
+    /// (deploy, backup, drill, status, plan, list): no database or storage
+    /// credentials needed here.
+    #[arg(long, global = true, env = "SAFEPOINT_SERVER")]
+    pub server: Option<String>,
+    /// File holding the API bearer token for --server (or set SAFEPOINT_TOKEN).
+    #[arg(long, global = true, env = "SAFEPOINT_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
     /// SQLite catalog file [default: <data-dir>/catalog.db].
     #[arg(long, global = true, env = "SAFEPOINT_CATALOG")]
     pub catalog: Option<PathBuf>,
@@ -79,6 +91,72 @@ pub enum LogFormat {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum DeployCommand {
+    /// Take a verified pre-deploy snapshot of every matching policy; exit 0
+    /// only when all are stored and verified (use it to gate a migration).
+    Start {
+        #[arg(long)]
+        release: String,
+        /// A policy to snapshot (repeatable) [default: every policy with deploy.before: snapshot].
+        #[arg(long)]
+        policy: Vec<String>,
+        /// `key=value` label selector (repeatable, all must match).
+        #[arg(long)]
+        selector: Vec<String>,
+        /// Wait for the snapshots to be stored and verified (in-process runs always wait).
+        #[arg(long)]
+        wait: bool,
+        /// Give up (exit 1, running snapshots cancelled) after this long, e.g. `10m`.
+        #[arg(long)]
+        timeout: Option<String>,
+    },
+    /// Record the deploy outcome: success => baseline backups; failure => pin the
+    /// pre-deploy snapshot, forensic snapshot, alert (per policy's deploy.onFailure).
+    Finish {
+        #[arg(long)]
+        release: String,
+        #[arg(long, value_enum)]
+        status: DeployStatus,
+        #[arg(long)]
+        policy: Vec<String>,
+        #[arg(long)]
+        selector: Vec<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DeployStatus {
+    Success,
+    Failure,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain; says where an entry was edited, deleted, inserted or reordered.
+    Verify,
+    /// Print audit entries.
+    Export {
+        /// Window ending now, e.g. `30d`.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
+        format: ExportFormat,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    Jsonl,
+    Csv,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    Md,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check a policy directory; print every problem with file:line and a hint.
     Validate {
@@ -105,7 +183,7 @@ pub enum Command {
         #[arg(long)]
         orphans: bool,
     },
-    /// Restore a backup into a path (sqlite file or directory).
+    /// Restore a backup into a path (sqlite, directory) or a database URL (postgres, mysql).
     Restore {
         /// Backup id (see `safepoint list`); or use --policy with --latest.
         backup_id: Option<String>,
@@ -114,16 +192,63 @@ pub enum Command {
         /// The newest verified backup of --policy.
         #[arg(long, requires = "policy")]
         latest: bool,
-        /// Where to restore: a file path (sqlite) or a directory (directory).
+        /// The backup of --policy for this release: its baseline, or with
+        /// --pre-deploy the snapshot taken before it was deployed.
+        #[arg(long, requires = "policy", conflicts_with = "latest")]
+        release: Option<String>,
+        #[arg(long, requires = "release")]
+        pre_deploy: bool,
+        /// Where to restore: a file path (sqlite), a directory (directory), a
+        /// database URL (postgres://user@host/db, mysql://user@host/db; created
+        /// if missing), or a value passed to a command source's restoreCommand.
         #[arg(long)]
         to: String,
-        /// Overwrite a target that exists and is not empty.
+        /// Password of the --to database: env:NAME or file:PATH [default: the
+        /// URL's, else PGPASSWORD / MYSQL_PWD].
+        #[arg(long)]
+        to_password_from: Option<String>,
+        /// Replace a target that exists and is not empty (a database is
+        /// dropped and created afresh).
         #[arg(long)]
         force: bool,
     },
     /// Catalog maintenance.
     #[command(subcommand)]
     Catalog(CatalogCommand),
+    /// Run a recovery drill of POLICY now: restore into a scratch target and
+    /// verify (exit 1 when a check fails).
+    Drill {
+        policy: String,
+        /// The backup to drill [default: the newest verified one].
+        #[arg(long)]
+        backup: Option<String>,
+    },
+    /// The pre-deploy gate and the deploy outcome (see docs/ci/).
+    Deploy {
+        #[command(subcommand)]
+        command: DeployCommand,
+    },
+    /// Keep a backup whatever retention says, until `unpin`.
+    Pin {
+        backup_id: String,
+        #[arg(long, default_value = "pinned by hand")]
+        reason: String,
+    },
+    /// Release a pinned backup to retention again.
+    Unpin { backup_id: String },
+    /// Verify or export the hash-chained audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Compliance report per policy (RPO met %, backups, retention, drills, deploys).
+    Report {
+        /// Window ending now, e.g. `90d`, `12h`, `2w`.
+        #[arg(long, default_value = "90d")]
+        since: String,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Md)]
+        format: ReportFormat,
+    },
     /// Run the reconcile loop until SIGTERM/SIGINT.
     Daemon {
         /// How often a remote policy repository is fetched, in seconds.
@@ -138,6 +263,8 @@ pub enum Command {
         /// Stop after the first cycle (for cron-style use and smoke tests).
         #[arg(long)]
         once: bool,
+        #[command(flatten)]
+        observability: daemon_args::ObservabilityArgs,
     },
 }
 
@@ -149,10 +276,17 @@ pub enum CatalogCommand {
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    // One TLS crypto provider for every client (S3, SMTP, PostgreSQL): ring.
+    // One TLS crypto provider for every rustls user (reqwest, sqlx, lettre).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    init_tracing(cli.log_format);
+    let cli = Cli::parse();
+    // One-shot commands print their results on stdout; only warnings and
+    // errors go to stderr unless SAFEPOINT_LOG says otherwise.
+    let default_level = if matches!(cli.command, Command::Daemon { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
+    init_tracing(cli.log_format, default_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -172,10 +306,10 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(format: LogFormat) {
+fn init_tracing(format: LogFormat, default_level: &str) {
     use tracing_subscriber::EnvFilter;
     let filter =
-        EnvFilter::try_from_env("SAFEPOINT_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+        EnvFilter::try_from_env("SAFEPOINT_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -2,7 +2,8 @@
 //! manifests in every declared storage. The catalog is a cache of storage
 //! (SPEC §10), so after it is lost this brings back everything retention,
 //! RPO and release tracking need; nothing is taken or deleted. Imported
-//! backups are re-verified (checksum) by the next cycle.
+//! backups are re-verified (checksum) by the next cycle. Pins live only in
+//! the catalog: they are not in storage and are not rebuilt.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -73,12 +74,11 @@ pub async fn run(ctx: &Context, output: Output) -> anyhow::Result<u8> {
     let imported: usize = reports.iter().map(|r| r.imported).sum();
     let problems: usize = reports.iter().map(|r| r.problems.len()).sum();
     let msg = format!(
-        "catalog rebuilt from {} storage(s) by {}: {imported} backup(s) imported, {problems} problem(s)",
+        "catalog rebuilt from {} storage(s): {imported} backup(s) imported, {problems} problem(s)",
         reports.len(),
-        super::commands::caller()
     );
     ctx.catalog
-        .event(Utc::now(), "catalog-rebuilt", None, &msg)
+        .audit(Utc::now(), "catalog-rebuilt", None, &ctx.actor, &msg)
         .await?;
     tracing::info!(imported, problems, "catalog rebuilt");
     if output == Output::Json {

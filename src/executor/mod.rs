@@ -3,14 +3,19 @@
 //! compresses, hashes and stores them) and report tool versions and counts
 //! for the manifest. They decide nothing.
 
+pub mod command;
 pub mod directory;
+pub mod mysql;
+pub mod postgres;
+pub(crate) mod process;
+pub mod secret;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use crate::policy::Source;
+use crate::policy::{SecretRef, Source};
 use crate::storage::pipeline::Cancel;
 
 /// What an executor learned while producing a backup.
@@ -60,6 +65,47 @@ pub enum ExecError {
     },
     #[error("executor task failed: {0}")]
     Join(String),
+    #[error("cannot connect to {target}: {message}")]
+    Connect {
+        target: String,
+        message: String,
+        transient: bool,
+    },
+    #[error("{what} failed on {target}: {message}")]
+    Query {
+        what: &'static str,
+        target: String,
+        message: String,
+        transient: bool,
+    },
+    #[error("{tool} failed ({status}) on {target}: {stderr}")]
+    Tool {
+        tool: String,
+        target: String,
+        status: String,
+        stderr: String,
+        transient: bool,
+    },
+    #[error(
+        "{tool} is not installed or not on PATH; install the client tools (see docs/restore.md)"
+    )]
+    ToolMissing { tool: String },
+    #[error(
+        "{tool} {client} is older than the server {target} ({server}); install the client of major version {server_major} or newer"
+    )]
+    ToolTooOld {
+        tool: String,
+        client: String,
+        server: String,
+        server_major: u32,
+        target: String,
+    },
+    #[error("restore target {target} is not empty ({tables} tables); pass --force to replace it")]
+    DatabaseNotEmpty { target: String, tables: u64 },
+    #[error("restore target {0} names no database; write it like postgres://user@host:5432/dbname")]
+    NoDatabase(String),
+    #[error(transparent)]
+    Secret(#[from] secret::SecretError),
 }
 
 impl ExecError {
@@ -76,16 +122,40 @@ impl ExecError {
             ExecError::RestoredInvalid(_) => "restored-invalid",
             ExecError::Unsupported { .. } => "unsupported",
             ExecError::Join(_) => "internal",
+            ExecError::Connect { .. } => "connect",
+            ExecError::Query { .. } => "query",
+            ExecError::Tool { .. } => "tool-failed",
+            ExecError::ToolMissing { .. } => "tool-missing",
+            ExecError::ToolTooOld { .. } => "tool-too-old",
+            ExecError::DatabaseNotEmpty { .. } => "target-not-empty",
+            ExecError::NoDatabase(_) => "target",
+            ExecError::Secret(e) => e.kind(),
         }
     }
 
-    /// A missing or unreadable source needs a human; a busy database may pass.
+    /// Whether retrying may help: an unreachable or restarting server, a
+    /// lock timeout, a busy SQLite file. A missing source, a bad password, a
+    /// full disk or a tool that is too old need a human.
     pub fn is_transient(&self) -> bool {
-        matches!(self, ExecError::Database { .. } | ExecError::Write(_))
+        match self {
+            ExecError::Database { .. } => true,
+            ExecError::Write(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::StorageFull
+                    | std::io::ErrorKind::PermissionDenied
+                    | std::io::ErrorKind::ReadOnlyFilesystem
+                    | std::io::ErrorKind::QuotaExceeded
+                    | std::io::ErrorKind::FileTooLarge
+            ),
+            ExecError::Connect { transient, .. }
+            | ExecError::Query { transient, .. }
+            | ExecError::Tool { transient, .. } => *transient,
+            _ => false,
+        }
     }
 
     pub(crate) fn from_write(e: std::io::Error) -> ExecError {
-        if e.kind() == std::io::ErrorKind::Interrupted {
+        if crate::storage::pipeline::is_cancelled(&e) {
             ExecError::Cancelled
         } else {
             ExecError::Write(e)
@@ -132,11 +202,13 @@ pub async fn backup<W: Write + Send + 'static>(
         Source::Directory { path, exclude } => {
             directory::backup(ctx.resolve(path), exclude.clone(), out).await
         }
-        other => Err(ExecError::Unsupported {
-            kind: other.kind().to_string(),
-            target: "a backup".to_string(),
-            hint: "this build supports sqlite and directory sources",
-        }),
+        Source::Postgres { url, password_from } => {
+            postgres::backup(url, password_from.as_ref(), ctx, out).await
+        }
+        Source::Mysql { url, password_from } => {
+            mysql::backup(url, password_from.as_ref(), ctx, out).await
+        }
+        Source::Command { backup, .. } => command::backup(backup, ctx, out).await,
     }
 }
 
@@ -161,9 +233,20 @@ impl std::fmt::Display for RestoreTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             RestoreTarget::Path(p) => write!(f, "{}", p.display()),
-            RestoreTarget::Url(u) => f.write_str(u),
+            RestoreTarget::Url(u) => f.write_str(&secret::scrub_url_passwords(u)),
         }
     }
+}
+
+/// How a restore runs besides the stream and the target.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreOptions {
+    /// Replace a target that exists and is not empty.
+    pub force: bool,
+    /// Password of a database target (else the URL's, else PGPASSWORD/MYSQL_PWD).
+    pub password_from: Option<SecretRef>,
+    /// `restore.command` of a `command` source (from the applied policy).
+    pub command: Option<String>,
 }
 
 /// Restores the decompressed source bytes of a `source_kind` backup.
@@ -171,16 +254,59 @@ pub async fn restore(
     source_kind: &str,
     input: Box<dyn Read + Send>,
     target: &RestoreTarget,
-    force: bool,
+    opts: &RestoreOptions,
 ) -> Result<Produced, ExecError> {
+    let force = opts.force;
+    let pw = opts.password_from.as_ref();
     match (source_kind, target) {
         ("sqlite", RestoreTarget::Path(p)) => sqlite::restore(input, p.clone(), force).await,
         ("directory", RestoreTarget::Path(p)) => directory::restore(input, p.clone(), force).await,
+        ("postgres", RestoreTarget::Url(u)) if is_scheme(u, &["postgres", "postgresql"]) => {
+            postgres::restore(input, u, pw, force).await
+        }
+        ("mysql", RestoreTarget::Url(u)) if is_scheme(u, &["mysql", "mariadb"]) => {
+            mysql::restore(input, u, pw, force).await
+        }
+        ("command", target) => match &opts.command {
+            Some(cmd) => {
+                let to = match target {
+                    RestoreTarget::Path(p) => p.display().to_string(),
+                    RestoreTarget::Url(u) => u.clone(),
+                };
+                command::restore(input, cmd, &to).await
+            }
+            None => Err(ExecError::Unsupported {
+                kind: "command".into(),
+                target: target.to_string(),
+                hint: "the policy has no restoreCommand; pipe `zstd -d < data.bin.zst` into your restore tool (docs/restore.md)",
+            }),
+        },
         (kind, target) => Err(ExecError::Unsupported {
             kind: kind.to_string(),
-            target: target.to_string(),
-            hint: "sqlite and directory backups restore into a path (--to ./restored)",
+            target: secret::scrub_url_passwords(&target.to_string()),
+            hint: "sqlite and directory backups restore into a path (--to ./restored), postgres into postgres://..., mysql into mysql://...",
         }),
+    }
+}
+
+fn is_scheme(url: &str, schemes: &[&str]) -> bool {
+    url.split_once("://")
+        .is_some_and(|(s, _)| schemes.contains(&s))
+}
+
+/// Runs `fut` until it ends or `cancel` is set (checked every 50 ms): async
+/// database steps must not outlive a timeout or shutdown.
+pub(crate) async fn until_cancelled<T>(
+    cancel: &Cancel,
+    fut: impl std::future::Future<Output = Result<T, ExecError>>,
+) -> Result<T, ExecError> {
+    tokio::select! {
+        r = fut => r,
+        _ = async {
+            while !cancel.is_cancelled() {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        } => Err(ExecError::Cancelled),
     }
 }
 

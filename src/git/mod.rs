@@ -272,3 +272,21 @@ pub fn watch_dir(cfg: &RepoConfig) -> Option<PathBuf> {
     let repo = Repository::open(&cfg.location).ok()?;
     Some(repo.path().to_path_buf())
 }
+
+/// Every tag of the repository (`refs/tags/*`), sorted by name.
+pub fn tags(cfg: &RepoConfig) -> Result<Vec<String>, GitError> {
+    let repo = open(cfg)?;
+    let names = repo.tag_names(None).map_err(|source| GitError::Read {
+        location: cfg.location.clone(),
+        commit: "refs/tags".to_string(),
+        source,
+    })?;
+    let mut tags: Vec<String> = names
+        .iter()
+        .flatten()
+        .flatten()
+        .map(str::to_string)
+        .collect();
+    tags.sort();
+    Ok(tags)
+}

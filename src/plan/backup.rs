@@ -11,6 +11,7 @@
 //!   - rpo missed: `now - newest verified started_at >= rpo`;
 //!   - schedule due: the latest cron slot `<= now` has no verified backup
 //!     started at or after it (any trigger counts).
+//!
 //!   When both rpo and schedule are due, one backup is planned with the rpo
 //!   reason (trigger `rpo`): the objective is already violated, which is the
 //!   more urgent fact for the operator.

@@ -143,25 +143,22 @@ fn plan_policy<'a>(
         out,
         ..
     } = cx;
-    retention::retain(backups, &planned, *now, &policy.retention, |i, decision| {
-        let b = &backups[i];
-        let reasons = match (decision, &guard) {
-            (Decision::Keep(reasons), _) => reasons,
+    retention::retain(
+        backups,
+        &planned,
+        *now,
+        &policy.retention,
+        |i, decision| match (decision, &guard) {
+            (Decision::Prune, None) => {
+                deletions.offer(&backups[i], Why::NotRetained(&policy.retention));
+            }
+            (Decision::Keep(reasons), _) => keep(&mut out.kept, name, &backups[i], reasons),
             (Decision::Prune, Some(guard)) => {
                 spared += 1;
-                vec![guard.clone()]
+                keep(&mut out.kept, name, &backups[i], vec![guard.clone()]);
             }
-            (Decision::Prune, None) => {
-                deletions.offer(b, Why::NotRetained(&policy.retention));
-                return;
-            }
-        };
-        out.kept.push(Kept {
-            policy: name.to_string(),
-            backup_id: b.id.clone(),
-            reasons,
-        });
-    });
+        },
+    );
     if spared > 0 && incomplete {
         cx.note(
             name,
@@ -244,6 +241,15 @@ fn plan_backups<'a>(
         }
     }
     planned
+}
+
+#[inline(never)]
+fn keep(kept: &mut Vec<Kept>, policy: &str, backup: &BackupRecord, reasons: Vec<KeepReason>) {
+    kept.push(Kept {
+        policy: policy.to_string(),
+        backup_id: backup.id.clone(),
+        reasons,
+    });
 }
 
 fn newest_verified(backups: &[BackupRecord]) -> Option<DateTime<Utc>> {

@@ -5,6 +5,7 @@
 
 mod backup;
 mod decide;
+mod drill;
 mod prune;
 mod render;
 pub mod retention;
@@ -26,7 +27,9 @@ pub fn plan(
     now: DateTime<Utc>,
     options: &PlanOptions,
 ) -> Plan {
-    decide::plan(desired, observed, now, options)
+    let mut plan = decide::plan(desired, observed, now, options);
+    drill::plan_drills(&mut plan, desired, observed, now);
+    plan
 }
 
 /// Knobs of the daemon that shape a plan (from settings, not from Git).
@@ -59,6 +62,8 @@ impl Default for PlanOptions {
 pub struct Plan {
     /// Backups first, then deletions, in execution order.
     pub actions: Vec<Action>,
+    /// Recovery drills to run after the actions (SPEC §6).
+    pub drills: Vec<Drill>,
     /// Every backup that stays, with all the reasons it stays.
     pub kept: Vec<Kept>,
     /// Things the operator should know that are not actions (orphans,
@@ -71,7 +76,7 @@ pub struct Plan {
 
 impl Plan {
     pub fn is_empty(&self) -> bool {
-        self.actions.is_empty()
+        self.actions.is_empty() && self.drills.is_empty()
     }
 }
 
@@ -136,6 +141,16 @@ pub enum Reason {
     NotRetained { rules: String },
     /// `prune --orphans`: the policy was deleted from Git.
     OrphanPruned,
+    /// A drill cron slot passed with no drill started at or after it.
+    DrillDue { slot: DateTime<Utc> },
+}
+
+/// Restore `backup_id` into a scratch target and verify it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Drill {
+    pub policy: String,
+    pub backup_id: String,
+    pub reason: Reason,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -194,3 +209,7 @@ pub struct Note {
     pub policy: String,
     pub text: String,
 }
+
+#[cfg(test)]
+#[path = "invariants_tests.rs"]
+mod invariants_tests;

@@ -55,6 +55,9 @@ pub(crate) struct Deletions<'a> {
     cap: usize,
     /// Max-heap: the newest selected candidate on top, evicted first.
     heap: BinaryHeap<Candidate<'a>>,
+    /// `started_at` of the heap's top once the heap is full: anything newer
+    /// is rejected without touching the heap.
+    newest_selected: Option<DateTime<Utc>>,
     offered: usize,
 }
 
@@ -63,15 +66,22 @@ impl<'a> Deletions<'a> {
         Deletions {
             cap,
             heap: BinaryHeap::with_capacity(cap.min(4096)),
+            newest_selected: None,
             offered: 0,
         }
     }
 
+    #[inline(always)]
     pub fn offer(&mut self, backup: &'a BackupRecord, why: Why<'a>) {
         self.offered += 1;
-        if self.cap == 0 {
+        if self.cap == 0 || self.newest_selected.is_some_and(|n| backup.started_at > n) {
             return;
         }
+        self.select(backup, why);
+    }
+
+    #[inline(never)]
+    fn select(&mut self, backup: &'a BackupRecord, why: Why<'a>) {
         let c = Candidate {
             at: backup.started_at,
             backup,
@@ -83,6 +93,9 @@ impl<'a> Deletions<'a> {
             && c < *top
         {
             *top = c;
+        }
+        if self.heap.len() == self.cap {
+            self.newest_selected = self.heap.peek().map(|top| top.at);
         }
     }
 

@@ -99,6 +99,11 @@ impl Display for Reason {
             Reason::OrphanPruned => {
                 f.write_str("policy deleted from Git, pruned by `safepoint prune --orphans`")
             }
+            Reason::DrillDue { slot } => write!(
+                f,
+                "drill due by schedule: slot {} passed with no drill since",
+                Instant(*slot)
+            ),
         }
     }
 }
@@ -137,7 +142,7 @@ impl Plan {
     /// The text of `safepoint plan`: actions, then kept backups, then notes.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        if self.actions.is_empty() {
+        if self.actions.is_empty() && self.drills.is_empty() {
             out.push_str("nothing to do\n");
         }
         for action in &self.actions {
@@ -163,6 +168,13 @@ impl Plan {
                     let _ = writeln!(out, "delete {policy}/{backup_id} — {reason}");
                 }
             }
+        }
+        for drill in &self.drills {
+            let _ = writeln!(
+                out,
+                "drill {}/{} — {}",
+                drill.policy, drill.backup_id, drill.reason
+            );
         }
         for kept in &self.kept {
             let _ = write!(out, "keep {}/{} — ", kept.policy, kept.backup_id);

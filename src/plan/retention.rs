@@ -72,13 +72,20 @@ pub fn retain<'a>(
     for (i, b) in backups[..split].iter().enumerate() {
         decide(i, state.existing(b));
     }
+    if !planned.is_empty() {
+        state.fast = false;
+    }
     for p in planned {
         let tag = p.release.filter(|_| is_release_trigger(p.trigger));
         let mut sink = Vec::new();
         state.count(now, tag, &mut sink);
     }
-    for (i, b) in backups[split..].iter().enumerate() {
-        decide(split + i, state.existing(b));
+    for (i, b) in backups.iter().enumerate().skip(split) {
+        if state.plainly_pruned(b) {
+            decide(i, Decision::Prune);
+        } else {
+            decide(i, state.existing(b));
+        }
     }
 }
 
@@ -94,7 +101,14 @@ struct Walk<'a> {
     releases: Vec<&'a str>,
     /// Any bucket or `keepLast` counter left: bucket keys still needed.
     counting: bool,
+    /// With `keepLast` exhausted, a backup started at or after this instant
+    /// falls in the same bucket as the previous one for every rule still
+    /// counting: no rule can keep it, no key needs computing.
+    horizon: Option<DateTime<Utc>>,
     verified_seen: u32,
+    /// `plainly_pruned` may answer: a verified backup was counted and no
+    /// `keepReleases` tag set is being tracked.
+    fast: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -133,7 +147,9 @@ impl<'a> Walk<'a> {
             releases_left: r.keep_releases,
             releases: Vec::new(),
             counting: true,
+            horizon: None,
             verified_seen: 0,
+            fast: false,
         };
         w.refresh();
         w
@@ -148,16 +164,36 @@ impl<'a> Walk<'a> {
             || self.yearly.left > 0;
     }
 
+    /// The hot path, most of a long history: a plain verified backup past
+    /// every counter. Reads only the fields it needs, so the walk runs close
+    /// to memory speed.
+    #[inline(always)]
+    fn plainly_pruned(&mut self, b: &BackupRecord) -> bool {
+        let plain = self.fast
+            && b.health == Health::Verified
+            && b.pinned.is_none()
+            && (!self.counting || self.horizon.is_some_and(|h| b.started_at >= h));
+        if plain {
+            self.verified_seen += 1;
+        }
+        plain
+    }
+
+    #[inline(never)]
     fn existing(&mut self, b: &'a BackupRecord) -> Decision {
-        let mut reasons = Vec::new();
         let verified = b.health == Health::Verified;
+        let mut reasons = Vec::new();
         if verified {
-            let tag = b
-                .release
-                .as_deref()
-                .filter(|_| is_release_trigger(b.trigger));
+            let tag = if self.counting_releases() {
+                b.release
+                    .as_deref()
+                    .filter(|_| is_release_trigger(b.trigger))
+            } else {
+                None
+            };
             let first = self.verified_seen == 0;
             self.count(b.started_at, tag, &mut reasons);
+            self.fast = !self.counting_releases();
             if let Some(why) = &b.pinned {
                 reasons.push(KeepReason::Pinned { why: why.clone() });
             }
@@ -177,11 +213,15 @@ impl<'a> Walk<'a> {
         }
     }
 
+    fn counting_releases(&self) -> bool {
+        self.releases_left > 0 || !self.releases.is_empty()
+    }
+
     /// Counts one verified backup toward every rule, pushing the rules that
     /// keep it.
     fn count(&mut self, at: DateTime<Utc>, tag: Option<&'a str>, out: &mut Vec<KeepReason>) {
         self.verified_seen += 1;
-        if self.counting {
+        if self.counting && self.horizon.is_none_or(|h| at < h) {
             self.count_buckets(at, out);
         }
         if let Some(tag) = tag {
@@ -239,6 +279,43 @@ impl<'a> Walk<'a> {
             }
         }
         self.refresh();
+        self.horizon = if self.counting && self.last == 0 {
+            self.bucket_start()
+        } else {
+            None
+        };
+    }
+
+    /// The latest start of the current bucket of the rules still counting.
+    fn bucket_start(&self) -> Option<DateTime<Utc>> {
+        // `None` inside: some rule's bucket start is unknown, no horizon.
+        let mut start: Option<Option<i64>> = None;
+        let mut consider = |bucket: &Bucket, first_second: fn(i64) -> Option<i64>| {
+            if bucket.left > 0 {
+                let s = bucket.prev.and_then(first_second);
+                start = Some(match (start, s) {
+                    (None, s) => s,
+                    (Some(Some(a)), Some(b)) => Some(a.max(b)),
+                    (Some(_), _) => None,
+                });
+            }
+        };
+        consider(&self.hourly, |h| h.checked_mul(3600));
+        consider(&self.daily, |d| d.checked_mul(86_400));
+        consider(&self.weekly, |w| (w * 7 - 3).checked_mul(86_400));
+        consider(&self.monthly, |m| {
+            let date = NaiveDate::from_ymd_opt(
+                i32::try_from(m.div_euclid(12)).ok()?,
+                u32::try_from(m.rem_euclid(12)).ok()? + 1,
+                1,
+            )?;
+            Some(date.and_hms_opt(0, 0, 0)?.and_utc().timestamp())
+        });
+        consider(&self.yearly, |y| {
+            let date = NaiveDate::from_ymd_opt(i32::try_from(y).ok()?, 1, 1)?;
+            Some(date.and_hms_opt(0, 0, 0)?.and_utc().timestamp())
+        });
+        DateTime::from_timestamp(start??, 0)
     }
 }
 

@@ -193,3 +193,45 @@ impl Fixture {
             .collect()
     }
 }
+
+/// Fills `dir` with `mib` MiB of incompressible files (xorshift), so a
+/// backup of it takes long enough to be interrupted.
+pub fn incompressible_dir(dir: &Path, mib: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut seed = 0x1234_5678_9abc_def0u64;
+    for i in 0..mib.div_ceil(8) {
+        let chunk: Vec<u8> = (0..(8 << 20) / 8)
+            .flat_map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed.to_le_bytes()
+            })
+            .collect();
+        std::fs::write(dir.join(format!("part-{i}")), chunk).unwrap();
+    }
+}
+
+/// Spawns the real binary with the fixture's repo and data dir.
+pub fn spawn(f: &Fixture, args: &[&str]) -> std::process::Child {
+    std::process::Command::new(assert_cmd::cargo::cargo_bin("safepoint"))
+        .current_dir(f.work())
+        .arg("--repo")
+        .arg(f.repo())
+        .arg("--data-dir")
+        .arg(f.data())
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// True once some backup directory of `policy` has a non-empty artifact.
+pub fn artifact_growing(f: &Fixture, policy: &str, file: &str) -> bool {
+    std::fs::read_dir(f.store().join(policy))
+        .ok()
+        .and_then(|mut d| d.next())
+        .and_then(|e| std::fs::metadata(e.ok()?.path().join(file)).ok())
+        .is_some_and(|m| m.len() > 0)
+}

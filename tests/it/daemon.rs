@@ -4,7 +4,9 @@
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{Fixture, STORAGE, dir_policy, sqlite_policy};
+use crate::common::{
+    Fixture, STORAGE, artifact_growing, dir_policy, incompressible_dir, spawn, sqlite_policy,
+};
 
 fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
@@ -39,7 +41,7 @@ fn daemon_takes_first_backups_picks_up_a_commit_and_exits_cleanly_on_sigterm() {
             .arg(f.repo())
             .arg("--data-dir")
             .arg(f.data())
-            .arg("daemon")
+            .args(["daemon", "--listen", "127.0.0.1:0"])
             .env("SAFEPOINT_LOG", "info")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(f.tmp.path().join("daemon.log")).unwrap())
@@ -105,4 +107,51 @@ fn remote_repository_is_cloned_into_the_data_dir_and_fetched() {
         text.contains("backup app"),
         "fetched the new commit: {text}"
     );
+}
+
+#[test]
+fn sigterm_during_a_backup_cancels_it_cleanly_and_exits_zero() {
+    let f = Fixture::new(&[
+        ("storage.yaml", STORAGE),
+        ("big.yaml", &dir_policy("big", "big")),
+    ]);
+    incompressible_dir(&f.work().join("big"), 192);
+    let mut daemon = Daemon(spawn(
+        &f,
+        &["daemon", "--shutdown-grace", "0", "--listen", "127.0.0.1:0"],
+    ));
+    wait_for(
+        "the backup to start writing",
+        Duration::from_secs(60),
+        || artifact_growing(&f, "big", "data.tar.zst"),
+    );
+    let pid = daemon.0.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = daemon.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "daemon did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "SIGTERM exits 0, got {status:?}");
+    // Cancelled, recorded failed, nothing half-written left visible.
+    assert!(f.backups("big").is_empty());
+    let dirs = std::fs::read_dir(f.store().join("big"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(dirs, 0, "partial data removed");
+    let status = f.json(&["status"]);
+    let reason = status["policies"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(reason.contains("cancelled"), "{reason}");
 }

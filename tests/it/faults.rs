@@ -1,9 +1,10 @@
 //! Bad input and faults: each gets a clear error and loses nothing.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::common::{Fixture, STORAGE, dir_policy, sqlite_policy};
+use crate::common::{
+    Fixture, STORAGE, artifact_growing, dir_policy, incompressible_dir, spawn, sqlite_policy,
+};
 
 #[test]
 fn invalid_commit_is_never_applied_and_status_says_stalled_with_file_and_line() {
@@ -164,40 +165,10 @@ fn process_killed_mid_backup_leaves_no_manifest_and_the_run_is_recorded_interrup
         ("big.yaml", &dir_policy("big", "big")),
     ]);
     let big = f.work().join("big");
-    std::fs::create_dir_all(&big).unwrap();
-    // Incompressible data so the backup takes a while.
-    let mut seed = 0x1234_5678_9abc_def0u64;
-    for i in 0..24 {
-        let chunk: Vec<u8> = (0..(8 << 20) / 8)
-            .flat_map(|_| {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                seed.to_le_bytes()
-            })
-            .collect();
-        std::fs::write(big.join(format!("part-{i}")), chunk).unwrap();
-    }
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("safepoint"))
-        .current_dir(f.work())
-        .args(["--repo"])
-        .arg(f.repo())
-        .arg("--data-dir")
-        .arg(f.data())
-        .args(["backup", "big"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    incompressible_dir(&big, 192);
+    let mut child = spawn(&f, &["backup", "big"]);
     let deadline = Instant::now() + Duration::from_secs(60);
-    let artifact_growing = || {
-        std::fs::read_dir(f.store().join("big"))
-            .ok()
-            .and_then(|mut d| d.next())
-            .and_then(|e| std::fs::metadata(e.unwrap().path().join("data.tar.zst")).ok())
-            .is_some_and(|m| m.len() > 0)
-    };
-    while !artifact_growing() {
+    while !artifact_growing(&f, "big", "data.tar.zst") {
         assert!(Instant::now() < deadline, "backup never started writing");
         assert!(
             child.try_wait().unwrap().is_none(),

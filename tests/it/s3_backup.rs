@@ -332,3 +332,53 @@ fn s3_backup_into_a_missing_bucket_or_with_a_wrong_key_says_what_to_fix() {
     assert!(!text.contains("wrong-secret"), "{text}");
     eprintln!("{text}");
 }
+
+#[test]
+fn drill_of_an_encrypted_s3_backup_decrypts_with_the_daemon_identity() {
+    let server = S3Server::start();
+    server.create_bucket("drills");
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("key.txt");
+    let recipient = age_keygen(&key);
+    let policy = r#"apiVersion: safepoint/v1
+kind: BackupPolicy
+metadata: {name: app}
+spec:
+  source: {type: sqlite, path: app.db}
+  storage: remote
+  retention: {keepLast: 5}
+  drill:
+    target: {type: directory, path: scratch}
+    verify:
+      completeness: exact
+      checks:
+        - {name: users exist, sql: "select count(*) from users", expect: ">= 1"}
+"#;
+    let f = fixture(&[
+        ("storage.yaml", s3_doc(&server, "drills", &[&recipient])),
+        ("app.yaml", policy.to_string()),
+    ]);
+    f.make_sqlite("app.db");
+    ok(&f, &["backup", "app"]);
+
+    let without = run(&f, &["drill", "app", "--output", "json"]);
+    assert_eq!(without.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&without.stdout);
+    assert!(text.contains("--age-identity-file"), "{text}");
+
+    let with = run(
+        &f,
+        &[
+            "--age-identity-file",
+            key.to_str().unwrap(),
+            "drill",
+            "app",
+            "--output",
+            "json",
+        ],
+    );
+    let text = String::from_utf8_lossy(&with.stdout);
+    assert_eq!(with.status.code(), Some(0), "{text}");
+    let outcome: serde_json::Value = serde_json::from_slice(&with.stdout).unwrap();
+    assert_eq!(outcome["passed"], true, "{outcome}");
+}

@@ -1,0 +1,227 @@
+//! IO: the catalog's alert tables (migration 0002): open alerts and the
+//! notification outbox. Saving an evaluation (new alert state plus the
+//! notifications it produced) is one transaction.
+
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+
+use super::{Catalog, CatalogError, q};
+use crate::notify::alerts::{ActiveAlert, Recipient};
+
+/// A notification to queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewNotification {
+    pub channel: String,
+    pub kind: String,
+    pub policy: String,
+    pub reason: String,
+    pub notifier: String,
+    pub sender: Option<String>,
+    pub recipients: Vec<String>,
+    pub subject: String,
+    pub body: String,
+}
+
+/// A queued notification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedNotification {
+    pub id: i64,
+    pub attempts: i64,
+    pub item: NewNotification,
+}
+
+impl Catalog {
+    pub async fn alerts(&self) -> Result<Vec<ActiveAlert>, CatalogError> {
+        let rows = sqlx::query("SELECT * FROM alerts ORDER BY policy, reason")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(q("select alerts"))?;
+        rows.into_iter()
+            .map(|row| {
+                let recipients: String = row.get("recipients");
+                Ok(ActiveAlert {
+                    policy: row.get("policy"),
+                    reason: row.get("reason"),
+                    since: row.get("since"),
+                    notified_at: row.get("notified_at"),
+                    detail: row.get("detail"),
+                    recipients: serde_json::from_str::<Vec<Recipient>>(&recipients).map_err(
+                        |e| CatalogError::Corrupt {
+                            what: "alerts.recipients",
+                            value: e.to_string(),
+                        },
+                    )?,
+                })
+            })
+            .collect()
+    }
+
+    /// Queues notifications outside the alert state machine (events).
+    pub async fn queue_notifications(
+        &self,
+        queue: &[NewNotification],
+        now: DateTime<Utc>,
+    ) -> Result<(), CatalogError> {
+        let mut tx = self.pool.begin().await.map_err(q("begin queue"))?;
+        insert_notifications(&mut tx, queue, now).await?;
+        tx.commit().await.map_err(q("commit queue"))?;
+        Ok(())
+    }
+
+    /// Replaces the open alerts with `state` and queues `queue`, atomically.
+    pub async fn save_alerts(
+        &self,
+        state: &[ActiveAlert],
+        queue: &[NewNotification],
+        now: DateTime<Utc>,
+    ) -> Result<(), CatalogError> {
+        let mut tx = self.pool.begin().await.map_err(q("begin alerts"))?;
+        sqlx::query("DELETE FROM alerts")
+            .execute(&mut *tx)
+            .await
+            .map_err(q("clear alerts"))?;
+        for a in state {
+            sqlx::query(
+                "INSERT INTO alerts (policy, reason, since, notified_at, detail, recipients)
+                 VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&a.policy)
+            .bind(&a.reason)
+            .bind(a.since)
+            .bind(a.notified_at)
+            .bind(&a.detail)
+            .bind(serde_json::to_string(&a.recipients).unwrap_or_else(|_| "[]".into()))
+            .execute(&mut *tx)
+            .await
+            .map_err(q("insert alert"))?;
+        }
+        insert_notifications(&mut tx, queue, now).await?;
+        tx.commit().await.map_err(q("commit alerts"))?;
+        Ok(())
+    }
+
+    /// Pending notifications whose next attempt is due (all pending ones
+    /// when `ignore_backoff`), oldest first.
+    pub async fn due_notifications(
+        &self,
+        now: DateTime<Utc>,
+        ignore_backoff: bool,
+    ) -> Result<Vec<QueuedNotification>, CatalogError> {
+        let rows = sqlx::query(
+            "SELECT * FROM outbox WHERE state = 'pending' AND (? OR next_attempt_at <= ?) ORDER BY id",
+        )
+        .bind(ignore_backoff)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("select due notifications"))?;
+        rows.into_iter()
+            .map(|row| {
+                let recipients: String = row.get("recipients");
+                Ok(QueuedNotification {
+                    id: row.get("id"),
+                    attempts: row.get("attempts"),
+                    item: NewNotification {
+                        channel: row.get("channel"),
+                        kind: row.get("kind"),
+                        policy: row.get("policy"),
+                        reason: row.get("reason"),
+                        notifier: row.get("notifier"),
+                        sender: row.get("sender"),
+                        recipients: serde_json::from_str(&recipients).map_err(|e| {
+                            CatalogError::Corrupt {
+                                what: "outbox.recipients",
+                                value: e.to_string(),
+                            }
+                        })?,
+                        subject: row.get("subject"),
+                        body: row.get("body"),
+                    },
+                })
+            })
+            .collect()
+    }
+
+    pub async fn notification_sent(&self, id: i64, at: DateTime<Utc>) -> Result<(), CatalogError> {
+        sqlx::query(
+            "UPDATE outbox SET state = 'sent', attempts = attempts + 1, done_at = ?, last_error = NULL WHERE id = ?",
+        )
+        .bind(at)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(q("mark notification sent"))?;
+        Ok(())
+    }
+
+    /// Records a failed attempt: retried at `retry_at`, or never when `None`.
+    pub async fn notification_failed(
+        &self,
+        id: i64,
+        error: &str,
+        retry_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<(), CatalogError> {
+        sqlx::query(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ?,
+                    state = CASE WHEN ? IS NULL THEN 'failed' ELSE 'pending' END,
+                    next_attempt_at = COALESCE(?, next_attempt_at),
+                    done_at = CASE WHEN ? IS NULL THEN ? ELSE NULL END
+             WHERE id = ?",
+        )
+        .bind(error)
+        .bind(retry_at)
+        .bind(retry_at)
+        .bind(retry_at)
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(q("mark notification failed"))?;
+        Ok(())
+    }
+
+    pub async fn pending_notifications(&self) -> Result<i64, CatalogError> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE state = 'pending'")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(q("count pending notifications"))
+    }
+
+    /// When the earliest pending notification is due.
+    pub async fn next_notification_at(&self) -> Result<Option<DateTime<Utc>>, CatalogError> {
+        sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending'")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(q("select next notification"))
+    }
+}
+
+async fn insert_notifications(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    queue: &[NewNotification],
+    now: DateTime<Utc>,
+) -> Result<(), CatalogError> {
+    for n in queue {
+        sqlx::query(
+            "INSERT INTO outbox (created_at, channel, kind, policy, reason, notifier, sender,
+                                     recipients, subject, body, next_attempt_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(now)
+        .bind(&n.channel)
+        .bind(&n.kind)
+        .bind(&n.policy)
+        .bind(&n.reason)
+        .bind(&n.notifier)
+        .bind(&n.sender)
+        .bind(serde_json::to_string(&n.recipients).unwrap_or_else(|_| "[]".into()))
+        .bind(&n.subject)
+        .bind(&n.body)
+        .bind(now)
+        .execute(&mut **tx)
+        .await
+        .map_err(q("queue notification"))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,175 @@
+//! IO: appending to and reading the hash-chained audit log. Appends take an
+//! immediate (write) transaction so concurrent writers (daemon and CLI) can
+//! never fork the chain; the newest (seq, hash) is mirrored to a head file.
+
+use std::io::Write;
+
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+
+use super::{Catalog, CatalogError, q};
+use crate::audit::{self, Entry, GENESIS};
+use crate::observed::{Health, Trigger};
+use crate::report::{HistoricBackup, HistoricRun};
+
+impl Catalog {
+    /// Appends one entry (message redacted) to the audit log.
+    pub async fn audit(
+        &self,
+        at: DateTime<Utc>,
+        kind: &str,
+        policy: Option<&str>,
+        actor: &str,
+        message: &str,
+    ) -> Result<(), CatalogError> {
+        let message = audit::redact(message);
+        let mut conn = self.pool.acquire().await.map_err(q("acquire connection"))?;
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *conn)
+            .await
+            .map_err(q("begin audit append"))?;
+        let appended = async {
+            let last = sqlx::query("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(q("read audit head"))?;
+            let (seq, prev) = match last {
+                Some(row) => (row.get::<i64, _>("seq") + 1, row.get::<String, _>("hash")),
+                None => (1, GENESIS.to_string()),
+            };
+            let hash = audit::entry_hash(seq, at, kind, policy, actor, &message, &prev);
+            sqlx::query(
+                "INSERT INTO audit (seq, at, kind, policy, actor, message, prev_hash, hash)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(seq)
+            .bind(at)
+            .bind(kind)
+            .bind(policy)
+            .bind(actor)
+            .bind(&message)
+            .bind(&prev)
+            .bind(&hash)
+            .execute(&mut *conn)
+            .await
+            .map_err(q("append audit entry"))?;
+            Ok::<_, CatalogError>((seq, hash))
+        }
+        .await;
+        match appended {
+            Ok((seq, hash)) => {
+                sqlx::query("COMMIT")
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(q("commit audit append"))?;
+                self.write_head(seq, &hash);
+                Ok(())
+            }
+            Err(e) => {
+                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Best effort: the head file only ever moves forward.
+    fn write_head(&self, seq: i64, hash: &str) {
+        if self.audit_head().is_some_and(|(s, _)| s >= seq) {
+            return;
+        }
+        let tmp = self.audit_head.with_extension("audit-head.tmp");
+        let written = std::fs::File::create(&tmp)
+            .and_then(|mut f| writeln!(f, "{seq} {hash}").and_then(|()| f.sync_all()))
+            .and_then(|()| std::fs::rename(&tmp, &self.audit_head));
+        if let Err(e) = written {
+            tracing::warn!(path = %self.audit_head.display(), error = %e, "cannot update the audit head file");
+        }
+    }
+
+    /// The newest (seq, hash) recorded in the head file, if any.
+    pub fn audit_head(&self) -> Option<(i64, String)> {
+        let text = std::fs::read_to_string(&self.audit_head).ok()?;
+        let (seq, hash) = text.trim().split_once(' ')?;
+        Some((seq.parse().ok()?, hash.to_string()))
+    }
+
+    /// Audit entries in chain order, optionally only those at or after `since`.
+    pub async fn audit_entries(
+        &self,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<Vec<Entry>, CatalogError> {
+        let rows = match since {
+            Some(since) => {
+                sqlx::query("SELECT * FROM audit WHERE at >= ? ORDER BY seq").bind(since)
+            }
+            None => sqlx::query("SELECT * FROM audit ORDER BY seq"),
+        }
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("read audit log"))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| Entry {
+                seq: r.get("seq"),
+                at: r.get("at"),
+                kind: r.get("kind"),
+                policy: r.get("policy"),
+                actor: r.get("actor"),
+                message: r.get("message"),
+                prev_hash: r.get("prev_hash"),
+                hash: r.get("hash"),
+            })
+            .collect())
+    }
+}
+
+impl Catalog {
+    /// Every backup ever recorded, deleted ones included (for reports).
+    pub async fn backup_history(&self) -> Result<Vec<HistoricBackup>, CatalogError> {
+        let rows = sqlx::query("SELECT * FROM backups ORDER BY policy, started_at")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(q("read backup history"))?;
+        rows.into_iter()
+            .map(|r| {
+                let trigger: String = r.get("trigger");
+                let health: String = r.get("health");
+                Ok(HistoricBackup {
+                    id: r.get("id"),
+                    policy: r.get("policy"),
+                    trigger: Trigger::parse(&trigger).ok_or(CatalogError::Corrupt {
+                        what: "backups.trigger",
+                        value: trigger,
+                    })?,
+                    release: r.get("release"),
+                    started_at: r.get("started_at"),
+                    finished_at: r.get("finished_at"),
+                    health: match health.as_str() {
+                        "missing" => Health::Missing,
+                        "corrupt" => Health::Corrupt,
+                        _ => Health::Verified,
+                    },
+                    pinned: r.get::<Option<String>, _>("pinned").is_some(),
+                    deleted_at: r.get("deleted_at"),
+                })
+            })
+            .collect()
+    }
+
+    /// Finished runs started at or after `since`.
+    pub async fn runs_since(&self, since: DateTime<Utc>) -> Result<Vec<HistoricRun>, CatalogError> {
+        let rows = sqlx::query("SELECT policy, started_at, outcome FROM runs WHERE started_at >= ? AND outcome != 'running' ORDER BY id")
+            .bind(since)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(q("read runs"))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| HistoricRun {
+                policy: r.get("policy"),
+                started_at: r.get("started_at"),
+                outcome: r.get("outcome"),
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,114 @@
+//! The daemon's observability flags: the HTTP listener and SMTP alerting.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use chrono::TimeDelta;
+use clap::Args;
+
+use crate::monitor::MonitorOptions;
+use crate::notify::{Mailer, SmtpSettings, SmtpTls};
+
+#[derive(Debug, Args)]
+pub struct ObservabilityArgs {
+    /// Address of the HTTP API (/metrics, /healthz, /readyz, /api/v1/...).
+    /// Not opened with --once.
+    #[arg(long, env = "SAFEPOINT_LISTEN", default_value = "127.0.0.1:9187")]
+    pub listen: SocketAddr,
+    /// Bearer tokens for the mutating API: a file of `name token` lines
+    /// (tokens of at least 16 characters). Without it, mutating calls get 401.
+    #[arg(long, env = "SAFEPOINT_API_TOKENS_FILE")]
+    pub api_tokens_file: Option<PathBuf>,
+    /// Secret of the Git push webhook (`POST /api/v1/hooks/git`, GitHub's
+    /// X-Hub-Signature-256). Without it, the webhook answers 401.
+    #[arg(long, env = "SAFEPOINT_WEBHOOK_SECRET_FILE")]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// SMTP server for alert mails; without it no mail is sent.
+    #[arg(long, env = "SAFEPOINT_SMTP_HOST")]
+    pub smtp_host: Option<String>,
+    /// SMTP port [default: 587 for starttls, 465 for tls, 25 for none].
+    #[arg(long, env = "SAFEPOINT_SMTP_PORT")]
+    pub smtp_port: Option<u16>,
+    /// How the SMTP connection is secured; `none` (plaintext) only for a
+    /// trusted local relay.
+    #[arg(long, env = "SAFEPOINT_SMTP_TLS", value_enum, default_value_t = SmtpTls::Starttls)]
+    pub smtp_tls: SmtpTls,
+    /// SMTP user name (AUTH); the password comes from --smtp-password-file
+    /// or SAFEPOINT_SMTP_PASSWORD.
+    #[arg(long, env = "SAFEPOINT_SMTP_USERNAME")]
+    pub smtp_username: Option<String>,
+    /// File holding the SMTP password (trailing newline ignored).
+    #[arg(long, env = "SAFEPOINT_SMTP_PASSWORD_FILE")]
+    pub smtp_password_file: Option<PathBuf>,
+    /// Sender address when a Notifier sets no email.from.
+    #[arg(long, env = "SAFEPOINT_SMTP_FROM")]
+    pub smtp_from: Option<String>,
+    /// Seconds to wait for the SMTP server per mail.
+    #[arg(long, env = "SAFEPOINT_SMTP_TIMEOUT", default_value_t = 10)]
+    pub smtp_timeout: u64,
+    /// Re-notify a problem that persists after this many seconds (0 = never).
+    #[arg(long, env = "SAFEPOINT_ALERT_REMINDER", default_value_t = 86_400)]
+    pub alert_reminder: i64,
+}
+
+impl ObservabilityArgs {
+    pub fn options(&self, once: bool) -> anyhow::Result<MonitorOptions> {
+        let mailer = match &self.smtp_host {
+            None => None,
+            Some(host) => {
+                let password = match &self.smtp_password_file {
+                    Some(path) => Some(
+                        std::fs::read_to_string(path)
+                            .with_context(|| {
+                                format!("cannot read --smtp-password-file {}", path.display())
+                            })?
+                            .trim_end_matches(['\r', '\n'])
+                            .to_string(),
+                    ),
+                    None => std::env::var("SAFEPOINT_SMTP_PASSWORD").ok(),
+                };
+                if password.is_some() && self.smtp_username.is_none() {
+                    anyhow::bail!("an SMTP password is set but no --smtp-username");
+                }
+                Some(Mailer::new(SmtpSettings {
+                    host: host.clone(),
+                    port: self.smtp_port.unwrap_or(self.smtp_tls.default_port()),
+                    tls: self.smtp_tls,
+                    username: self.smtp_username.clone(),
+                    password,
+                    from: self.smtp_from.clone(),
+                    timeout: Duration::from_secs(self.smtp_timeout.max(1)),
+                })?)
+            }
+        };
+        let tokens = match &self.api_tokens_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read --api-tokens-file {}", path.display()))?;
+                crate::http::api::parse_tokens(&text)
+                    .map_err(|e| anyhow::anyhow!("--api-tokens-file {}: {e}", path.display()))?
+            }
+            None => Vec::new(),
+        };
+        let webhook_secret = match &self.webhook_secret_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| {
+                        format!("cannot read --webhook-secret-file {}", path.display())
+                    })?
+                    .trim()
+                    .as_bytes()
+                    .to_vec(),
+            ),
+            None => None,
+        };
+        Ok(MonitorOptions {
+            listen: (!once).then_some(self.listen),
+            mailer,
+            reminder: TimeDelta::seconds(self.alert_reminder.max(0)),
+            auth: std::sync::Arc::new(crate::http::api::Auth::new(tokens, webhook_secret)),
+        })
+    }
+}

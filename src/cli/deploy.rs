@@ -1,0 +1,153 @@
+//! `deploy start|finish`, `pin`, `unpin`: thin wrappers over `crate::deploy`.
+//! Exit codes: 0 done, 1 a step failed (the gate blocks) or timed out,
+//! 2 could not run, 4 unknown release or policy.
+
+use anyhow::bail;
+use chrono::Utc;
+use tokio::sync::watch;
+
+use super::commands::loaded_state;
+use super::{DeployCommand, DeployStatus, Output};
+use crate::deploy::{self, DeployError, DeployReport, Selection};
+use crate::reconcile::Context;
+
+fn selection(policy: Vec<String>, selector: Vec<String>) -> anyhow::Result<Selection> {
+    let mut selectors = Vec::new();
+    for s in selector {
+        let Some((k, v)) = s.split_once('=') else {
+            bail!("--selector {s}: expected key=value, e.g. --selector team=payments");
+        };
+        selectors.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    Ok(Selection {
+        policies: policy,
+        selectors,
+    })
+}
+
+fn print(report: &DeployReport, output: Output) -> anyhow::Result<()> {
+    if output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+        return Ok(());
+    }
+    for s in &report.steps {
+        println!(
+            "{} {} {}{}: {}",
+            if s.ok { "ok" } else { "FAILED" },
+            s.action,
+            s.policy,
+            s.backup_id
+                .as_deref()
+                .map_or(String::new(), |id| format!(" {id}")),
+            s.detail
+        );
+        if let Some(cmd) = &s.restore_command {
+            println!("   restore with: {cmd}");
+        }
+    }
+    println!(
+        "release {}: {}",
+        report.release,
+        if report.ok {
+            "all steps succeeded"
+        } else {
+            "FAILED (see above)"
+        }
+    );
+    Ok(())
+}
+
+fn exit_code(result: Result<DeployReport, DeployError>, output: Output) -> anyhow::Result<u8> {
+    match result {
+        Ok(report) => {
+            print(&report, output)?;
+            Ok(if report.ok { 0 } else { 1 })
+        }
+        Err(DeployError::NotFound(msg)) => {
+            eprintln!("error: {msg}");
+            Ok(4)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn run(
+    ctx: &Context,
+    stop: &watch::Sender<bool>,
+    command: DeployCommand,
+    output: Output,
+) -> anyhow::Result<u8> {
+    let state = loaded_state(ctx).await?;
+    match command {
+        DeployCommand::Start {
+            release,
+            policy,
+            selector,
+            wait: _,
+            timeout,
+        } => {
+            let selection = selection(policy, selector)?;
+            let timeout = match timeout {
+                Some(t) => Some(
+                    crate::policy::parse_duration(&t)
+                        .map_err(|e| anyhow::anyhow!("--timeout {t}: {e}"))?
+                        .to_std()?,
+                ),
+                None => None,
+            };
+            let started = deploy::start(ctx, &state, &release, &selection);
+            tokio::pin!(started);
+            let result = match timeout {
+                None => started.await,
+                Some(limit) => tokio::select! {
+                    r = &mut started => r,
+                    _ = tokio::time::sleep(limit) => {
+                        let _ = stop.send(true);
+                        let _ = started.await;
+                        eprintln!("error: deploy start {release} timed out after {}s; the deploy must not proceed", limit.as_secs());
+                        return Ok(1);
+                    }
+                },
+            };
+            exit_code(result, output)
+        }
+        DeployCommand::Finish {
+            release,
+            status,
+            policy,
+            selector,
+        } => {
+            let selection = selection(policy, selector)?;
+            let result = deploy::finish(
+                ctx,
+                &state,
+                &release,
+                status == DeployStatus::Success,
+                &selection,
+            )
+            .await;
+            exit_code(result, output)
+        }
+    }
+}
+
+pub async fn pin(ctx: &Context, backup_id: &str, reason: Option<&str>) -> anyhow::Result<u8> {
+    if !ctx.catalog.set_pin(backup_id, reason).await? {
+        eprintln!("error: no backup {backup_id}; run `safepoint list` to see the backups");
+        return Ok(4);
+    }
+    let row = ctx.catalog.backup(backup_id).await?;
+    let policy = row.as_ref().map(|r| r.record.policy.clone());
+    let (kind, msg) = match reason {
+        Some(why) => ("pin", format!("pinned backup {backup_id} ({why})")),
+        None => (
+            "unpin",
+            format!("unpinned backup {backup_id}; retention applies to it again"),
+        ),
+    };
+    ctx.catalog
+        .audit(Utc::now(), kind, policy.as_deref(), &ctx.actor, &msg)
+        .await?;
+    println!("{msg}");
+    Ok(0)
+}

@@ -1,0 +1,184 @@
+//! `--server URL`: the same commands against a running daemon's HTTP API,
+//! authenticated with a bearer token, so a CI runner needs no database or
+//! storage credentials. Exit codes as in-process: 0 ok, 1 a step failed,
+//! 2 could not run (also 401/413), 4 unknown release or policy (404).
+
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use reqwest::StatusCode;
+
+use super::{Cli, Command, DeployCommand, DeployStatus, Output};
+
+fn token(cli: &Cli) -> anyhow::Result<String> {
+    if let Some(path) = &cli.token_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read --token-file {}", path.display()))?;
+        return Ok(text.trim().to_string());
+    }
+    std::env::var("SAFEPOINT_TOKEN").map_err(|_| {
+        anyhow::anyhow!(
+            "--server needs a token: --token-file PATH, SAFEPOINT_TOKEN_FILE or SAFEPOINT_TOKEN"
+        )
+    })
+}
+
+fn selector_map(selector: &[String]) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+    let mut map = serde_json::Map::new();
+    for s in selector {
+        let Some((k, v)) = s.split_once('=') else {
+            bail!("--selector {s}: expected key=value");
+        };
+        map.insert(k.trim().into(), v.trim().into());
+    }
+    Ok(map)
+}
+
+pub async fn run(server: &str, cli: Cli) -> anyhow::Result<u8> {
+    let base = server.trim_end_matches('/').to_string();
+    let client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+        .context("cannot build the HTTP client")?;
+    let output = cli.output;
+    let (method_post, path, body): (bool, String, serde_json::Value) = match &cli.command {
+        Command::Deploy {
+            command:
+                DeployCommand::Start {
+                    release,
+                    policy,
+                    selector,
+                    wait,
+                    timeout,
+                },
+        } => {
+            let timeout = match timeout {
+                Some(t) => Some(
+                    crate::policy::parse_duration(t)
+                        .map_err(|e| anyhow::anyhow!("--timeout {t}: {e}"))?
+                        .num_seconds(),
+                ),
+                None => None,
+            };
+            let body = serde_json::json!({
+                "policies": policy, "selector": selector_map(selector)?, "wait": *wait,
+                "timeoutSeconds": timeout,
+            });
+            (true, format!("/api/v1/deploys/{release}/start"), body)
+        }
+        Command::Deploy {
+            command:
+                DeployCommand::Finish {
+                    release,
+                    status,
+                    policy,
+                    selector,
+                },
+        } => {
+            let status = if *status == DeployStatus::Success {
+                "success"
+            } else {
+                "failure"
+            };
+            let body = serde_json::json!({"policies": policy, "selector": selector_map(selector)?, "status": status});
+            (true, format!("/api/v1/deploys/{release}/finish"), body)
+        }
+        Command::Backup { policy } => (
+            true,
+            format!("/api/v1/policies/{policy}/backup"),
+            serde_json::json!({}),
+        ),
+        Command::Drill { policy, backup } => (
+            true,
+            format!("/api/v1/policies/{policy}/drill"),
+            serde_json::json!({"backup": backup}),
+        ),
+        Command::Status => (false, "/api/v1/status".into(), serde_json::Value::Null),
+        Command::Plan => (false, "/api/v1/plan".into(), serde_json::Value::Null),
+        Command::List { .. } => (false, "/api/v1/backups".into(), serde_json::Value::Null),
+        other => bail!(
+            "{} runs in-process only; drop --server",
+            format!("{other:?}")
+                .split_whitespace()
+                .next()
+                .unwrap_or("this command")
+                .to_lowercase()
+        ),
+    };
+    let url = format!("{base}{path}");
+    let request = if method_post {
+        let body = body.to_string();
+        client
+            .post(&url)
+            .bearer_auth(token(&cli)?)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+    } else {
+        client.get(&url)
+    };
+    let response = request.send().await.with_context(|| {
+        format!("cannot reach {url}; is the daemon running with --listen there?")
+    })?;
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    let json: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    if output == Output::Json || !status.is_success() && status != StatusCode::UNPROCESSABLE_ENTITY
+    {
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    } else {
+        print_human(&json);
+    }
+    Ok(match status {
+        s if s.is_success() => 0,
+        StatusCode::UNPROCESSABLE_ENTITY => 1,
+        StatusCode::NOT_FOUND => 4,
+        StatusCode::UNAUTHORIZED => {
+            eprintln!(
+                "error: the server refused the token (401); check --token-file / SAFEPOINT_TOKEN"
+            );
+            2
+        }
+        other => {
+            eprintln!("error: {url} answered {other}");
+            2
+        }
+    })
+}
+
+/// Deploy reports and outcome lists as the in-process commands print them.
+fn print_human(json: &serde_json::Value) {
+    let steps = json.get("steps").and_then(|s| s.as_array());
+    let items = steps.or_else(|| json.as_array());
+    let Some(items) = items else {
+        println!("{}", serde_json::to_string_pretty(json).unwrap_or_default());
+        return;
+    };
+    for s in items {
+        let ok = s["ok"].as_bool().unwrap_or(false);
+        println!(
+            "{} {} {}{}: {}",
+            if ok { "ok" } else { "FAILED" },
+            s["action"].as_str().unwrap_or("-"),
+            s["policy"].as_str().unwrap_or("-"),
+            s["backup_id"]
+                .as_str()
+                .map_or(String::new(), |id| format!(" {id}")),
+            s["detail"].as_str().unwrap_or("")
+        );
+        if let Some(cmd) = s["restore_command"].as_str() {
+            println!("   restore with: {cmd}");
+        }
+    }
+    if let Some(release) = json["release"].as_str() {
+        let ok = json["ok"].as_bool().unwrap_or(false);
+        println!(
+            "release {release}: {}",
+            if ok {
+                "all steps succeeded"
+            } else {
+                "FAILED (see above)"
+            }
+        );
+    }
+}

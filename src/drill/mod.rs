@@ -1,0 +1,404 @@
+//! IO: recovery drills (SPEC §6). Restore a backup into a scratch target
+//! with a name safepoint generates (`safepoint_drill_<policy>_<stamp>`),
+//! run the named checks (checksum, restore, completeness, the user's queries,
+//! recovery time), record the verdict, and always remove the scratch copy —
+//! also after a crash, where a later drill removes what the dead one created
+//! (recorded in the catalog before it was created), and only that.
+
+pub mod verdict;
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::Utc;
+use serde::Serialize;
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{ConnectOptions, Connection, Row};
+
+use crate::catalog::CheckResult;
+use crate::executor::{self, RestoreTarget};
+use crate::lock;
+use crate::policy::{BackupPolicy, DrillSpec, DrillTarget};
+use crate::reconcile::{Applied, Context};
+use crate::storage::{self, pipeline};
+
+/// The result of one drill.
+#[derive(Debug, Clone, Serialize)]
+pub struct DrillOutcome {
+    pub policy: String,
+    pub backup_id: String,
+    pub passed: bool,
+    pub scratch: String,
+    pub restore_seconds: Option<f64>,
+    pub checks: Vec<CheckResult>,
+}
+
+/// Where a drill's scratch copy lives.
+enum Scratch {
+    Dir(PathBuf),
+}
+
+impl Scratch {
+    fn describe(&self) -> String {
+        match self {
+            Scratch::Dir(p) => p.display().to_string(),
+        }
+    }
+
+    fn remove(&self) -> Result<(), String> {
+        match self {
+            Scratch::Dir(p) => match std::fs::remove_dir_all(p) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(format!("cannot remove scratch {}: {e}", p.display())),
+            },
+        }
+    }
+}
+
+/// The scratch name for a drill of `policy` started now.
+pub fn scratch_name(policy: &str) -> String {
+    let id = crate::reconcile::new_backup_id(Utc::now(), policy);
+    let stamp: String = id.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    format!(
+        "safepoint_drill_{}_{}",
+        policy.replace('-', "_"),
+        stamp.to_lowercase()
+    )
+}
+
+fn scratch_for(ctx: &Context, spec: &DrillSpec, name: &str) -> Result<Scratch, String> {
+    match &spec.target {
+        DrillTarget::Directory { path } => {
+            Ok(Scratch::Dir(ctx.settings.base_dir.join(path).join(name)))
+        }
+        other => Err(format!(
+            "drill target {other:?} is not supported by this build; use a directory target for sqlite and directory sources"
+        )),
+    }
+}
+
+/// Removes scratch copies of drills whose process died (policy lock free),
+/// and marks those drills failed. Only names recorded in the catalog.
+pub async fn collect_leftovers(ctx: &Context, applied: &Applied) -> Result<usize, String> {
+    let mut removed = 0;
+    for d in ctx
+        .catalog
+        .running_drills()
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        let Ok(Some(_held)) = lock::try_lock(&ctx.settings.locks_dir(), &d.policy) else {
+            continue;
+        };
+        let Some(spec) = applied
+            .desired
+            .policies
+            .get(&d.policy)
+            .and_then(|p| p.drill.as_ref())
+        else {
+            continue;
+        };
+        if let Ok(scratch) = scratch_for(ctx, spec, &d.scratch) {
+            scratch.remove()?;
+        }
+        let check = CheckResult {
+            name: "interrupted".into(),
+            passed: false,
+            detail: format!("the drill's process died; scratch {} removed", d.scratch),
+        };
+        ctx.catalog
+            .finish_drill(d.id, false, None, &[check], Utc::now())
+            .await
+            .map_err(|e| e.to_string())?;
+        removed += 1;
+    }
+    Ok(removed)
+}
+
+/// Runs one drill of `policy` on `backup_id`.
+pub async fn run(
+    ctx: &Context,
+    applied: &Applied,
+    policy: &BackupPolicy,
+    backup_id: &str,
+    requested_by: Option<&str>,
+) -> Result<DrillOutcome, String> {
+    let Some(spec) = &policy.drill else {
+        return Err(format!(
+            "policy {} declares no `drill:`; add one to run drills",
+            policy.name
+        ));
+    };
+    let _lock = match lock::try_lock(&ctx.settings.locks_dir(), &policy.name) {
+        Ok(Some(l)) => l,
+        Ok(None) => {
+            return Err(format!(
+                "a backup or drill of {} is running; try again when it ends",
+                policy.name
+            ));
+        }
+        Err(e) => return Err(format!("cannot take the lock of {}: {e}", policy.name)),
+    };
+    let row = ctx
+        .catalog
+        .backup(backup_id)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| {
+            format!(
+                "no backup {backup_id}; run `safepoint list --policy {}`",
+                policy.name
+            )
+        })?;
+    let Some(st_spec) = applied.desired.storages.get(&row.manifest.storage) else {
+        return Err(format!(
+            "storage {} of backup {backup_id} is not declared",
+            row.manifest.storage
+        ));
+    };
+    let st: Arc<dyn storage::Storage> = Arc::from(storage::open(st_spec, &ctx.settings.base_dir));
+    let name = scratch_name(&policy.name);
+    let scratch = scratch_for(ctx, spec, &name)?;
+    let started = Utc::now();
+    let drill_id = ctx
+        .catalog
+        .start_drill(
+            &policy.name,
+            backup_id,
+            &scratch.describe(),
+            &name,
+            requested_by,
+            started,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let (checks, restore_seconds) = checks(ctx, spec, &row.manifest, st, &scratch).await;
+    let cleanup = scratch.remove();
+    let mut checks = checks;
+    if let Err(e) = cleanup {
+        checks.push(CheckResult {
+            name: "cleanup".into(),
+            passed: false,
+            detail: e,
+        });
+    }
+    let passed = checks.iter().all(|c| c.passed);
+    let now = Utc::now();
+    ctx.catalog
+        .finish_drill(drill_id, passed, restore_seconds, &checks, now)
+        .await
+        .map_err(|e| e.to_string())?;
+    let summary: Vec<String> = checks
+        .iter()
+        .map(|c| format!("{} {}", c.name, if c.passed { "ok" } else { "FAILED" }))
+        .collect();
+    let msg = format!(
+        "drill of backup {backup_id} {}: {}",
+        if passed { "passed" } else { "FAILED" },
+        summary.join(", ")
+    );
+    let kind = if passed {
+        "drill-passed"
+    } else {
+        "drill-failed"
+    };
+    let actor = requested_by.unwrap_or(&ctx.actor);
+    let _ = ctx
+        .catalog
+        .audit(now, kind, Some(&policy.name), actor, &msg)
+        .await;
+    if passed {
+        tracing::info!(policy = %policy.name, backup = backup_id, "{msg}");
+    } else {
+        tracing::error!(policy = %policy.name, backup = backup_id, "{msg}");
+    }
+    Ok(DrillOutcome {
+        policy: policy.name.clone(),
+        backup_id: backup_id.to_string(),
+        passed,
+        scratch: name,
+        restore_seconds,
+        checks,
+    })
+}
+
+async fn checks(
+    ctx: &Context,
+    spec: &DrillSpec,
+    manifest: &storage::Manifest,
+    st: Arc<dyn storage::Storage>,
+    scratch: &Scratch,
+) -> (Vec<CheckResult>, Option<f64>) {
+    let mut checks = Vec::new();
+    // 1. The artifact's checksum matches the manifest.
+    let (st2, m2) = (st.clone(), manifest.clone());
+    let verified = tokio::task::spawn_blocking(move || storage::verify(&*st2, &m2)).await;
+    let checksum = match verified {
+        Ok(Ok(None)) => CheckResult {
+            name: "checksum".into(),
+            passed: true,
+            detail: manifest.artifact.checksum.clone(),
+        },
+        Ok(Ok(Some(problem))) => CheckResult {
+            name: "checksum".into(),
+            passed: false,
+            detail: problem,
+        },
+        Ok(Err(e)) => CheckResult {
+            name: "checksum".into(),
+            passed: false,
+            detail: e.to_string(),
+        },
+        Err(e) => CheckResult {
+            name: "checksum".into(),
+            passed: false,
+            detail: e.to_string(),
+        },
+    };
+    let checksum_ok = checksum.passed;
+    checks.push(checksum);
+    if !checksum_ok {
+        return (checks, None);
+    }
+    // 2. The restore tool exits cleanly.
+    let Scratch::Dir(dir) = scratch;
+    let target = match manifest.source_kind.as_str() {
+        "sqlite" => dir.join("restored.db"),
+        _ => dir.clone(),
+    };
+    let started = Instant::now();
+    let restored = async {
+        let reader = st.open(manifest).map_err(|e| e.to_string())?;
+        // Encrypted backups are opened with the daemon's age identity.
+        let identities = match &ctx.settings.age_identity_file {
+            Some(path) if manifest.artifact.encryption.is_some() => {
+                Some(storage::crypt::Identities::from_file(path).map_err(|e| e.to_string())?)
+            }
+            _ => None,
+        };
+        let plain = storage::crypt::open(
+            reader,
+            &manifest.id,
+            manifest.artifact.encryption.as_deref(),
+            identities.as_ref(),
+        )
+        .map_err(|e| e.to_string())?;
+        let input = pipeline::decompress(plain).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create scratch {}: {e}", dir.display()))?;
+        executor::restore(
+            &manifest.source_kind,
+            input,
+            &RestoreTarget::Path(target.clone()),
+            &executor::RestoreOptions {
+                force: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| e.to_string())
+    }
+    .await;
+    let seconds = started.elapsed().as_secs_f64();
+    let produced = match restored {
+        Ok(p) => {
+            checks.push(CheckResult {
+                name: "restore".into(),
+                passed: true,
+                detail: format!("restored into {}", dir.display()),
+            });
+            p
+        }
+        Err(e) => {
+            checks.push(CheckResult {
+                name: "restore".into(),
+                passed: false,
+                detail: e,
+            });
+            return (checks, Some(seconds));
+        }
+    };
+    // 3. Completeness against the counts recorded at backup time.
+    if let Some(c) = verdict::completeness(spec.completeness, &manifest.counts, &produced.counts) {
+        checks.push(c);
+    }
+    // 4. The user's checks.
+    if !spec.checks.is_empty() && manifest.source_kind == "sqlite" {
+        checks.extend(sqlite_checks(&target, spec).await);
+    }
+    // 5. Recovery time against maxDuration.
+    checks.push(verdict::recovery_time(
+        seconds,
+        spec.max_duration.map(|d| d.num_seconds()),
+    ));
+    let _ = ctx;
+    (checks, Some(seconds))
+}
+
+async fn sqlite_checks(db: &Path, spec: &DrillSpec) -> Vec<CheckResult> {
+    let conn = async {
+        SqliteConnectOptions::from_str("sqlite://")
+            .map_err(|e| e.to_string())?
+            .filename(db)
+            .read_only(true)
+            .connect()
+            .await
+            .map_err(|e| e.to_string())
+    }
+    .await;
+    let mut conn = match conn {
+        Ok(c) => c,
+        Err(e) => {
+            return spec
+                .checks
+                .iter()
+                .map(|c| CheckResult {
+                    name: c.name.clone(),
+                    passed: false,
+                    detail: format!("cannot open the restored copy: {e}"),
+                })
+                .collect();
+        }
+    };
+    let mut out = Vec::new();
+    for check in &spec.checks {
+        let row = sqlx::query(sqlx::AssertSqlSafe(check.sql.clone()))
+            .fetch_optional(&mut conn)
+            .await;
+        let result = match row {
+            Err(e) => Err(format!("query failed: {e}")),
+            Ok(row) => {
+                let value = row.and_then(|r| {
+                    r.try_get::<Option<i64>, _>(0)
+                        .map(|v| v.map(|v| v.to_string()))
+                        .or_else(|_| {
+                            r.try_get::<Option<f64>, _>(0)
+                                .map(|v| v.map(|v| v.to_string()))
+                        })
+                        .or_else(|_| r.try_get::<Option<String>, _>(0))
+                        .ok()
+                        .flatten()
+                });
+                verdict::expectation(&check.expect, value.as_deref())
+                    .map(|()| value.unwrap_or_default())
+            }
+        };
+        out.push(match result {
+            Ok(value) => CheckResult {
+                name: check.name.clone(),
+                passed: true,
+                detail: format!("{} (expect {})", value, check.expect),
+            },
+            Err(detail) => CheckResult {
+                name: check.name.clone(),
+                passed: false,
+                detail,
+            },
+        });
+    }
+    let _ = conn.close().await;
+    out
+}

@@ -1,0 +1,370 @@
+//! IO: PostgreSQL sources. A backup opens a REPEATABLE READ transaction,
+//! exports its snapshot, runs `pg_dump -Fc -Z0 --snapshot` (stdout streamed
+//! into the artifact writer, which compresses with multi-threaded zstd) and,
+//! concurrently on the same transaction, counts the rows of every user table:
+//! counts and dump see the same data. A restore creates the target database
+//! (or replaces it with `--force`) and feeds the stream to `pg_restore`.
+//! Passwords reach the tools through PGPASSWORD in the child's environment.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection, PgConnection};
+
+use super::process::{self, Tool, is_transient_text};
+use super::secret::{Credentials, Redactor};
+use super::{ExecContext, ExecError, Produced, until_cancelled};
+use crate::policy::SecretRef;
+use crate::storage::pipeline::Cancel;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A connection target with everything needed to talk about it safely.
+struct Server {
+    creds: Credentials,
+    redactor: Redactor,
+}
+
+impl Server {
+    fn new(url: &str, password_from: Option<&SecretRef>) -> Result<Server, ExecError> {
+        let creds = Credentials::resolve(url, password_from, "PGPASSWORD")?;
+        let redactor = creds.redactor();
+        Ok(Server { creds, redactor })
+    }
+
+    fn target(&self) -> &str {
+        &self.creds.url
+    }
+
+    fn options(&self) -> Result<PgConnectOptions, ExecError> {
+        let opts = PgConnectOptions::from_str(&self.creds.url).map_err(|e| ExecError::Connect {
+            target: self.target().to_string(),
+            message: format!(
+                "not a valid PostgreSQL URL: {}",
+                self.redactor.redact(&e.to_string())
+            ),
+            transient: false,
+        })?;
+        let opts = opts.application_name("safepoint");
+        Ok(match &self.creds.password {
+            Some(pw) => opts.password(pw),
+            None => opts,
+        })
+    }
+
+    async fn connect(&self, opts: &PgConnectOptions) -> Result<PgConnection, ExecError> {
+        let target = format!(
+            "postgres://{}@{}:{}/{}",
+            opts.get_username(),
+            opts.get_host(),
+            opts.get_port(),
+            opts.get_database().unwrap_or_default()
+        );
+        match tokio::time::timeout(CONNECT_TIMEOUT, opts.connect()).await {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(e)) => Err(ExecError::Connect {
+                target,
+                transient: sqlx_transient(&e),
+                message: self.redactor.redact(&e.to_string()),
+            }),
+            Err(_) => Err(ExecError::Connect {
+                target,
+                message: format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()),
+                transient: true,
+            }),
+        }
+    }
+
+    fn query_err(&self, what: &'static str) -> impl FnOnce(sqlx::Error) -> ExecError + '_ {
+        move |e| ExecError::Query {
+            what,
+            target: self.target().to_string(),
+            transient: sqlx_transient(&e),
+            message: self.redactor.redact(&e.to_string()),
+        }
+    }
+
+    /// A pg_dump/pg_restore invocation against this server (URL in argv
+    /// without password, password in the child's environment).
+    fn tool(&self, program: &str) -> Tool {
+        let mut tool = Tool::new(program, self.target(), self.redactor.clone());
+        tool.cmd
+            .arg("--no-password")
+            .arg("--dbname")
+            .arg(&self.creds.url);
+        if let Some(pw) = &self.creds.password {
+            tool.cmd.env("PGPASSWORD", pw);
+        }
+        tool.cmd.env("PGAPPNAME", "safepoint");
+        tool
+    }
+}
+
+/// Connection failures, restarts, overload and lock timeouts pass; bad
+/// passwords, missing objects and syntax errors do not.
+pub(crate) fn sqlx_transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            code.starts_with("08")
+                || matches!(
+                    code.as_ref(),
+                    "57P01" | "57P02" | "57P03" | "53300" | "40001" | "40P01" | "55P03"
+                )
+                || is_transient_text(db.message())
+        }
+        other => is_transient_text(&other.to_string()),
+    }
+}
+
+/// `"schema"."table"` with embedded quotes doubled.
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Major version from `pg_dump (PostgreSQL) 15.20 (Debian ...)`.
+pub(crate) fn client_major(version: &str) -> Option<u32> {
+    let token = version
+        .split_whitespace()
+        .find(|t| t.starts_with(|c: char| c.is_ascii_digit()))?;
+    let digits: String = token.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// Exact row count of every user table (partitions counted as leaves,
+/// extension-owned tables skipped, as pg_dump does), keyed `schema.table`.
+async fn count_rows(
+    server: &Server,
+    conn: &mut PgConnection,
+) -> Result<BTreeMap<String, u64>, ExecError> {
+    let tables: Vec<(String, String)> = sqlx::query_as(
+        "SELECT n.nspname::text, c.relname::text FROM pg_class c \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relkind = 'r' AND n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema' \
+         AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass \
+                         AND d.objid = c.oid AND d.deptype = 'e') \
+         ORDER BY 1, 2",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(server.query_err("list tables"))?;
+    let mut counts = BTreeMap::new();
+    for (schema, table) in tables {
+        let sql = format!(
+            "SELECT count(*) FROM {}.{}",
+            quote_ident(&schema),
+            quote_ident(&table)
+        );
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(server.query_err("count rows"))?;
+        counts.insert(format!("{schema}.{table}"), n.max(0) as u64);
+    }
+    Ok(counts)
+}
+
+pub async fn backup<W: Write + Send + 'static>(
+    url: &str,
+    password_from: Option<&SecretRef>,
+    ctx: &ExecContext,
+    out: W,
+) -> Result<(W, Produced), ExecError> {
+    let server = Server::new(url, password_from)?;
+    let opts = server.options()?;
+    let client = {
+        let mut tool = Tool::new("pg_dump", "pg_dump --version", Redactor::default());
+        tool.cmd.arg("--version");
+        super::blocking(move || process::output(tool)).await?
+    };
+    let cancel = &ctx.cancel;
+    let mut conn = until_cancelled(cancel, server.connect(&opts)).await?;
+    let (version, version_num): (String, String) = until_cancelled(cancel, async {
+        sqlx::query_as(
+            "SELECT current_setting('server_version'), current_setting('server_version_num')",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .map_err(server.query_err("read server version"))
+    })
+    .await?;
+    let server_major = version_num.parse::<u32>().unwrap_or(0) / 10_000;
+    if client_major(&client).is_some_and(|c| c < server_major) {
+        return Err(ExecError::ToolTooOld {
+            tool: "pg_dump".into(),
+            client,
+            server: version,
+            server_major,
+            target: server.target().to_string(),
+        });
+    }
+    let snapshot: String = until_cancelled(cancel, async {
+        sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .execute(&mut conn)
+            .await
+            .map_err(server.query_err("begin snapshot transaction"))?;
+        sqlx::query_scalar("SELECT pg_export_snapshot()")
+            .fetch_one(&mut conn)
+            .await
+            .map_err(server.query_err("export snapshot"))
+    })
+    .await?;
+
+    // pg_dump streams while the transaction holding the snapshot stays open
+    // and counts rows in that same snapshot.
+    let mut tool = server.tool("pg_dump");
+    tool.cmd
+        .args(["--format=custom", "--compress=0"])
+        .arg(format!("--snapshot={snapshot}"));
+    let abort = Cancel::new();
+    let stops = vec![cancel.clone(), abort.clone()];
+    let (out, counts) = {
+        let dump = super::blocking(move || process::pump_stdout(tool, out, &stops));
+        let counts = until_cancelled(cancel, count_rows(&server, &mut conn));
+        tokio::pin!(dump, counts);
+        tokio::select! {
+            d = &mut dump => {
+                let out = d?;
+                (out, counts.await?)
+            }
+            c = &mut counts => {
+                if c.is_err() {
+                    abort.cancel();
+                }
+                let d = dump.await;
+                (d?, c?)
+            }
+        }
+    };
+    let _ = conn.close().await;
+    let mut produced = Produced {
+        counts,
+        ..Produced::default()
+    };
+    produced.tools.insert("pg_dump".into(), client);
+    produced.tools.insert("postgres".into(), version);
+    produced
+        .tools
+        .insert("format".into(), "pg_dump custom (-Fc -Z0), zstd".into());
+    Ok((out, produced))
+}
+
+/// Number of user relations (tables, views, sequences, ...) in the database.
+async fn user_relations(server: &Server, conn: &mut PgConnection) -> Result<u64, ExecError> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relkind IN ('r','p','v','m','S','f') \
+         AND n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'",
+    )
+    .fetch_one(conn)
+    .await
+    .map_err(server.query_err("inspect target"))?;
+    Ok(n.max(0) as u64)
+}
+
+/// Creates the target database if missing; an existing non-empty one is
+/// refused, or with `force` dropped and created afresh (never merged into).
+async fn prepare_target(
+    server: &Server,
+    opts: &PgConnectOptions,
+    force: bool,
+) -> Result<(), ExecError> {
+    let db = opts
+        .get_database()
+        .filter(|d| !d.is_empty())
+        .ok_or_else(|| ExecError::NoDatabase(server.target().to_string()))?
+        .to_string();
+    let maintenance = if db == "postgres" {
+        "template1"
+    } else {
+        "postgres"
+    };
+    let mut admin = server.connect(&opts.clone().database(maintenance)).await?;
+    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(&db)
+        .fetch_optional(&mut admin)
+        .await
+        .map_err(server.query_err("look up target database"))?;
+    let create = format!("CREATE DATABASE {}", quote_ident(&db));
+    if exists.is_some() {
+        let mut conn = server.connect(opts).await?;
+        let tables = user_relations(server, &mut conn).await?;
+        let _ = conn.close().await;
+        if tables > 0 {
+            if !force {
+                return Err(ExecError::DatabaseNotEmpty {
+                    target: server.target().to_string(),
+                    tables,
+                });
+            }
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE {}",
+                quote_ident(&db)
+            )))
+            .execute(&mut admin)
+            .await
+            .map_err(
+                server.query_err("drop target database (--force; close its other sessions first)"),
+            )?;
+            sqlx::query(sqlx::AssertSqlSafe(create))
+                .execute(&mut admin)
+                .await
+                .map_err(server.query_err("create target database"))?;
+        }
+    } else {
+        sqlx::query(sqlx::AssertSqlSafe(create))
+            .execute(&mut admin)
+            .await
+            .map_err(server.query_err("create target database"))?;
+    }
+    let _ = admin.close().await;
+    Ok(())
+}
+
+/// Restores a custom-format dump: `pg_restore --no-owner --single-transaction`
+/// reading the stream on stdin (all or nothing), then counts the rows.
+pub async fn restore(
+    mut input: Box<dyn Read + Send>,
+    url: &str,
+    password_from: Option<&SecretRef>,
+    force: bool,
+) -> Result<Produced, ExecError> {
+    let server = Server::new(url, password_from)?;
+    let opts = server.options()?;
+    prepare_target(&server, &opts, force).await?;
+    let mut tool = server.tool("pg_restore");
+    tool.cmd.args(["--no-owner", "--single-transaction"]);
+    super::blocking(move || process::feed_stdin(tool, &mut input)).await?;
+    let mut conn = server.connect(&opts).await?;
+    let counts = count_rows(&server, &mut conn).await?;
+    let _ = conn.close().await;
+    Ok(Produced {
+        counts,
+        ..Produced::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_major_versions_are_read_from_version_lines() {
+        assert_eq!(
+            client_major("pg_dump (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)"),
+            Some(15)
+        );
+        assert_eq!(client_major("pg_dump (PostgreSQL) 9.6.24"), Some(9));
+        assert_eq!(client_major("pg_dump (PostgreSQL) 17devel"), Some(17));
+        assert_eq!(client_major("no version here"), None);
+    }
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote_ident(r#"we"ird"#), r#""we""ird""#);
+    }
+}

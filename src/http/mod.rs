@@ -1,0 +1,184 @@
+//! IO: the daemon's HTTP listener (loopback by default). Read-only for now:
+//! `GET /metrics` (OpenMetrics text, or the classic text format when the
+//! scraper does not ask for OpenMetrics), `/healthz` (the process answers),
+//! `/readyz` (a valid revision is applied and the last cycle did not fail),
+//! `/api/v1/status`, `/api/v1/plan` (both from the daemon's last cycle) and
+//! `/api/v1/backups` (the catalog). Every request has a body size limit and
+//! a timeout.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::{get, post};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::sync::watch;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+
+pub mod api;
+
+use crate::catalog::Catalog;
+use crate::metrics::Metrics;
+use crate::plan::Plan;
+use crate::status::Status;
+
+/// Largest request body accepted (no endpoint takes a body yet).
+pub const BODY_LIMIT: usize = 64 * 1024;
+/// Requests taking longer are answered 408.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// What the daemon's last cycle left for the API.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Snapshot {
+    /// When the last cycle ended; `None` before the first.
+    pub at: Option<DateTime<Utc>>,
+    pub status: Option<Status>,
+    pub plan: Option<Plan>,
+    /// Why the last cycle failed, if it did.
+    pub cycle_error: Option<String>,
+}
+
+impl Snapshot {
+    /// `Ok` when ready, else the reason.
+    pub fn readiness(&self) -> Result<(), String> {
+        if self.at.is_none() {
+            return Err("no reconcile cycle has finished yet".into());
+        }
+        if let Some(e) = &self.cycle_error {
+            return Err(format!("the last reconcile cycle failed: {e}"));
+        }
+        match &self.status {
+            Some(s) if s.applied.is_some() => Ok(()),
+            Some(s) => Err(s.reason.clone()),
+            None => Err("no status yet".into()),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub metrics: Arc<Metrics>,
+    pub snapshot: watch::Receiver<Arc<Snapshot>>,
+    pub catalog: Catalog,
+    pub control: api::Control,
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
+}
+
+/// OpenMetrics when the scraper asks for it (Prometheus does), else the
+/// classic text format (curl, `promtool check metrics`).
+async fn metrics(State(s): State<ApiState>, headers: HeaderMap) -> Response {
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    let (content_type, encoded) = if openmetrics {
+        (OPENMETRICS, s.metrics.encode())
+    } else {
+        (PROMETHEUS_TEXT, s.metrics.encode_classic())
+    };
+    match encoded {
+        Ok(text) => ([(header::CONTENT_TYPE, content_type)], text).into_response(),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode metrics: {e}"),
+        ),
+    }
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(s): State<ApiState>) -> Response {
+    let snapshot = s.snapshot.borrow().clone();
+    match snapshot.readiness() {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {reason}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn status(State(s): State<ApiState>) -> Response {
+    let snapshot = s.snapshot.borrow().clone();
+    match &snapshot.status {
+        Some(st) => Json(st).into_response(),
+        None => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no reconcile cycle has finished yet",
+        ),
+    }
+}
+
+async fn plan(State(s): State<ApiState>) -> Response {
+    let snapshot = s.snapshot.borrow().clone();
+    match &snapshot.plan {
+        Some(p) => Json(p).into_response(),
+        None => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no plan yet: no valid revision applied or no cycle finished",
+        ),
+    }
+}
+
+async fn backups(State(s): State<ApiState>) -> Response {
+    match s.catalog.backups().await {
+        Ok(rows) => Json(rows).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn not_found() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "no such endpoint; see docs/operations.md",
+    )
+}
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/plan", get(plan))
+        .route("/api/v1/backups", get(backups))
+        .route("/api/v1/drills", get(api::drills))
+        .route("/api/v1/deploys/{release}/{phase}", post(api::deploy))
+        .route("/api/v1/policies/{name}/{action}", post(api::policy_action))
+        .route("/api/v1/hooks/git", post(api::git_hook))
+        .fallback(not_found)
+        .with_state(state)
+        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+}
+
+/// Serves `router` on `listener` until `stop` turns true; requests in flight
+/// are finished (graceful shutdown).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await
+}

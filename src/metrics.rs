@@ -1,0 +1,437 @@
+//! IO: the Prometheus metrics (`GET /metrics`, OpenMetrics text) and the
+//! registry behind them. Gauges are set from the state after each cycle
+//! (`status::Status`), counters and histograms from what was executed
+//! (`reconcile::Outcome`). Every label value is bounded: policy names (from
+//! Git), triggers, outcomes, drift kinds and error kinds; never ids or texts.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+use crate::drill::DrillOutcome;
+use crate::reconcile::Outcome;
+use crate::status::Status;
+
+/// Every drift kind of SPEC §5, the label values of `safepoint_drift{kind}`.
+pub const DRIFT_KINDS: &[&str] = &[
+    "rpo-missed",
+    "backup-failed",
+    "drill-failed",
+    "drill-overdue",
+    "artifact-missing",
+    "artifact-corrupt",
+    "untracked-artifact",
+    "policy-invalid",
+];
+
+/// The drift kinds `status::compute` decides; each policy exports a 0/1
+/// series for each of them. Not among them: `untracked-artifact` (imported
+/// into the catalog as soon as it is seen and recorded as an event) and
+/// `policy-invalid` (the whole repository: `safepoint_policy_revision_valid`).
+pub const MEASURED_DRIFT_KINDS: &[&str] = &[
+    "rpo-missed",
+    "backup-failed",
+    "drill-failed",
+    "drill-overdue",
+    "artifact-missing",
+    "artifact-corrupt",
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyLabels {
+    policy: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackupLabels {
+    policy: String,
+    trigger: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DriftLabels {
+    policy: String,
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    policy: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    stage: String,
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RevisionLabels {
+    applied: String,
+    attempted: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChannelLabels {
+    channel: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+}
+
+type F64Gauge = Gauge<f64, AtomicU64>;
+
+fn seconds_histogram() -> Histogram {
+    // 0.5 s .. ~4.5 h
+    Histogram::new(exponential_buckets(0.5, 2.0, 16))
+}
+
+fn cycle_histogram() -> Histogram {
+    // 5 ms .. ~160 s
+    Histogram::new(exponential_buckets(0.005, 2.0, 16))
+}
+
+/// The registry and typed handles on every metric.
+pub struct Metrics {
+    registry: Registry,
+    backup_last_success: Family<PolicyLabels, F64Gauge>,
+    backup_size: Family<PolicyLabels, Gauge>,
+    policy_rpo: Family<PolicyLabels, Gauge>,
+    policy_ready: Family<PolicyLabels, Gauge>,
+    backups: Family<BackupLabels, Counter>,
+    backup_duration: Family<PolicyLabels, Histogram, fn() -> Histogram>,
+    drift: Family<DriftLabels, Gauge>,
+    drill_last_success: Family<PolicyLabels, F64Gauge>,
+    drill_restore: Family<PolicyLabels, Histogram, fn() -> Histogram>,
+    drills: Family<OutcomeLabels, Counter>,
+    reconcile_duration: Histogram,
+    reconcile_errors: Family<ErrorLabels, Counter>,
+    revision_info: Family<RevisionLabels, Gauge>,
+    /// No labels; a family so that it has no series before the first read.
+    revision_valid: Family<Vec<(String, String)>, Gauge>,
+    notifications: Family<ChannelLabels, Counter>,
+    notifications_queued: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("safepoint");
+        let m = Metrics {
+            backup_last_success: Family::default(),
+            backup_size: Family::default(),
+            policy_rpo: Family::default(),
+            policy_ready: Family::default(),
+            backups: Family::default(),
+            backup_duration: Family::new_with_constructor(seconds_histogram),
+            drift: Family::default(),
+            drill_last_success: Family::default(),
+            drill_restore: Family::new_with_constructor(seconds_histogram),
+            drills: Family::default(),
+            reconcile_duration: cycle_histogram(),
+            reconcile_errors: Family::default(),
+            revision_info: Family::default(),
+            revision_valid: Family::default(),
+            notifications: Family::default(),
+            notifications_queued: Gauge::default(),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            "backup_last_success_timestamp_seconds",
+            "Start time (Unix seconds) of the newest verified backup of the policy: the point in time it captures",
+            m.backup_last_success.clone(),
+        );
+        r.register(
+            "backup_size_bytes",
+            "Stored (compressed) size of the newest verified backup of the policy",
+            m.backup_size.clone(),
+        );
+        r.register(
+            "policy_rpo_seconds",
+            "The policy's recovery point objective (spec.rpo); absent when the policy sets none",
+            m.policy_rpo.clone(),
+        );
+        r.register(
+            "policy_ready",
+            "1 when the policy is Ready, 0 when Stalled (see `safepoint status` for the reason)",
+            m.policy_ready.clone(),
+        );
+        r.register(
+            "backups",
+            "Backups executed, by policy, trigger and outcome (succeeded|failed)",
+            m.backups.clone(),
+        );
+        r.register(
+            "backup_duration_seconds",
+            "Wall time of backups, from lock to verified manifest",
+            m.backup_duration.clone(),
+        );
+        r.register(
+            "drift",
+            "1 while the policy shows the drift kind, 0 otherwise",
+            m.drift.clone(),
+        );
+        r.register(
+            "drill_last_success_timestamp_seconds",
+            "Start time (Unix seconds) of the policy's last passed recovery drill",
+            m.drill_last_success.clone(),
+        );
+        r.register(
+            "drill_restore_seconds",
+            "Measured restore time of recovery drills",
+            m.drill_restore.clone(),
+        );
+        r.register(
+            "drills",
+            "Recovery drills, by policy and outcome (passed|failed|error: could not run)",
+            m.drills.clone(),
+        );
+        r.register(
+            "reconcile_duration_seconds",
+            "Wall time of one reconcile cycle (observe, plan, execute)",
+            m.reconcile_duration.clone(),
+        );
+        r.register(
+            "reconcile_errors",
+            "Reconcile steps that failed, by stage (refresh|cycle|status|alerts) and error kind",
+            m.reconcile_errors.clone(),
+        );
+        r.register(
+            "policy_revision_info",
+            "The policy-repository commit in force (applied) and the last one tried (attempted)",
+            m.revision_info.clone(),
+        );
+        r.register(
+            "policy_revision_valid",
+            "1 when the last attempted policy commit passed validation, 0 when it was rejected",
+            m.revision_valid.clone(),
+        );
+        r.register(
+            "notifications",
+            "Alert notifications delivered or failed, by channel (email) and outcome (sent|failed)",
+            m.notifications.clone(),
+        );
+        r.register(
+            "notifications_queued",
+            "Alert notifications waiting for delivery (retried with backoff)",
+            m.notifications_queued.clone(),
+        );
+        // A gauge fixed at 1 rather than an OpenMetrics `info`: the classic
+        // text parser (`promtool check metrics`) rejects that type.
+        let build = Family::<BuildLabels, Gauge>::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            })
+            .set(1);
+        r.register("build_info", "safepoint build information", build);
+        Metrics { registry, ..m }
+    }
+
+    /// The OpenMetrics text exposition (ends with `# EOF`).
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+
+    /// The classic Prometheus text format (0.0.4), for scrapers that do not
+    /// ask for OpenMetrics (curl, `promtool check metrics`): counter families
+    /// are named with their `_total` suffix and there is no `# EOF`.
+    pub fn encode_classic(&self) -> Result<String, std::fmt::Error> {
+        Ok(to_classic(&self.encode()?))
+    }
+
+    /// Counters and histograms of executed actions.
+    pub fn record_outcomes(&self, outcomes: &[Outcome]) {
+        for o in outcomes.iter().filter(|o| o.action == "backup") {
+            let trigger = o.trigger.map_or("unknown", |t| t.as_str());
+            self.backups
+                .get_or_create(&BackupLabels {
+                    policy: o.policy.clone(),
+                    trigger: trigger.to_string(),
+                    outcome: if o.ok { "succeeded" } else { "failed" }.to_string(),
+                })
+                .inc();
+            self.backup_duration
+                .get_or_create(&PolicyLabels {
+                    policy: o.policy.clone(),
+                })
+                .observe(o.seconds);
+        }
+    }
+
+    pub fn record_cycle(&self, seconds: f64) {
+        self.reconcile_duration.observe(seconds);
+    }
+
+    /// A failed step; `kind` is an error's bounded `kind()`.
+    pub fn record_error(&self, stage: &str, kind: &str) {
+        self.reconcile_errors
+            .get_or_create(&ErrorLabels {
+                stage: stage.to_string(),
+                kind: kind.to_string(),
+            })
+            .inc();
+    }
+
+    /// Drills a cycle ran: `Ok` with a verdict, `Err((policy, error))` when
+    /// the drill could not run at all (outcome `error`).
+    pub fn record_drills(&self, drills: &[Result<DrillOutcome, (String, String)>]) {
+        for d in drills {
+            let (policy, outcome, restore) = match d {
+                Ok(d) => (
+                    &d.policy,
+                    if d.passed { "passed" } else { "failed" },
+                    d.restore_seconds,
+                ),
+                Err((policy, _)) => (policy, "error", None),
+            };
+            self.drills
+                .get_or_create(&OutcomeLabels {
+                    policy: policy.clone(),
+                    outcome: outcome.to_string(),
+                })
+                .inc();
+            if let Some(seconds) = restore {
+                self.drill_restore
+                    .get_or_create(&PolicyLabels {
+                        policy: policy.clone(),
+                    })
+                    .observe(seconds);
+            }
+        }
+    }
+
+    pub fn record_notification(&self, channel: &str, sent: bool) {
+        self.notifications
+            .get_or_create(&ChannelLabels {
+                channel: channel.to_string(),
+                outcome: if sent { "sent" } else { "failed" }.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn set_queued(&self, n: i64) {
+        self.notifications_queued.set(n);
+    }
+
+    /// Replaces every state gauge with what `status` says now; policies that
+    /// left the repository lose their series.
+    pub fn set_state(&self, status: &Status) {
+        self.backup_last_success.clear();
+        self.drill_last_success.clear();
+        self.backup_size.clear();
+        self.policy_rpo.clear();
+        self.policy_ready.clear();
+        self.drift.clear();
+        for p in &status.policies {
+            let labels = PolicyLabels {
+                policy: p.name.clone(),
+            };
+            if let Some(good) = &p.last_good {
+                self.backup_last_success
+                    .get_or_create(&labels)
+                    .set(good.started_at.timestamp_millis() as f64 / 1000.0);
+                self.backup_size
+                    .get_or_create(&labels)
+                    .set(i64::try_from(good.size).unwrap_or(i64::MAX));
+            }
+            if let Some(at) = p.last_drill_passed {
+                self.drill_last_success
+                    .get_or_create(&labels)
+                    .set(at.timestamp_millis() as f64 / 1000.0);
+            }
+            if let Some(rpo) = p.rpo_seconds {
+                self.policy_rpo.get_or_create(&labels).set(rpo);
+            }
+            self.policy_ready
+                .get_or_create(&labels)
+                .set(i64::from(p.ready));
+            for kind in MEASURED_DRIFT_KINDS {
+                self.drift
+                    .get_or_create(&DriftLabels {
+                        policy: p.name.clone(),
+                        kind: (*kind).to_string(),
+                    })
+                    .set(i64::from(p.drift.contains(kind)));
+            }
+        }
+        self.revision_info.clear();
+        if status.applied.is_some() || status.attempted.is_some() {
+            self.revision_info
+                .get_or_create(&RevisionLabels {
+                    applied: status.applied.clone().unwrap_or_default(),
+                    attempted: status.attempted.clone().unwrap_or_default(),
+                })
+                .set(1);
+            // A rejected commit always carries at least one diagnostic.
+            self.revision_valid
+                .get_or_create(&Vec::new())
+                .set(i64::from(status.diagnostics.is_empty()));
+        }
+    }
+}
+
+/// OpenMetrics text as written by `encode` -> Prometheus text 0.0.4.
+pub fn to_classic(openmetrics: &str) -> String {
+    let counters: std::collections::BTreeSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        match meta {
+            Some((prefix, rest)) => {
+                let name = rest.split(' ').next().unwrap_or_default();
+                if counters.contains(name) {
+                    out.push_str(prefix);
+                    out.push_str(name);
+                    out.push_str("_total");
+                    out.push_str(&rest[name.len()..]);
+                } else {
+                    out.push_str(line);
+                }
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classic_format_names_counters_with_total_and_drops_eof() {
+        let om = "# HELP safepoint_backups Backups.\n# TYPE safepoint_backups counter\nsafepoint_backups_total{policy=\"a\"} 1\n# HELP safepoint_drift Drift.\n# TYPE safepoint_drift gauge\nsafepoint_drift 0\n# EOF\n";
+        assert_eq!(
+            to_classic(om),
+            "# HELP safepoint_backups_total Backups.\n# TYPE safepoint_backups_total counter\nsafepoint_backups_total{policy=\"a\"} 1\n# HELP safepoint_drift Drift.\n# TYPE safepoint_drift gauge\nsafepoint_drift 0\n"
+        );
+    }
+}

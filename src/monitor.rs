@@ -1,0 +1,275 @@
+//! IO wiring: what the daemon reports after each cycle. Derives the status
+//! from the catalog (after execution, so a backup that just failed or
+//! succeeded counts), sets the metrics, publishes the snapshot the HTTP API
+//! serves, runs the alert state machine and wakes mail delivery. Also owns
+//! the HTTP listener and the delivery task, and stops them with the daemon.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{TimeDelta, Utc};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+use crate::catalog::{Catalog, CatalogError};
+use crate::http::{self, ApiState, Snapshot};
+use crate::metrics::Metrics;
+use crate::notify::{self, Mailer};
+use crate::observed::{BackupRecord, ObservedState};
+use crate::policy::DesiredState;
+use crate::reconcile::{CycleReport, ReconcileError, RepoState};
+use crate::status::{self, RepoInput};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MonitorError {
+    #[error("cannot listen on {addr}: {source}; pass another --listen address (SAFEPOINT_LISTEN)")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl MonitorError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            MonitorError::Listen { .. } => "listen",
+        }
+    }
+}
+
+pub struct MonitorOptions {
+    /// Where the HTTP API listens; `None` serves nothing (`daemon --once`).
+    pub listen: Option<SocketAddr>,
+    pub mailer: Option<Mailer>,
+    /// Re-notify a persisting problem after this long (0 = never).
+    pub reminder: TimeDelta,
+    /// API tokens and the Git webhook secret.
+    pub auth: Arc<crate::http::api::Auth>,
+}
+
+pub struct Monitor {
+    pub metrics: Arc<Metrics>,
+    catalog: Catalog,
+    snapshot: watch::Sender<Arc<Snapshot>>,
+    mailer: Option<Mailer>,
+    reminder: TimeDelta,
+    wake_delivery: Arc<Notify>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    /// The address actually bound (for `--listen 127.0.0.1:0`).
+    pub local_addr: Option<SocketAddr>,
+    /// Work from the API for the daemon loop (taken by the loop).
+    pub jobs: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<crate::jobs::Job>>>,
+    /// Rung by the Git push webhook: fetch now.
+    pub git_wake: Arc<Notify>,
+}
+
+impl Monitor {
+    /// Binds the listener (failing loudly when it cannot) and starts the
+    /// HTTP server and, with a mailer and a listener, the delivery task.
+    pub async fn start(
+        catalog: &Catalog,
+        options: MonitorOptions,
+    ) -> Result<Monitor, MonitorError> {
+        let metrics = Arc::new(Metrics::new());
+        let (snapshot, snapshot_rx) = watch::channel(Arc::new(Snapshot::default()));
+        let (stop, stop_rx) = watch::channel(false);
+        let wake_delivery = Arc::new(Notify::new());
+        let mut tasks = Vec::new();
+        let mut local_addr = None;
+        let (jobs_tx, jobs_rx) = tokio::sync::mpsc::channel(1024);
+        let git_wake = Arc::new(Notify::new());
+        if let Some(addr) = options.listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| MonitorError::Listen { addr, source })?;
+            let bound = listener.local_addr().unwrap_or(addr);
+            local_addr = Some(bound);
+            tracing::info!(addr = %bound, "http api listening (/metrics, /healthz, /readyz, /api/v1/...)");
+            let router = http::router(ApiState {
+                metrics: metrics.clone(),
+                snapshot: snapshot_rx,
+                catalog: catalog.clone(),
+                control: crate::http::api::Control {
+                    auth: options.auth.clone(),
+                    jobs: Some(jobs_tx),
+                    git_wake: git_wake.clone(),
+                },
+            });
+            let server_stop = stop_rx.clone();
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = http::serve(listener, router, server_stop).await {
+                    tracing::error!(error = %e, "http api stopped");
+                }
+            }));
+            if let Some(mailer) = options.mailer.clone() {
+                tasks.push(tokio::spawn(delivery_loop(
+                    catalog.clone(),
+                    mailer,
+                    metrics.clone(),
+                    wake_delivery.clone(),
+                    stop_rx,
+                )));
+            }
+        }
+        Ok(Monitor {
+            metrics,
+            catalog: catalog.clone(),
+            snapshot,
+            mailer: options.mailer,
+            reminder: options.reminder,
+            wake_delivery,
+            stop,
+            tasks,
+            local_addr,
+            jobs: std::sync::Mutex::new(Some(jobs_rx)),
+            git_wake,
+        })
+    }
+
+    /// Reading the policy repository failed (the last applied revision stays).
+    pub fn refresh_failed(&self, e: &ReconcileError) {
+        self.metrics.record_error("refresh", e.kind());
+    }
+
+    /// Everything the daemon reports after a cycle; `result` is `None` when
+    /// no cycle could run (no valid revision applied yet).
+    pub async fn after_cycle(
+        &self,
+        state: &RepoState,
+        result: Option<&Result<CycleReport, ReconcileError>>,
+        elapsed: Duration,
+    ) {
+        if let Some(result) = result {
+            self.metrics.record_cycle(elapsed.as_secs_f64());
+            match result {
+                Ok(report) => {
+                    self.metrics.record_outcomes(&report.outcomes);
+                    self.metrics.record_drills(&report.drills);
+                }
+                Err(e) => self.metrics.record_error("cycle", e.kind()),
+            }
+        }
+        let now = Utc::now();
+        let empty = DesiredState::default();
+        let desired = state.applied.as_ref().map_or(&empty, |a| &a.desired);
+        let observed = match observed_from_catalog(&self.catalog).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the catalog for status, metrics and alerts");
+                self.metrics.record_error("status", e.kind());
+                return;
+            }
+        };
+        let repo = RepoInput {
+            applied: state.applied.as_ref().map(|a| a.revision.commit.clone()),
+            attempted: state.attempted.clone(),
+        };
+        let st = status::compute(desired, &observed, &repo, now);
+        self.metrics.set_state(&st);
+        match notify::evaluate(
+            &self.catalog,
+            desired,
+            &st,
+            now,
+            self.reminder,
+            self.mailer.is_some(),
+        )
+        .await
+        {
+            Ok(notices) if !notices.is_empty() => self.wake_delivery.notify_one(),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "alert evaluation failed; it is retried after the next cycle");
+                self.metrics.record_error("alerts", e.kind());
+            }
+        }
+        let (plan, cycle_error) = match result {
+            Some(Ok(report)) => (Some(report.plan.clone()), None),
+            Some(Err(e)) => (self.snapshot.borrow().plan.clone(), Some(e.to_string())),
+            None => (None, None),
+        };
+        self.snapshot.send_replace(Arc::new(Snapshot {
+            at: Some(now),
+            status: Some(st),
+            plan,
+            cycle_error,
+        }));
+    }
+
+    /// Stops the HTTP server and the delivery task, then makes one last
+    /// delivery attempt (bounded by the SMTP timeout) so that `--once` and a
+    /// shutdown send what the last cycle decided.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        if let Some(mailer) = &self.mailer {
+            match notify::deliver(&self.catalog, mailer, &self.metrics, Utc::now(), true).await {
+                Ok(d) if d.pending > 0 => tracing::warn!(
+                    pending = d.pending,
+                    "alert mails still queued; they are sent when the daemon runs again"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "alert delivery failed"),
+            }
+        }
+    }
+}
+
+/// The state status needs, read from the catalog only (no storage listing).
+async fn observed_from_catalog(catalog: &Catalog) -> Result<ObservedState, CatalogError> {
+    let mut backups: BTreeMap<String, Vec<BackupRecord>> = BTreeMap::new();
+    for row in catalog.backups().await? {
+        backups
+            .entry(row.record.policy.clone())
+            .or_default()
+            .push(row.record);
+    }
+    let running: BTreeSet<String> = catalog
+        .running_runs()
+        .await?
+        .into_iter()
+        .map(|r| r.policy)
+        .collect();
+    Ok(ObservedState {
+        backups,
+        running,
+        failures: catalog.failures().await?,
+        drills: catalog.drill_history().await?,
+        ..ObservedState::default()
+    })
+}
+
+/// Sends queued mail: everything at start, then whatever falls due or is
+/// queued by a cycle, until stopped.
+async fn delivery_loop(
+    catalog: Catalog,
+    mailer: Mailer,
+    metrics: Arc<Metrics>,
+    wake: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut first = true;
+    loop {
+        let now = Utc::now();
+        if let Err(e) = notify::deliver(&catalog, &mailer, &metrics, now, first).await {
+            tracing::error!(error = %e, "alert delivery failed");
+        }
+        first = false;
+        let next = catalog.next_notification_at().await.ok().flatten();
+        let wait = next
+            .and_then(|t| (t - Utc::now()).to_std().ok())
+            .unwrap_or(Duration::from_secs(60))
+            .clamp(Duration::from_millis(500), Duration::from_secs(60));
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = wake.notified() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
