@@ -348,27 +348,6 @@ pub async fn restore(
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn client_major_versions_are_read_from_version_lines() {
-        assert_eq!(
-            client_major("pg_dump (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)"),
-            Some(15)
-        );
-        assert_eq!(client_major("pg_dump (PostgreSQL) 9.6.24"), Some(9));
-        assert_eq!(client_major("pg_dump (PostgreSQL) 17devel"), Some(17));
-        assert_eq!(client_major("no version here"), None);
-    }
-
-    #[test]
-    fn identifiers_are_quoted() {
-        assert_eq!(quote_ident(r#"we"ird"#), r#""we""ird""#);
-    }
-}
-
 /// Drops a scratch database (drills) if it exists, closing its sessions.
 pub async fn drop_database(
     url: &str,
@@ -413,4 +392,25 @@ pub async fn query_first(
             .to_string();
         inner.trim_matches('"').to_string()
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_major_versions_are_read_from_version_lines() {
+        assert_eq!(
+            client_major("pg_dump (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)"),
+            Some(15)
+        );
+        assert_eq!(client_major("pg_dump (PostgreSQL) 9.6.24"), Some(9));
+        assert_eq!(client_major("pg_dump (PostgreSQL) 17devel"), Some(17));
+        assert_eq!(client_major("no version here"), None);
+    }
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote_ident(r#"we"ird"#), r#""we""ird""#);
+    }
 }
