@@ -156,6 +156,21 @@ fn settings(cli: &Cli) -> anyhow::Result<Settings> {
     })
 }
 
+/// The planner's notes about `policy`, or `default` when it said nothing.
+fn why_not(plan: &crate::plan::Plan, policy: &str, default: &str) -> String {
+    let why: Vec<&str> = plan
+        .notes
+        .iter()
+        .filter(|n| n.policy == policy)
+        .map(|n| n.text.as_str())
+        .collect();
+    if why.is_empty() {
+        default.to_string()
+    } else {
+        why.join("; ")
+    }
+}
+
 fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
@@ -433,21 +448,8 @@ async fn backup(ctx: &Context, policy: &str, output: Output) -> anyhow::Result<u
     let scope = Scope::answering(std::slice::from_ref(&request));
     let report = reconcile::cycle(ctx, &state, vec![request], scope, false).await?;
     if report.outcomes.is_empty() {
-        let why: Vec<_> = report
-            .plan
-            .notes
-            .iter()
-            .filter(|n| n.policy == policy)
-            .map(|n| n.text.clone())
-            .collect();
-        bail!(
-            "no backup was taken for {policy}: {}",
-            if why.is_empty() {
-                "the planner produced no backup".into()
-            } else {
-                why.join("; ")
-            }
-        );
+        let why = why_not(&report.plan, policy, "the planner produced no backup");
+        bail!("no backup was taken for {policy}: {why}");
     }
     print_outcomes(&report.outcomes, output)
 }
@@ -766,21 +768,8 @@ async fn drill(
     let report =
         reconcile::cycle_with(ctx, &state, Vec::new(), vec![request], scope, false).await?;
     let Some(result) = report.drills.into_iter().next() else {
-        let why: Vec<_> = report
-            .plan
-            .notes
-            .iter()
-            .filter(|n| n.policy == policy)
-            .map(|n| n.text.clone())
-            .collect();
-        bail!(
-            "no drill was run for {policy}: {}",
-            if why.is_empty() {
-                "nothing to drill".into()
-            } else {
-                why.join("; ")
-            }
-        );
+        let why = why_not(&report.plan, policy, "nothing to drill");
+        bail!("no drill was run for {policy}: {why}");
     };
     let outcome = match result {
         Ok(o) => o,

@@ -38,22 +38,58 @@ pub struct DrillOutcome {
 /// Where a drill's scratch copy lives.
 enum Scratch {
     Dir(PathBuf),
+    /// A scratch database `name` on the drill target's server.
+    Db {
+        kind: &'static str,
+        /// The target server URL as declared (its database is the maintenance one).
+        server: String,
+        /// The same URL naming the scratch database.
+        url: String,
+        password_from: Option<crate::policy::SecretRef>,
+        name: String,
+    },
+}
+
+/// `scheme://user@host:port/db?params` with `db` replaced by `name`.
+fn with_database(url: &str, name: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let (before_query, query) = match rest.split_once('?') {
+        Some((a, q)) => (a, format!("?{q}")),
+        None => (rest, String::new()),
+    };
+    let authority = before_query.split('/').next().unwrap_or(before_query);
+    format!("{scheme}://{authority}/{name}{query}")
 }
 
 impl Scratch {
     fn describe(&self) -> String {
         match self {
             Scratch::Dir(p) => p.display().to_string(),
+            Scratch::Db { kind, url, .. } => format!("{kind} {}", crate::audit::redact(url)),
         }
     }
 
-    fn remove(&self) -> Result<(), String> {
+    async fn remove(&self) -> Result<(), String> {
         match self {
             Scratch::Dir(p) => match std::fs::remove_dir_all(p) {
                 Ok(()) => Ok(()),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
                 Err(e) => Err(format!("cannot remove scratch {}: {e}", p.display())),
             },
+            Scratch::Db {
+                kind,
+                server,
+                password_from,
+                name,
+                ..
+            } => {
+                let dropped = if *kind == "postgres" {
+                    executor::postgres::drop_database(server, password_from.as_ref(), name).await
+                } else {
+                    executor::mysql::drop_database(server, password_from.as_ref(), name).await
+                };
+                dropped.map_err(|e| format!("cannot drop scratch database {name}: {e}"))
+            }
         }
     }
 }
@@ -70,14 +106,22 @@ pub fn scratch_name(policy: &str) -> String {
 }
 
 fn scratch_for(ctx: &Context, spec: &DrillSpec, name: &str) -> Result<Scratch, String> {
-    match &spec.target {
-        DrillTarget::Directory { path } => {
-            Ok(Scratch::Dir(ctx.settings.base_dir.join(path).join(name)))
+    let db = |kind: &'static str, url: &str, password_from: &Option<crate::policy::SecretRef>| {
+        Scratch::Db {
+            kind,
+            server: url.to_string(),
+            url: with_database(url, name),
+            password_from: password_from.clone(),
+            name: name.to_string(),
         }
-        other => Err(format!(
-            "drill target {other:?} is not supported by this build; use a directory target for sqlite and directory sources"
-        )),
-    }
+    };
+    Ok(match &spec.target {
+        DrillTarget::Directory { path } => {
+            Scratch::Dir(ctx.settings.base_dir.join(path).join(name))
+        }
+        DrillTarget::Postgres { url, password_from } => db("postgres", url, password_from),
+        DrillTarget::Mysql { url, password_from } => db("mysql", url, password_from),
+    })
 }
 
 /// Removes scratch copies of drills whose process died (policy lock free),
@@ -102,7 +146,7 @@ pub async fn collect_leftovers(ctx: &Context, applied: &Applied) -> Result<usize
             continue;
         };
         if let Ok(scratch) = scratch_for(ctx, spec, &d.scratch) {
-            scratch.remove()?;
+            scratch.remove().await?;
         }
         let check = CheckResult {
             name: "interrupted".into(),
@@ -176,7 +220,7 @@ pub async fn run(
         .await
         .map_err(|e| e.to_string())?;
     let (checks, restore_seconds) = checks(ctx, spec, &row.manifest, st, &scratch).await;
-    let cleanup = scratch.remove();
+    let cleanup = scratch.remove().await;
     let mut checks = checks;
     if let Err(e) = cleanup {
         checks.push(CheckResult {
@@ -264,10 +308,28 @@ async fn checks(
         return (checks, None);
     }
     // 2. The restore tool exits cleanly.
-    let Scratch::Dir(dir) = scratch;
-    let target = match manifest.source_kind.as_str() {
-        "sqlite" => dir.join("restored.db"),
-        _ => dir.clone(),
+    let (target, options) = match scratch {
+        Scratch::Dir(dir) => (
+            RestoreTarget::Path(if manifest.source_kind == "sqlite" {
+                dir.join("restored.db")
+            } else {
+                dir.clone()
+            }),
+            executor::RestoreOptions {
+                force: true,
+                ..Default::default()
+            },
+        ),
+        Scratch::Db {
+            url, password_from, ..
+        } => (
+            RestoreTarget::Url(url.clone()),
+            executor::RestoreOptions {
+                force: true,
+                password_from: password_from.clone(),
+                command: None,
+            },
+        ),
     };
     let started = Instant::now();
     let restored = async {
@@ -287,19 +349,13 @@ async fn checks(
         )
         .map_err(|e| e.to_string())?;
         let input = pipeline::decompress(plain).map_err(|e| e.to_string())?;
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create scratch {}: {e}", dir.display()))?;
-        executor::restore(
-            &manifest.source_kind,
-            input,
-            &RestoreTarget::Path(target.clone()),
-            &executor::RestoreOptions {
-                force: true,
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| e.to_string())
+        if let Scratch::Dir(dir) = scratch {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create scratch {}: {e}", dir.display()))?;
+        }
+        executor::restore(&manifest.source_kind, input, &target, &options)
+            .await
+            .map_err(|e| e.to_string())
     }
     .await;
     let seconds = started.elapsed().as_secs_f64();
@@ -308,7 +364,7 @@ async fn checks(
             checks.push(CheckResult {
                 name: "restore".into(),
                 passed: true,
-                detail: format!("restored into {}", dir.display()),
+                detail: format!("restored into {}", scratch.describe()),
             });
             p
         }
@@ -326,8 +382,49 @@ async fn checks(
         checks.push(c);
     }
     // 4. The user's checks.
-    if !spec.checks.is_empty() && manifest.source_kind == "sqlite" {
-        checks.extend(sqlite_checks(&target, spec).await);
+    match (scratch, &target) {
+        (Scratch::Dir(_), RestoreTarget::Path(db))
+            if manifest.source_kind == "sqlite" && !spec.checks.is_empty() =>
+        {
+            checks.extend(sqlite_checks(db, spec).await);
+        }
+        (
+            Scratch::Db {
+                kind,
+                url,
+                password_from,
+                ..
+            },
+            _,
+        ) => {
+            for check in &spec.checks {
+                let value = if *kind == "postgres" {
+                    executor::postgres::query_first(url, password_from.as_ref(), &check.sql).await
+                } else {
+                    executor::mysql::query_first(url, password_from.as_ref(), &check.sql).await
+                };
+                checks.push(match value {
+                    Err(e) => CheckResult {
+                        name: check.name.clone(),
+                        passed: false,
+                        detail: format!("query failed: {e}"),
+                    },
+                    Ok(v) => match verdict::expectation(&check.expect, v.as_deref()) {
+                        Ok(()) => CheckResult {
+                            name: check.name.clone(),
+                            passed: true,
+                            detail: format!("{} (expect {})", v.unwrap_or_default(), check.expect),
+                        },
+                        Err(detail) => CheckResult {
+                            name: check.name.clone(),
+                            passed: false,
+                            detail,
+                        },
+                    },
+                });
+            }
+        }
+        _ => {}
     }
     // 5. Recovery time against maxDuration.
     checks.push(verdict::recovery_time(

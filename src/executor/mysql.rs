@@ -292,3 +292,39 @@ pub async fn restore(
         ..Produced::default()
     })
 }
+
+/// Drops a scratch database (drills) if it exists.
+pub async fn drop_database(
+    url: &str,
+    password_from: Option<&SecretRef>,
+    db: &str,
+) -> Result<(), ExecError> {
+    let server = Server::new(url, password_from)?;
+    let mut admin = server.connect(&server.admin_options()).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {}",
+        quote_ident(db)
+    )))
+    .execute(&mut admin)
+    .await
+    .map_err(server.query_err("drop scratch database"))?;
+    let _ = admin.close().await;
+    Ok(())
+}
+
+/// The first column of the first row of `sql` as text (`None`: no row or NULL).
+pub async fn query_first(
+    url: &str,
+    password_from: Option<&SecretRef>,
+    sql: &str,
+) -> Result<Option<String>, ExecError> {
+    let server = Server::new(url, password_from)?;
+    let mut conn = server.connect(&server.opts.clone()).await?;
+    let wrapped = format!("SELECT CAST(q.v AS CHAR) FROM (SELECT ({sql}) AS v) AS q");
+    let value: Option<Option<String>> = sqlx::query_scalar(sqlx::AssertSqlSafe(wrapped))
+        .fetch_optional(&mut conn)
+        .await
+        .map_err(server.query_err("run drill check"))?;
+    let _ = conn.close().await;
+    Ok(value.flatten())
+}

@@ -348,6 +348,52 @@ pub async fn restore(
     })
 }
 
+/// Drops a scratch database (drills) if it exists, closing its sessions.
+pub async fn drop_database(
+    url: &str,
+    password_from: Option<&SecretRef>,
+    db: &str,
+) -> Result<(), ExecError> {
+    let server = Server::new(url, password_from)?;
+    let opts = server.options()?;
+    let mut admin = server.connect(&opts.database("postgres")).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+        quote_ident(db)
+    )))
+    .execute(&mut admin)
+    .await
+    .map_err(server.query_err("drop scratch database"))?;
+    let _ = admin.close().await;
+    Ok(())
+}
+
+/// The first column of the first row of `sql` as text (`None`: no row or NULL).
+pub async fn query_first(
+    url: &str,
+    password_from: Option<&SecretRef>,
+    sql: &str,
+) -> Result<Option<String>, ExecError> {
+    let server = Server::new(url, password_from)?;
+    let opts = server.options()?;
+    let mut conn = server.connect(&opts).await?;
+    let wrapped = format!("SELECT (q.*)::text FROM ({sql}) AS q LIMIT 1");
+    let value: Option<Option<String>> = sqlx::query_scalar(sqlx::AssertSqlSafe(wrapped))
+        .fetch_optional(&mut conn)
+        .await
+        .map_err(server.query_err("run drill check"))?;
+    let _ = conn.close().await;
+    // `(q.*)::text` renders a one-column row as `(value)`: unwrap it.
+    Ok(value.flatten().map(|v| {
+        let inner = v
+            .strip_prefix('(')
+            .and_then(|v| v.strip_suffix(')'))
+            .unwrap_or(&v)
+            .to_string();
+        inner.trim_matches('"').to_string()
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,6 +18,26 @@ fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
 
 struct Daemon(Child);
 
+/// Sends SIGTERM and waits (at most 30 s) for the daemon to exit.
+fn sigterm_and_wait(daemon: &mut Daemon) -> std::process::ExitStatus {
+    let pid = daemon.0.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = daemon.0.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "daemon did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -63,22 +83,7 @@ fn daemon_takes_first_backups_picks_up_a_commit_and_exits_cleanly_on_sigterm() {
     );
     assert_eq!(f.backups("app").len(), 1, "nothing due: no extra backup");
 
-    let pid = daemon.0.id().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = daemon.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "daemon did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = sigterm_and_wait(&mut daemon);
     assert!(status.success(), "SIGTERM exits 0, got {status:?}");
 }
 
@@ -125,22 +130,7 @@ fn sigterm_during_a_backup_cancels_it_cleanly_and_exits_zero() {
         Duration::from_secs(60),
         || artifact_growing(&f, "big", "data.tar.zst"),
     );
-    let pid = daemon.0.id().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = daemon.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "daemon did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = sigterm_and_wait(&mut daemon);
     assert!(status.success(), "SIGTERM exits 0, got {status:?}");
     // Cancelled, recorded failed, nothing half-written left visible.
     assert!(f.backups("big").is_empty());

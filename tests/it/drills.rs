@@ -179,3 +179,61 @@ fn the_daemon_runs_due_drills_on_schedule() {
     );
     assert!(scratch_is_empty(&f));
 }
+
+#[test]
+fn postgres_drill_restores_into_a_scratch_database_that_never_survives() {
+    use crate::dbs::{PgDb, psql};
+    let src = PgDb::new("drillsrc");
+    src.sql("create table orders(id serial primary key, total int); insert into orders(total) select g from generate_series(1, 250) g; create table empty_t(x int);");
+    let policy = format!(
+        r#"apiVersion: safepoint/v1
+kind: BackupPolicy
+metadata: {{name: pgapp}}
+spec:
+  source: {{type: postgres, url: "{}"}}
+  storage: local
+  retention: {{keepLast: 3}}
+  drill:
+    target: {{type: postgres, url: "postgres://postgres@127.0.0.1:5432/postgres"}}
+    verify:
+      completeness: exact
+      checks:
+        - {{name: orders restored, sql: "select count(*) from orders", expect: "= 250"}}
+        - {{name: totals, sql: "select sum(total) from orders", expect: ">= 1"}}
+    maxDuration: 5m
+"#,
+        src.url()
+    );
+    let f = Fixture::new(&[("storage.yaml", STORAGE), ("pgapp.yaml", &policy)]);
+    f.cmd().args(["backup", "pgapp"]).assert().success();
+    let out = f
+        .cmd()
+        .args(["drill", "pgapp", "--output", "json"])
+        .output()
+        .unwrap();
+    let outcome: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        panic!(
+            "{} {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(out.status.code(), Some(0), "{outcome}");
+    for name in [
+        "checksum",
+        "restore",
+        "completeness (exact)",
+        "orders restored",
+        "totals",
+        "recovery time",
+    ] {
+        assert_eq!(check(&outcome, name)["passed"], true, "{name}: {outcome}");
+    }
+    let scratch = outcome["scratch"].as_str().unwrap();
+    assert!(scratch.starts_with("safepoint_drill_pgapp_"));
+    let left = psql(
+        "postgres",
+        &format!("select count(*) from pg_database where datname = '{scratch}'"),
+    );
+    assert_eq!(left, "0", "scratch database dropped");
+}
