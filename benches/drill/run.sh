@@ -26,9 +26,6 @@ for p in time postgresql-15 git; do
     break
   }
 done
-(cd "$ROOT" && cargo build --release -q)
-SP="$ROOT/target/release/safepoint"
-
 rm -rf "$WORK"
 mkdir -p "$WORK/out"
 chmod 755 "$WORK"
@@ -48,6 +45,9 @@ echo "# building data: pgbench -s 50" >&2
 createdb bench
 "$PGBIN/pgbench" -i -q -s 50 bench 2>/dev/null
 psql -X -q bench -c "VACUUM ANALYZE" -c "CHECKPOINT"
+# built after the data so the two overlap; nothing is measured before this
+(cd "$ROOT" && cargo build --release -q)
+SP="$ROOT/target/release/safepoint"
 
 mkdir -p "$WORK/repo/policies"
 cat > "$WORK/repo/policies/bench.yaml" <<YAML
