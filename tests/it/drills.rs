@@ -1,6 +1,6 @@
-//! Recovery drills on real SQLite databases and directories: passing,
-//! corrupt artifact, incomplete data, wrong user check, unreachable target;
-//! the scratch copy never survives.
+//! Recovery drills on real SQLite, PostgreSQL and MariaDB databases and
+//! directories: passing, corrupt artifact, incomplete data, wrong user check,
+//! unreachable target; the scratch copy never survives.
 
 use crate::common::{Fixture, STORAGE, sqlite};
 
@@ -236,4 +236,59 @@ spec:
         &format!("select count(*) from pg_database where datname = '{scratch}'"),
     );
     assert_eq!(left, "0", "scratch database dropped");
+}
+
+#[test]
+fn mariadb_drill_restores_into_a_scratch_database_that_never_survives() {
+    use crate::dbs::{MyDb, mariadb};
+    let src = MyDb::new("drillmysrc");
+    src.sql("create table orders(id int auto_increment primary key, total int); insert into orders(total) select seq from seq_1_to_250; create table empty_t(x int);");
+    let policy = format!(
+        r#"apiVersion: safepoint/v1
+kind: BackupPolicy
+metadata: {{name: myapp}}
+spec:
+  source: {{type: mysql, url: "{}"}}
+  storage: local
+  retention: {{keepLast: 3}}
+  drill:
+    target: {{type: mysql, url: "mysql://root@127.0.0.1:3306/mysql"}}
+    verify:
+      completeness: exact
+      checks:
+        - {{name: orders restored, sql: "select count(*) from orders", expect: "= 250"}}
+        - {{name: totals, sql: "select sum(total) from orders", expect: "= 31375"}}
+    maxDuration: 5m
+"#,
+        src.url()
+    );
+    let f = Fixture::new(&[("storage.yaml", STORAGE), ("myapp.yaml", &policy)]);
+    f.cmd().args(["backup", "myapp"]).assert().success();
+    let out = f
+        .cmd()
+        .args(["drill", "myapp", "--output", "json"])
+        .output()
+        .unwrap();
+    let outcome: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        panic!(
+            "{} {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(out.status.code(), Some(0), "{outcome}");
+    for name in [
+        "checksum",
+        "restore",
+        "completeness (exact)",
+        "orders restored",
+        "totals",
+        "recovery time",
+    ] {
+        assert_eq!(check(&outcome, name)["passed"], true, "{name}: {outcome}");
+    }
+    let scratch = outcome["scratch"].as_str().unwrap();
+    assert!(scratch.starts_with("safepoint_drill_myapp_"), "{scratch}");
+    let left = mariadb(None, &format!("SHOW DATABASES LIKE '{scratch}'"));
+    assert_eq!(left, "", "scratch database dropped");
 }
