@@ -419,7 +419,9 @@ pub async fn observe(
         requests,
         drills: ctx.catalog.drill_history().await?,
         drill_requests,
-    };
+        ..ObservedState::default()
+    }
+    .indexed();
     Ok((observed, report))
 }
 
@@ -1033,7 +1035,8 @@ pub async fn next_wakeup(
         failures: ctx.catalog.failures().await?,
         drills: ctx.catalog.drill_history().await?,
         ..ObservedState::default()
-    };
+    }
+    .indexed();
     Ok(plan::plan(desired, &observed, now, &ctx.settings.plan).next_wakeup)
 }
 

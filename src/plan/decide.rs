@@ -24,13 +24,15 @@
 //! of each non-suspended policy, each RPO deadline (newest verified backup —
 //! or the backup planned now — plus rpo), and each retry time.
 
+use std::ops::Range;
+
 use chrono::{DateTime, Utc};
 
 use crate::observed::{BackupRecord, Health, ObservedState};
 use crate::plan::backup::{self, Auto, Request};
 use crate::plan::prune::{Deletions, Why};
 use crate::plan::render::Instant;
-use crate::plan::retention::{self, Decision, PlannedBackup};
+use crate::plan::retention::{self, Decision, PlannedBackup, Verdicts};
 use crate::plan::schedule::SlotCache;
 use crate::plan::{Action, KeepReason, Kept, Note, Plan, PlanOptions, Reason};
 use crate::policy::{BackupPolicy, DesiredState};
@@ -136,34 +138,77 @@ fn plan_policy<'a>(
     } else {
         None
     };
-    let mut spared = 0_usize;
+    let index = cx.observed.policy_index(name, backups);
     let Cx {
         now,
         deletions,
         out,
         ..
     } = cx;
-    retention::retain(
+    let mut verdicts = PolicyVerdicts {
+        name,
         backups,
+        started: index.started(),
+        why: Why::NotRetained(&policy.retention),
+        guard,
+        spared: 0,
+        deletions,
+        kept: &mut out.kept,
+    };
+    retention::retain_indexed(
+        backups,
+        &index,
         &planned,
         *now,
         &policy.retention,
-        |i, decision| match (decision, &guard) {
-            (Decision::Prune, None) => {
-                deletions.offer(&backups[i], Why::NotRetained(&policy.retention));
-            }
-            (Decision::Keep(reasons), _) => keep(&mut out.kept, name, &backups[i], reasons),
-            (Decision::Prune, Some(guard)) => {
-                spared += 1;
-                keep(&mut out.kept, name, &backups[i], vec![guard.clone()]);
-            }
-        },
+        &mut verdicts,
     );
+    let spared = verdicts.spared;
     if spared > 0 && incomplete {
         cx.note(
             name,
             format!("storage listing incomplete: {spared} backup(s) not pruned this cycle"),
         );
+    }
+}
+
+/// Where retention's verdicts on one policy's backups go: deletions, or kept
+/// with their reasons (with the guard as the reason when a guard spares them).
+struct PolicyVerdicts<'a, 'c> {
+    name: &'a str,
+    backups: &'a [BackupRecord],
+    /// `PolicyIndex::started` of `backups`.
+    started: &'c [i64],
+    why: Why<'a>,
+    guard: Option<KeepReason>,
+    spared: usize,
+    deletions: &'c mut Deletions<'a>,
+    kept: &'c mut Vec<Kept>,
+}
+
+impl Verdicts for PolicyVerdicts<'_, '_> {
+    fn decide(&mut self, i: usize, decision: Decision) {
+        let backup = &self.backups[i];
+        match (decision, &self.guard) {
+            (Decision::Prune, None) => self.deletions.offer(backup, self.why),
+            (Decision::Keep(reasons), _) => keep(self.kept, self.name, backup, reasons),
+            (Decision::Prune, Some(guard)) => {
+                self.spared += 1;
+                keep(self.kept, self.name, backup, vec![guard.clone()]);
+            }
+        }
+    }
+
+    fn prune_run(&mut self, run: Range<usize>) {
+        if self.guard.is_none() {
+            let started = &self.started[run.clone()];
+            self.deletions
+                .offer_run(&self.backups[run], started, self.why);
+        } else {
+            for i in run {
+                self.decide(i, Decision::Prune);
+            }
+        }
     }
 }
 
