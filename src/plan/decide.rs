@@ -146,14 +146,13 @@ fn plan_policy<'a>(
         ..
     } = cx;
     let mut verdicts = PolicyVerdicts {
-        name,
         backups,
         started: index.started(),
         why: Why::NotRetained(&policy.retention),
         guard,
         spared: 0,
         deletions,
-        kept: &mut out.kept,
+        kept: Vec::new(),
     };
     retention::retain_indexed(
         backups,
@@ -163,7 +162,8 @@ fn plan_policy<'a>(
         &policy.retention,
         &mut verdicts,
     );
-    let spared = verdicts.spared;
+    let PolicyVerdicts { spared, kept, .. } = verdicts;
+    keep_all(&mut out.kept, name, backups, kept);
     if spared > 0 && incomplete {
         cx.note(
             name,
@@ -175,7 +175,6 @@ fn plan_policy<'a>(
 /// Where retention's verdicts on one policy's backups go: deletions, or kept
 /// with their reasons (with the guard as the reason when a guard spares them).
 struct PolicyVerdicts<'a, 'c> {
-    name: &'a str,
     backups: &'a [BackupRecord],
     /// `PolicyIndex::started` of `backups`.
     started: &'c [i64],
@@ -183,18 +182,18 @@ struct PolicyVerdicts<'a, 'c> {
     guard: Option<KeepReason>,
     spared: usize,
     deletions: &'c mut Deletions<'a>,
-    kept: &'c mut Vec<Kept>,
+    /// Kept backups (position, reasons), in order, for `keep_all`.
+    kept: Vec<(usize, Vec<KeepReason>)>,
 }
 
 impl Verdicts for PolicyVerdicts<'_, '_> {
     fn decide(&mut self, i: usize, decision: Decision) {
-        let backup = &self.backups[i];
         match (decision, &self.guard) {
-            (Decision::Prune, None) => self.deletions.offer(backup, self.why),
-            (Decision::Keep(reasons), _) => keep(self.kept, self.name, backup, reasons),
+            (Decision::Prune, None) => self.deletions.offer(&self.backups[i], self.why),
+            (Decision::Keep(reasons), _) => self.kept.push((i, reasons)),
             (Decision::Prune, Some(guard)) => {
                 self.spared += 1;
-                keep(self.kept, self.name, backup, vec![guard.clone()]);
+                self.kept.push((i, vec![guard.clone()]));
             }
         }
     }
@@ -288,13 +287,31 @@ fn plan_backups<'a>(
     planned
 }
 
-#[inline(never)]
-fn keep(kept: &mut Vec<Kept>, policy: &str, backup: &BackupRecord, reasons: Vec<KeepReason>) {
-    kept.push(Kept {
-        policy: policy.to_string(),
-        backup_id: backup.id.clone(),
-        reasons,
+/// Appends the kept backups of one policy. At fleet scale, copying an id is
+/// two cache misses (the record, then the string's bytes), which would each
+/// wait behind the allocations of the copy before. So the records are read
+/// first, then the first byte of each id, in tight loops with no dependency
+/// between iterations: the misses overlap, and the copies find the bytes in
+/// cache.
+fn keep_all(
+    out: &mut Vec<Kept>,
+    policy: &str,
+    backups: &[BackupRecord],
+    kept: Vec<(usize, Vec<KeepReason>)>,
+) {
+    let ids: Vec<&str> = kept.iter().map(|(i, _)| backups[*i].id.as_str()).collect();
+    let touched = ids.iter().fold(0_u8, |acc, id| {
+        acc ^ id.as_bytes().first().copied().unwrap_or(0)
     });
+    std::hint::black_box(touched);
+    out.reserve(kept.len());
+    for ((_, reasons), id) in kept.into_iter().zip(ids) {
+        out.push(Kept {
+            policy: policy.to_string(),
+            backup_id: id.to_string(),
+            reasons,
+        });
+    }
 }
 
 fn newest_verified(backups: &[BackupRecord]) -> Option<DateTime<Utc>> {

@@ -129,7 +129,7 @@ pub fn retain_indexed<'a>(
             verdicts.prune_run(i..i + pruned);
             i += pruned;
         } else {
-            verdicts.decide(i, state.existing(&backups[i]));
+            verdicts.decide(i, state.plain(index.started()[i], &backups[i]));
             i += 1;
         }
     }
@@ -252,6 +252,25 @@ impl<'a> Walk<'a> {
                 reasons.push(KeepReason::Pinned { why: why.clone() });
             }
             reasons.push(KeepReason::Unhealthy);
+        }
+        if reasons.is_empty() {
+            Decision::Prune
+        } else {
+            Decision::Keep(reasons)
+        }
+    }
+
+    /// `existing` for a plain backup, from its start second (which gives the
+    /// same buckets and labels as its exact start): the record stays unread.
+    fn plain(&mut self, secs: i64, b: &'a BackupRecord) -> Decision {
+        let Some(at) = DateTime::from_timestamp(secs, 0) else {
+            return self.existing(b);
+        };
+        let first = self.verified_seen == 0;
+        let mut reasons = Vec::new();
+        self.count(at, None, &mut reasons);
+        if first {
+            reasons.push(KeepReason::NewestVerified);
         }
         if reasons.is_empty() {
             Decision::Prune
