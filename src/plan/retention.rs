@@ -22,7 +22,9 @@
 //!
 //! Performance: one pass, no sorting, no allocation for a backup that is not
 //! kept; bucket keys are integer arithmetic on the UTC timestamp and stop being
-//! computed once every counter is exhausted.
+//! computed once every counter is exhausted. With the policy's `PolicyIndex`
+//! (src/observed.rs), runs of plain backups are decided from their start
+//! seconds without reading the records (docs/performance.md, "Planner").
 
 use std::ops::Range;
 
