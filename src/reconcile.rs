@@ -431,7 +431,9 @@ pub async fn observe(
         requests,
         drills: ctx.catalog.drill_history().await?,
         drill_requests,
-    };
+        ..ObservedState::default()
+    }
+    .indexed();
     Ok((observed, report))
 }
 
@@ -1147,7 +1149,8 @@ pub async fn next_wakeup(
         failures: ctx.catalog.failures().await?,
         drills: ctx.catalog.drill_history().await?,
         ..ObservedState::default()
-    };
+    }
+    .indexed();
     Ok(plan::plan(desired, &observed, now, &ctx.settings.plan).next_wakeup)
 }
 

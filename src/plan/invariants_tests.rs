@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, TimeDelta, Utc};
 use proptest::prelude::*;
 
-use crate::observed::{BackupRecord, BackupRequest, FailedRun, Health, ObservedState, Trigger};
+use crate::observed::{
+    BackupIndex, BackupRecord, BackupRequest, FailedRun, Health, ObservedState, Trigger,
+};
 use crate::plan::{Action, PlanOptions, plan};
 use crate::policy::{BackupPolicy, DeploySpec, DesiredState, Retention, Schedule, Source};
 
@@ -250,7 +252,7 @@ fn build(c: &Case, shift: TimeDelta) -> (DesiredState, ObservedState, DateTime<U
         prune_orphans: c.prune_orphans,
         ..PlanOptions::default()
     };
-    (desired, observed, now, options)
+    (desired, observed.indexed(), now, options)
 }
 
 fn policy(name: &str, p: &PolicyCase) -> BackupPolicy {
@@ -319,7 +321,7 @@ fn apply(observed: &ObservedState, actions: &[Action], now: DateTime<Utc>) -> Ob
             }
         }
     }
-    next
+    next.indexed()
 }
 
 fn deleted(actions: &[Action]) -> BTreeSet<(String, String)> {
@@ -378,6 +380,13 @@ proptest! {
         let after = apply(&observed, &first.actions, now);
         let second = plan(&desired, &after, now, &options);
         prop_assert!(second.actions.is_empty(), "first:\n{}\nsecond:\n{}", first.render(), second.render());
+    }
+
+    #[test]
+    fn the_backup_index_does_not_change_the_plan(c in case(true)) {
+        let (desired, observed, now, options) = build(&c, TimeDelta::zero());
+        let unindexed = ObservedState { index: BackupIndex::default(), ..observed.clone() };
+        prop_assert_eq!(plan(&desired, &observed, now, &options), plan(&desired, &unindexed, now, &options));
     }
 
     #[test]

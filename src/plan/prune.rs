@@ -80,6 +80,31 @@ impl<'a> Deletions<'a> {
         self.select(backup, why);
     }
 
+    /// Offers every backup of `run` (newest first; `started`: their start
+    /// seconds, rounded down): counts them all, reads only the oldest ones
+    /// that can still be selected.
+    pub fn offer_run(&mut self, run: &'a [BackupRecord], started: &[i64], why: Why<'a>) {
+        self.offered += run.len();
+        if self.cap == 0 {
+            return;
+        }
+        // Oldest first: once one is newer than the newest selected, so is
+        // every later one (and the newest selected only gets older).
+        for (backup, &secs) in run.iter().zip(started).rev() {
+            if let Some(n) = self.newest_selected
+                && (secs > n.timestamp() || backup.started_at > n)
+            {
+                break;
+            }
+            // A run holds plain backups only, unless the index is stale (the
+            // state changed without `index_backups`): never delete a pinned
+            // or unhealthy one because of that.
+            if backup.is_plain() {
+                self.select(backup, why);
+            }
+        }
+    }
+
     #[inline(never)]
     fn select(&mut self, backup: &'a BackupRecord, why: Why<'a>) {
         let c = Candidate {

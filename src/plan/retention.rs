@@ -22,11 +22,15 @@
 //!
 //! Performance: one pass, no sorting, no allocation for a backup that is not
 //! kept; bucket keys are integer arithmetic on the UTC timestamp and stop being
-//! computed once every counter is exhausted.
+//! computed once every counter is exhausted. With the policy's `PolicyIndex`
+//! (src/observed.rs), runs of plain backups are decided from their start
+//! seconds without reading the records (docs/performance.md, "Planner").
+
+use std::ops::Range;
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 
-use crate::observed::{BackupRecord, Health, Trigger};
+use crate::observed::{BackupRecord, Health, PolicyIndex, Trigger};
 use crate::plan::KeepReason;
 use crate::policy::Retention;
 
@@ -53,38 +57,82 @@ pub fn is_release_trigger(trigger: Trigger) -> bool {
     )
 }
 
-/// Calls `decide(index, decision)` for every backup of `backups` (newest
-/// first, as `ObservedState` guarantees), in order.
+/// Receives retention's verdicts, in list order.
+pub trait Verdicts {
+    fn decide(&mut self, index: usize, decision: Decision);
+    /// Every backup of `run` is pruned: plain backups that no rule keeps.
+    fn prune_run(&mut self, run: Range<usize>) {
+        for i in run {
+            self.decide(i, Decision::Prune);
+        }
+    }
+}
+
+impl<F: FnMut(usize, Decision)> Verdicts for F {
+    fn decide(&mut self, index: usize, decision: Decision) {
+        self(index, decision)
+    }
+}
+
+/// Gives a verdict on every backup of `backups` (newest first, as
+/// `ObservedState` guarantees), in order.
 pub fn retain<'a>(
     backups: &'a [BackupRecord],
     planned: &[PlannedBackup<'a>],
     now: DateTime<Utc>,
     rules: &Retention,
-    mut decide: impl FnMut(usize, Decision),
+    verdicts: &mut impl Verdicts,
+) {
+    let index = PolicyIndex::build(backups);
+    retain_indexed(backups, &index, planned, now, rules, verdicts);
+}
+
+/// `retain` with the index of `backups` at hand: runs of plain backups that
+/// fall in the current bucket of every rule still counting (or come after
+/// every rule is exhausted) are decided from the index alone.
+pub fn retain_indexed<'a>(
+    backups: &'a [BackupRecord],
+    index: &PolicyIndex,
+    planned: &[PlannedBackup<'a>],
+    now: DateTime<Utc>,
+    rules: &Retention,
+    verdicts: &mut impl Verdicts,
 ) {
     let mut state = Walk::new(rules);
     // Existing backups newer than `now` (clock skew) stay in front.
     let split = if planned.is_empty() {
         0
     } else {
-        backups.partition_point(|b| b.started_at > now)
+        gallop(backups, |b| b.started_at > now)
     };
     for (i, b) in backups[..split].iter().enumerate() {
-        decide(i, state.existing(b));
-    }
-    if !planned.is_empty() {
-        state.fast = false;
+        verdicts.decide(i, state.existing(b));
     }
     for p in planned {
         let tag = p.release.filter(|_| is_release_trigger(p.trigger));
         let mut sink = Vec::new();
         state.count(now, tag, &mut sink);
     }
-    for (i, b) in backups.iter().enumerate().skip(split) {
-        if state.plainly_pruned(b) {
-            decide(i, Decision::Prune);
+    let special = index.special();
+    let mut special = special[special.partition_point(|&s| s < split)..].iter();
+    let mut next_special = special.next().copied().unwrap_or(usize::MAX);
+    let mut i = split;
+    while i < backups.len() {
+        if i == next_special {
+            verdicts.decide(i, state.existing(&backups[i]));
+            next_special = special.next().copied().unwrap_or(usize::MAX);
+            i += 1;
+            continue;
+        }
+        // backups[i..end] are plain.
+        let end = next_special.min(backups.len());
+        let pruned = state.plain_pruned(&index.started()[i..end]);
+        if pruned > 0 {
+            verdicts.prune_run(i..i + pruned);
+            i += pruned;
         } else {
-            decide(i, state.existing(b));
+            verdicts.decide(i, state.plain(index.started()[i], &backups[i]));
+            i += 1;
         }
     }
 }
@@ -102,13 +150,10 @@ struct Walk<'a> {
     /// Any bucket or `keepLast` counter left: bucket keys still needed.
     counting: bool,
     /// With `keepLast` exhausted, a backup started at or after this instant
-    /// falls in the same bucket as the previous one for every rule still
-    /// counting: no rule can keep it, no key needs computing.
-    horizon: Option<DateTime<Utc>>,
+    /// (Unix seconds) falls in the same bucket as the previous one for every
+    /// rule still counting: no rule can keep it, no key needs computing.
+    horizon: Option<i64>,
     verified_seen: u32,
-    /// `plainly_pruned` may answer: a verified backup was counted and no
-    /// `keepReleases` tag set is being tracked.
-    fast: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -149,7 +194,6 @@ impl<'a> Walk<'a> {
             counting: true,
             horizon: None,
             verified_seen: 0,
-            fast: false,
         };
         w.refresh();
         w
@@ -164,19 +208,25 @@ impl<'a> Walk<'a> {
             || self.yearly.left > 0;
     }
 
-    /// The hot path, most of a long history: a plain verified backup past
-    /// every counter. Reads only the fields it needs, so the walk runs close
-    /// to memory speed.
-    #[inline(always)]
-    fn plainly_pruned(&mut self, b: &BackupRecord) -> bool {
-        let plain = self.fast
-            && b.health == Health::Verified
-            && b.pinned.is_none()
-            && (!self.counting || self.horizon.is_some_and(|h| b.started_at >= h));
-        if plain {
-            self.verified_seen += 1;
-        }
-        plain
+    /// The hot path, most of a long history: how many of a run of plain
+    /// backups (their start seconds, newest first) no rule keeps, counting
+    /// them as seen. They are the ones before the first that `existing` must
+    /// count: none before a verified backup was seen (it is the newest
+    /// verified), all once every counter is exhausted, else those started at
+    /// or after the horizon, found by galloping from the front.
+    fn plain_pruned(&mut self, run: &[i64]) -> usize {
+        let n = if self.verified_seen == 0 {
+            0
+        } else if !self.counting {
+            run.len()
+        } else if let Some(h) = self.horizon {
+            gallop(run, |&t| t >= h)
+        } else {
+            0
+        };
+        let counted = u32::try_from(n).unwrap_or(u32::MAX);
+        self.verified_seen = self.verified_seen.saturating_add(counted);
+        n
     }
 
     #[inline(never)]
@@ -193,7 +243,6 @@ impl<'a> Walk<'a> {
             };
             let first = self.verified_seen == 0;
             self.count(b.started_at, tag, &mut reasons);
-            self.fast = !self.counting_releases();
             if let Some(why) = &b.pinned {
                 reasons.push(KeepReason::Pinned { why: why.clone() });
             }
@@ -213,6 +262,25 @@ impl<'a> Walk<'a> {
         }
     }
 
+    /// `existing` for a plain backup, from its start second (which gives the
+    /// same buckets and labels as its exact start): the record stays unread.
+    fn plain(&mut self, secs: i64, b: &'a BackupRecord) -> Decision {
+        let Some(at) = DateTime::from_timestamp(secs, 0) else {
+            return self.existing(b);
+        };
+        let first = self.verified_seen == 0;
+        let mut reasons = Vec::new();
+        self.count(at, None, &mut reasons);
+        if first {
+            reasons.push(KeepReason::NewestVerified);
+        }
+        if reasons.is_empty() {
+            Decision::Prune
+        } else {
+            Decision::Keep(reasons)
+        }
+    }
+
     fn counting_releases(&self) -> bool {
         self.releases_left > 0 || !self.releases.is_empty()
     }
@@ -221,7 +289,8 @@ impl<'a> Walk<'a> {
     /// keep it.
     fn count(&mut self, at: DateTime<Utc>, tag: Option<&'a str>, out: &mut Vec<KeepReason>) {
         self.verified_seen += 1;
-        if self.counting && self.horizon.is_none_or(|h| at < h) {
+        // `h` is a whole second: `at < h` compares `at` rounded down.
+        if self.counting && self.horizon.is_none_or(|h| at.timestamp() < h) {
             self.count_buckets(at, out);
         }
         if let Some(tag) = tag {
@@ -286,8 +355,9 @@ impl<'a> Walk<'a> {
         };
     }
 
-    /// The latest start of the current bucket of the rules still counting.
-    fn bucket_start(&self) -> Option<DateTime<Utc>> {
+    /// The latest start (Unix seconds) of the current bucket of the rules
+    /// still counting.
+    fn bucket_start(&self) -> Option<i64> {
         // `None` inside: some rule's bucket start is unknown, no horizon.
         let mut start: Option<Option<i64>> = None;
         let mut consider = |bucket: &Bucket, first_second: fn(i64) -> Option<i64>| {
@@ -315,8 +385,20 @@ impl<'a> Walk<'a> {
             let date = NaiveDate::from_ymd_opt(i32::try_from(y).ok()?, 1, 1)?;
             Some(date.and_hms_opt(0, 0, 0)?.and_utc().timestamp())
         });
-        DateTime::from_timestamp(start??, 0)
+        start?
     }
+}
+
+/// `slice.partition_point(pred)` for a `pred` that usually turns false
+/// after a few elements: probes 1, 2, 4, ... elements ahead, then bisects.
+fn gallop<T>(slice: &[T], pred: impl Fn(&T) -> bool) -> usize {
+    let (mut lo, mut step) = (0, 1);
+    while lo + step <= slice.len() && pred(&slice[lo + step - 1]) {
+        lo += step;
+        step *= 2;
+    }
+    let hi = (lo + step).min(slice.len());
+    lo + slice[lo..hi].partition_point(pred)
 }
 
 /// The rules in force, as users write them: `keepLast=3, keepDaily=7`.

@@ -32,18 +32,24 @@ fn run_planned(
     now: DateTime<Utc>,
     rules: Retention,
 ) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    retain(backups, planned, now, &rules, |i, d| {
-        let text = match d {
-            Decision::Keep(r) => r
-                .iter()
-                .map(|r| format!("{r:#}"))
-                .collect::<Vec<_>>()
-                .join(", "),
-            Decision::Prune => "prune".into(),
-        };
-        out.push((backups[i].id.clone(), text));
-    });
+    let mut out: Vec<(String, String)> = Vec::new();
+    retain(
+        backups,
+        planned,
+        now,
+        &rules,
+        &mut |i: usize, d: Decision| {
+            let text = match d {
+                Decision::Keep(r) => r
+                    .iter()
+                    .map(|r| format!("{r:#}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                Decision::Prune => "prune".into(),
+            };
+            out.push((backups[i].id.clone(), text));
+        },
+    );
     out
 }
 
