@@ -12,6 +12,7 @@ mod deploy_gate;
 mod drills;
 mod faults;
 mod metrics;
+mod openapi;
 mod plan_scenarios;
 mod prometheus;
 mod restore_docs;
