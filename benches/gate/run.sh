@@ -182,9 +182,12 @@ fire() { # one pipeline's gate for service $1
     "http://$addr/api/v1/deploys/svc$1-v1.0.0/start" >"$bdir/out/$1.code"
 }
 export -f fire
+cycles() { curl -sf "http://$addr/metrics" | awk '$1 ~ /reconcile_duration_seconds_count$/ {print $2}'; }
+c0=$(cycles)
 t0=$(now_ms)
 seq -w 1 "$npol" | xargs -P "$npol" -I{} bash -c 'fire {}'
 t1=$(now_ms)
+c1=$(cycles)
 b_total=$((t1 - t0))
 codes=$(cat "$bdir"/out/*.code | cut -d' ' -f1 | sort | uniq -c | awk '{printf "%s×%s ", $1, $2}')
 n200=$(cat "$bdir"/out/*.code | awk '$1 == 200' | wc -l)
@@ -222,6 +225,7 @@ echo "| measure | value |"
 echo "|---|---|"
 echo "| total wall time (all answered) | $b_total ms |"
 echo "| slowest single answer | ${slowest}s |"
+echo "| reconcile cycles run meanwhile | $(awk -v a="$c0" -v b="$c1" 'BEGIN {print b - a}') |"
 echo "| HTTP status codes | $codes|"
 echo "| answers with ok=true and one verified step | $nok / $npol |"
 echo "| pre-deploy backups in \`safepoint list\` | $npre (for $npol_with distinct policies) |"
