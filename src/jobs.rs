@@ -4,6 +4,8 @@
 //! share one cycle, so 100 concurrent gates cost one observation), and the
 //! API can wait for the reply.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 use tokio::sync::oneshot;
 
@@ -77,6 +79,41 @@ fn send(reply: Option<oneshot::Sender<JobReply>>, answer: JobReply) {
     }
 }
 
+type Batched = Vec<(Job, Vec<BackupRequest>)>;
+
+/// Splits backup-requesting jobs into as few rounds (one cycle each) as
+/// possible such that no round asks for the same policy and trigger under two
+/// different releases: a cycle's outcomes are matched to requests by policy
+/// and trigger, so two gates of one policy for releases r1 and r2 sharing a
+/// cycle would both be answered with the same snapshot. Identical requests
+/// (the same gate sent twice) stay together and share one backup.
+fn rounds(batched: Batched) -> Vec<Batched> {
+    type Taken = BTreeMap<(String, Trigger), Option<String>>;
+    let mut rounds: Vec<(Taken, Batched)> = Vec::new();
+    for (job, requests) in batched {
+        let fits = |taken: &Taken| {
+            requests.iter().all(|r| {
+                taken
+                    .get(&(r.policy.clone(), r.trigger))
+                    .is_none_or(|release| *release == r.release)
+            })
+        };
+        let at = match rounds.iter().position(|(taken, _)| fits(taken)) {
+            Some(at) => at,
+            None => {
+                rounds.push((Taken::new(), Vec::new()));
+                rounds.len() - 1
+            }
+        };
+        let (taken, jobs) = &mut rounds[at];
+        for r in &requests {
+            taken.insert((r.policy.clone(), r.trigger), r.release.clone());
+        }
+        jobs.push((job, requests));
+    }
+    rounds.into_iter().map(|(_, jobs)| jobs).collect()
+}
+
 /// Runs a batch of jobs; returns the cycle reports (for metrics).
 pub async fn run_batch(ctx: &Context, state: &RepoState, jobs: Vec<Job>) -> Vec<CycleReport> {
     let mut reports = Vec::new();
@@ -89,8 +126,8 @@ pub async fn run_batch(ctx: &Context, state: &RepoState, jobs: Vec<Job>) -> Vec<
             return reports;
         }
     };
-    // 1. Everything that is a backup request shares one cycle.
-    let mut batched: Vec<(Job, Vec<BackupRequest>)> = Vec::new();
+    // 1. Everything that is a backup request shares one cycle (or a few: see `rounds`).
+    let mut batched: Batched = Vec::new();
     let mut rest = Vec::new();
     for job in jobs {
         let requests = match &job.kind {
@@ -118,12 +155,12 @@ pub async fn run_batch(ctx: &Context, state: &RepoState, jobs: Vec<Job>) -> Vec<
             Err(e) => send(job.reply, JobReply::from_deploy_error(e)),
         }
     }
-    if !batched.is_empty() {
-        let all: Vec<BackupRequest> = batched.iter().flat_map(|(_, r)| r.clone()).collect();
+    for round in rounds(batched) {
+        let all: Vec<BackupRequest> = round.iter().flat_map(|(_, r)| r.clone()).collect();
         let scope = Scope::answering(&all);
         match reconcile::cycle(ctx, state, all, scope, false).await {
             Ok(report) => {
-                for (job, requests) in batched {
+                for (job, requests) in round {
                     let outcomes = deploy::outcomes_for(&requests, &report);
                     let answer = match &job.kind {
                         JobKind::DeployStart { release, .. } => {
@@ -143,7 +180,7 @@ pub async fn run_batch(ctx: &Context, state: &RepoState, jobs: Vec<Job>) -> Vec<
                 reports.push(report);
             }
             Err(e) => {
-                for (job, _) in batched {
+                for (job, _) in round {
                     send(job.reply, JobReply::error(500, e.to_string()));
                 }
             }
@@ -213,4 +250,64 @@ pub async fn run_batch(ctx: &Context, state: &RepoState, jobs: Vec<Job>) -> Vec<
         send(job.reply, answer);
     }
     reports
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gate(policy: &str, release: &str) -> (Job, Vec<BackupRequest>) {
+        let request = BackupRequest {
+            policy: policy.into(),
+            trigger: Trigger::PreDeploy,
+            release: Some(release.into()),
+            requested_by: "token:ci".into(),
+        };
+        let job = Job {
+            kind: JobKind::DeployStart {
+                release: release.into(),
+                selection: Selection::default(),
+            },
+            caller: "token:ci".into(),
+            reply: None,
+        };
+        (job, vec![request])
+    }
+
+    fn releases(round: &Batched) -> Vec<(String, String)> {
+        round
+            .iter()
+            .flat_map(|(_, rs)| rs.iter())
+            .map(|r| (r.policy.clone(), r.release.clone().unwrap_or_default()))
+            .collect()
+    }
+
+    #[test]
+    fn gates_of_one_policy_for_two_releases_never_share_a_cycle() {
+        let split = rounds(vec![
+            gate("orders", "r1"),
+            gate("orders", "r2"),
+            gate("orders", "r1"),
+            gate("billing", "r2"),
+        ]);
+        assert_eq!(split.len(), 2);
+        let pair = |p: &str, r: &str| (p.to_string(), r.to_string());
+        assert_eq!(
+            releases(&split[0]),
+            [
+                pair("orders", "r1"),
+                pair("orders", "r1"),
+                pair("billing", "r2")
+            ]
+        );
+        assert_eq!(releases(&split[1]), [pair("orders", "r2")]);
+    }
+
+    #[test]
+    fn gates_of_different_policies_share_one_cycle() {
+        let batch: Batched = (0..100)
+            .map(|i| gate(&format!("svc{i}"), &format!("svc{i}-v1")))
+            .collect();
+        assert_eq!(rounds(batch).len(), 1);
+    }
 }

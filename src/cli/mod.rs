@@ -103,7 +103,8 @@ pub enum DeployCommand {
         /// `key=value` label selector (repeatable, all must match).
         #[arg(long)]
         selector: Vec<String>,
-        /// Wait for the snapshots to be stored and verified (in-process runs always wait).
+        /// Wait for the snapshots to be stored and verified (always implied: a gate
+        /// never exits 0 before its snapshots exist; kept for pipelines that pass it).
         #[arg(long)]
         wait: bool,
         /// Give up (exit 1, running snapshots cancelled) after this long, e.g. `10m`.

@@ -48,7 +48,7 @@ pub async fn run(server: &str, cli: Cli) -> anyhow::Result<u8> {
                     release,
                     policy,
                     selector,
-                    wait,
+                    wait: _,
                     timeout,
                 },
         } => {
@@ -61,7 +61,10 @@ pub async fn run(server: &str, cli: Cli) -> anyhow::Result<u8> {
                 None => None,
             };
             let body = serde_json::json!({
-                "policies": policy, "selector": selector_map(selector)?, "wait": *wait,
+                "policies": policy, "selector": selector_map(selector)?,
+                // A gate always waits: exiting 0 before the snapshot exists would
+                // let the deploy run unprotected. `--wait` is accepted (and implied).
+                "wait": true,
                 "timeoutSeconds": timeout,
             });
             (true, format!("/api/v1/deploys/{release}/start"), body)

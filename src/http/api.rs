@@ -19,6 +19,9 @@ use super::ApiState;
 use crate::deploy::Selection;
 use crate::jobs::{Job, JobKind};
 
+/// Longest a caller may wait for a job's outcome (`timeoutSeconds`).
+pub const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
+
 /// Tokens and secrets of the API (from files/env at startup).
 #[derive(Default)]
 pub struct Auth {
@@ -115,7 +118,7 @@ struct Body {
     backup: Option<String>,
     /// Wait for the outcome (default true).
     wait: Option<bool>,
-    /// Give up waiting after this many seconds (default 3600).
+    /// Give up waiting after this many seconds (default 3600, at most `MAX_WAIT`).
     timeout_seconds: Option<u64>,
 }
 
@@ -139,6 +142,16 @@ async fn submit(control: &Control, kind: JobKind, caller: &str, body: &Body) -> 
         );
     };
     let wait = body.wait.unwrap_or(true);
+    let limit = Duration::from_secs(body.timeout_seconds.unwrap_or(3600));
+    if limit > MAX_WAIT {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "timeoutSeconds is at most {}; wait: false and poll GET /api/v1/backups for longer jobs",
+                MAX_WAIT.as_secs()
+            ),
+        );
+    }
     let (tx, rx) = oneshot::channel();
     let job = Job {
         kind,
@@ -158,7 +171,6 @@ async fn submit(control: &Control, kind: JobKind, caller: &str, body: &Body) -> 
         )
             .into_response();
     }
-    let limit = Duration::from_secs(body.timeout_seconds.unwrap_or(3600));
     match tokio::time::timeout(limit, rx).await {
         Ok(Ok(reply)) => {
             let status =

@@ -4,7 +4,8 @@
 //! `/readyz` (a valid revision is applied and the last cycle did not fail),
 //! `/api/v1/status`, `/api/v1/plan` (both from the daemon's last cycle) and
 //! `/api/v1/backups` (the catalog). Every request has a body size limit and
-//! a timeout.
+//! a timeout. The mutating endpoints are in `api`; docs/openapi.yaml
+//! describes them all (tests/it/openapi.rs keeps it in step with `router`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,9 +28,10 @@ use crate::metrics::Metrics;
 use crate::plan::Plan;
 use crate::status::Status;
 
-/// Largest request body accepted (no endpoint takes a body yet).
+/// Largest request body accepted (413 above).
 pub const BODY_LIMIT: usize = 64 * 1024;
-/// Requests taking longer are answered 408.
+/// Requests taking longer are answered 408 (except those waiting for a
+/// job's outcome, see `router_with`).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -149,6 +151,22 @@ async fn not_found() -> Response {
 }
 
 pub fn router(state: ApiState) -> Router {
+    router_with(state, REQUEST_TIMEOUT)
+}
+
+/// `read_timeout` bounds every request (answered 408) except those that wait
+/// for a job's outcome: the daemon loop answers them within their
+/// `timeoutSeconds` (at most `api::MAX_WAIT`, else 504), so their bound is
+/// that plus `read_timeout`. A gate whose backups take longer than
+/// `read_timeout` must not be cut off while its snapshot is being taken.
+pub fn router_with(state: ApiState, read_timeout: Duration) -> Router {
+    let jobs = Router::new()
+        .route("/api/v1/deploys/{release}/{phase}", post(api::deploy))
+        .route("/api/v1/policies/{name}/{action}", post(api::policy_action))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            api::MAX_WAIT + read_timeout,
+        ));
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
@@ -157,16 +175,15 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/plan", get(plan))
         .route("/api/v1/backups", get(backups))
         .route("/api/v1/drills", get(api::drills))
-        .route("/api/v1/deploys/{release}/{phase}", post(api::deploy))
-        .route("/api/v1/policies/{name}/{action}", post(api::policy_action))
         .route("/api/v1/hooks/git", post(api::git_hook))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            read_timeout,
+        ))
+        .merge(jobs)
         .fallback(not_found)
         .with_state(state)
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            REQUEST_TIMEOUT,
-        ))
 }
 
 /// Serves `router` on `listener` until `stop` turns true; requests in flight
@@ -182,3 +199,6 @@ pub async fn serve(
         })
         .await
 }
+
+#[cfg(test)]
+mod tests;

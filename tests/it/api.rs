@@ -265,3 +265,43 @@ fn the_github_actions_example_gates_and_records_a_failed_deploy_against_a_real_d
         "the runner kept no state"
     );
 }
+
+#[test]
+fn concurrent_gates_of_one_policy_for_different_releases_each_get_their_own_snapshot() {
+    let policy = gate_policy("orders").replace("keepLast: 3", "keepLast: 20");
+    let f = Fixture::new(&[("storage.yaml", STORAGE), ("orders.yaml", &policy)]);
+    std::fs::create_dir_all(f.work().join("d")).unwrap();
+    std::fs::write(f.work().join("d/data"), "orders").unwrap();
+    let repo = f.repo().to_string_lossy().into_owned();
+    let (_d, addr) = daemon(&f, &repo, &[]);
+    // Sent at once, most of them queue behind the first and share a batch.
+    let answers: Vec<(String, u16, serde_json::Value)> = std::thread::scope(|s| {
+        let calls: Vec<_> = (0..6)
+            .map(|i| {
+                s.spawn(move || {
+                    let release = format!("r{i}");
+                    let path = format!("/api/v1/deploys/{release}/start");
+                    let (code, body) = post(addr, &path, Some(TOKEN), "{}");
+                    (release, code, body)
+                })
+            })
+            .collect();
+        calls.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    let backups = f.backups("orders");
+    for (release, code, body) in &answers {
+        assert_eq!(*code, 200, "{release}: {body}");
+        let id = body["steps"][0]["backup_id"].as_str().unwrap();
+        let b = backups.iter().find(|b| b["id"] == id).unwrap();
+        assert_eq!(
+            b["release"],
+            release.as_str(),
+            "the gate of {release} was answered with another release's snapshot"
+        );
+    }
+    let pre: Vec<_> = backups
+        .iter()
+        .filter(|b| b["trigger"] == "pre-deploy")
+        .collect();
+    assert_eq!(pre.len(), 6, "one snapshot per release: {pre:?}");
+}

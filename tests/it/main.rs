@@ -16,6 +16,7 @@ mod encryption_docs;
 mod faults;
 mod metrics;
 mod mysql;
+mod openapi;
 mod plan_scenarios;
 mod postgres;
 mod prometheus;
