@@ -416,13 +416,7 @@ pub async fn observe(
         }
     }
 
-    let mut backups: BTreeMap<String, Vec<BackupRecord>> = BTreeMap::new();
-    for row in ctx.catalog.backups().await? {
-        backups
-            .entry(row.record.policy.clone())
-            .or_default()
-            .push(row.record);
-    }
+    let backups = backups_by_policy(ctx).await?;
     let observed = ObservedState {
         backups,
         running,
@@ -1129,6 +1123,21 @@ pub async fn cycle_with(
     })
 }
 
+/// The catalog's backups grouped per policy, newest first (the catalog
+/// query orders them), as `ObservedState::backups` wants them.
+async fn backups_by_policy(
+    ctx: &Context,
+) -> Result<BTreeMap<String, Vec<BackupRecord>>, ReconcileError> {
+    let mut backups: BTreeMap<String, Vec<BackupRecord>> = BTreeMap::new();
+    for row in ctx.catalog.backups().await? {
+        backups
+            .entry(row.record.policy.clone())
+            .or_default()
+            .push(row.record);
+    }
+    Ok(backups)
+}
+
 /// When the current state next needs attention (next cron slot, RPO
 /// deadline, retry), from a fresh read-only plan.
 pub async fn next_wakeup(
@@ -1137,13 +1146,7 @@ pub async fn next_wakeup(
 ) -> Result<Option<DateTime<Utc>>, ReconcileError> {
     let desired = state.desired()?;
     let now = Utc::now();
-    let mut backups: BTreeMap<String, Vec<BackupRecord>> = BTreeMap::new();
-    for row in ctx.catalog.backups().await? {
-        backups
-            .entry(row.record.policy.clone())
-            .or_default()
-            .push(row.record);
-    }
+    let backups = backups_by_policy(ctx).await?;
     let observed = ObservedState {
         backups,
         failures: ctx.catalog.failures().await?,

@@ -188,6 +188,21 @@ async fn submit(control: &Control, kind: JobKind, caller: &str, body: &Body) -> 
     }
 }
 
+/// The caller's token name and the parsed body, or the 401/400 answer.
+fn authorized(
+    s: &ApiState,
+    headers: &HeaderMap,
+    bytes: &Bytes,
+) -> Result<(String, Body), Box<Response>> {
+    let caller = s
+        .control
+        .auth
+        .caller(headers)
+        .map(str::to_string)
+        .ok_or_else(|| Box::new(unauthorized()))?;
+    Ok((caller, parse(bytes)?))
+}
+
 fn selection(body: &Body) -> Selection {
     Selection {
         policies: body.policies.clone(),
@@ -201,11 +216,8 @@ pub async fn deploy(
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Response {
-    let Some(caller) = s.control.auth.caller(&headers).map(str::to_string) else {
-        return unauthorized();
-    };
-    let body = match parse(&bytes) {
-        Ok(b) => b,
+    let (caller, body) = match authorized(&s, &headers, &bytes) {
+        Ok(ok) => ok,
         Err(r) => return *r,
     };
     let kind = match phase.as_str() {
@@ -247,11 +259,8 @@ pub async fn policy_action(
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Response {
-    let Some(caller) = s.control.auth.caller(&headers).map(str::to_string) else {
-        return unauthorized();
-    };
-    let body = match parse(&bytes) {
-        Ok(b) => b,
+    let (caller, body) = match authorized(&s, &headers, &bytes) {
+        Ok(ok) => ok,
         Err(r) => return *r,
     };
     let kind = match action.as_str() {
