@@ -1,4 +1,4 @@
-//! Deploy integration (SPEC §4): the pre-deploy gate and the deploy outcome.
+//! Deploy integration: the pre-deploy gate and the deploy outcome.
 //! Both turn into backup requests that go through `reconcile::cycle` (the one
 //! execution path); this module only chooses the requests, pins, and records
 //! the deploy events. Used by the CLI (and the HTTP API).

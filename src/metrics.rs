@@ -16,7 +16,7 @@ use crate::drill::DrillOutcome;
 use crate::reconcile::Outcome;
 use crate::status::Status;
 
-/// Every drift kind of SPEC §5, the label values of `safepoint_drift{kind}`.
+/// Every drift kind, the label values of `safepoint_drift{kind}`.
 pub const DRIFT_KINDS: &[&str] = &[
     "rpo-missed",
     "backup-failed",

@@ -1,4 +1,4 @@
-//! Pure: the compliance report (SPEC §9): per policy, over a window ending at
+//! Pure: the compliance report: per policy, over a window ending at
 //! `now`, how often the RPO was met, backups taken and failed, what is kept,
 //! whether retention was honoured, drills and deploys. Rendered as Markdown
 //! (readable as is) or JSON (stable, documented in docs/report.md).

@@ -44,7 +44,7 @@ pub struct PolicyStatus {
     /// Start of the last passing drill, and the verdict of the last drill.
     pub last_drill_passed: Option<DateTime<Utc>>,
     pub last_drill_verdict: Option<&'static str>,
-    /// Drift kinds present now (SPEC §5).
+    /// Drift kinds present now.
     pub drift: Vec<&'static str>,
 }
 

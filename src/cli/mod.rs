@@ -1,4 +1,4 @@
-//! Startup wiring and the command line (SPEC §8). Every command builds a
+//! Startup wiring and the command line. Every command builds a
 //! `reconcile::Context` and goes through `reconcile`; output is a table by
 //! default, `--output json` everywhere. Exit codes: 0 ok / nothing to do,
 //! 1 problem found / actions pending / action failed, 2 could not run.

@@ -1,6 +1,6 @@
 //! `safepoint catalog rebuild`: re-creates the catalog's backups from the
-//! manifests in every declared storage. The catalog is a cache of storage
-//! (SPEC §10), so after it is lost this brings back everything retention,
+//! manifests in every declared storage. The catalog is a cache of storage,
+//! so after it is lost this brings back everything retention,
 //! RPO and release tracking need; nothing is taken or deleted. Imported
 //! backups are re-verified (checksum) by the next cycle. Pins live only in
 //! the catalog: they are not in storage and are not rebuilt.

@@ -1,4 +1,4 @@
-//! IO: recovery drills (SPEC §6). Restore a backup into a scratch target
+//! IO: recovery drills. Restore a backup into a scratch target
 //! with a name safepoint generates (`safepoint_drill_<policy>_<stamp>`),
 //! run the named checks (checksum, restore, completeness, the user's queries,
 //! recovery time), record the verdict, and always remove the scratch copy —

@@ -1,4 +1,4 @@
-//! Pure: the typed, validated policy model (SPEC §2). Values of these types
+//! Pure: the typed, validated policy model. Values of these types
 //! only exist after `policy::load` accepted a revision, so code downstream never
 //! re-checks them ("parse, don't validate").
 

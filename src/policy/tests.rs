@@ -1,4 +1,4 @@
-//! Tests of `load` as a whole: the SPEC §2 example, every diagnostic kind
+//! Tests of `load` as a whole: a complete example, every diagnostic kind
 //! with its exact file:line, and the generated schema file.
 
 use std::path::PathBuf;
@@ -33,7 +33,7 @@ spec:
     secretFrom: {env: WEBHOOK_SECRET}
 ";
 
-/// The SPEC §2 example, verbatim.
+/// A complete example policy using every kind of field, verbatim.
 const POLICY: &str = r#"apiVersion: safepoint/v1
 kind: BackupPolicy
 metadata:
@@ -99,7 +99,7 @@ fn problems(files: &[PolicyFile]) -> Vec<Diagnostic> {
     }
 }
 
-/// A policy from the SPEC example with `edit` applied to its text.
+/// The example policy with `edit` applied to its text.
 fn policy_with(edit: impl Fn(&str) -> String) -> Vec<PolicyFile> {
     let mut files = base();
     files.push(file("policies/orders.yaml", &edit(POLICY)));

@@ -1,4 +1,4 @@
-//! IO: where artifacts and manifests live (SPEC §3). A backup is the directory
+//! IO: where artifacts and manifests live. A backup is the directory
 //! `<root>/<policy>/<backup-id>/` holding one artifact and `manifest.json`.
 //! The manifest is written last, so a backup is visible only when complete;
 //! deleting removes the manifest first, so a half-deleted backup is invisible
