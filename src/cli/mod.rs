@@ -94,6 +94,8 @@ pub enum LogFormat {
 pub enum DeployCommand {
     /// Take a verified pre-deploy snapshot of every matching policy; exit 0
     /// only when all are stored and verified (use it to gate a migration).
+    /// It always waits for the snapshots: a gate that returned earlier would
+    /// let the deploy run unprotected.
     Start {
         #[arg(long)]
         release: String,
@@ -103,10 +105,6 @@ pub enum DeployCommand {
         /// `key=value` label selector (repeatable, all must match).
         #[arg(long)]
         selector: Vec<String>,
-        /// Wait for the snapshots to be stored and verified (always implied: a gate
-        /// never exits 0 before its snapshots exist; kept for pipelines that pass it).
-        #[arg(long)]
-        wait: bool,
         /// Give up (exit 1, running snapshots cancelled) after this long, e.g. `10m`.
         #[arg(long)]
         timeout: Option<String>,

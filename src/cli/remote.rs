@@ -48,7 +48,6 @@ pub async fn run(server: &str, cli: Cli) -> anyhow::Result<u8> {
                     release,
                     policy,
                     selector,
-                    wait: _,
                     timeout,
                 },
         } => {
@@ -63,7 +62,7 @@ pub async fn run(server: &str, cli: Cli) -> anyhow::Result<u8> {
             let body = serde_json::json!({
                 "policies": policy, "selector": selector_map(selector)?,
                 // A gate always waits: exiting 0 before the snapshot exists would
-                // let the deploy run unprotected. `--wait` is accepted (and implied).
+                // let the deploy run unprotected.
                 "wait": true,
                 "timeoutSeconds": timeout,
             });
