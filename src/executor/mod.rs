@@ -9,6 +9,7 @@ pub mod mysql;
 pub mod postgres;
 pub(crate) mod process;
 pub mod secret;
+pub(crate) mod sql;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
