@@ -7,7 +7,8 @@ use chrono::Utc;
 use serde::Serialize;
 
 use crate::catalog::DeployRecord;
-use crate::observed::{BackupRequest, Health, Trigger};
+use crate::model::{ActionKind, AuditKind};
+use crate::observed::{BackupRequest, Trigger};
 use crate::policy::{BackupPolicy, DesiredState, OnFailure};
 use crate::reconcile::{self, Context, ReconcileError, RepoState, Scope};
 
@@ -126,10 +127,9 @@ pub fn outcomes_for(
 ) -> Vec<reconcile::Outcome> {
     let mut outcomes = Vec::new();
     for r in requests {
-        let found = report
-            .outcomes
-            .iter()
-            .find(|o| o.policy == r.policy && o.action == "backup" && o.trigger == Some(r.trigger));
+        let found = report.outcomes.iter().find(|o| {
+            o.policy == r.policy && o.action == ActionKind::Backup && o.trigger == Some(r.trigger)
+        });
         if let Some(o) = found {
             outcomes.push(o.clone());
             continue;
@@ -143,7 +143,7 @@ pub fn outcomes_for(
             .collect();
         outcomes.push(reconcile::Outcome {
             policy: r.policy.clone(),
-            action: "backup".into(),
+            action: ActionKind::Backup,
             backup_id: None,
             trigger: Some(r.trigger),
             ok: false,
@@ -207,7 +207,10 @@ pub async fn record_start(
     outcomes: Vec<reconcile::Outcome>,
 ) -> Result<DeployReport, DeployError> {
     let mut steps = Vec::new();
-    for o in outcomes.into_iter().filter(|o| o.action == "backup") {
+    for o in outcomes
+        .into_iter()
+        .filter(|o| o.action == ActionKind::Backup)
+    {
         let now = Utc::now();
         ctx.catalog
             .record_deploy(&DeployRecord {
@@ -231,7 +234,13 @@ pub async fn record_start(
             }
         );
         ctx.catalog
-            .audit(now, "deploy-start", Some(&o.policy), &ctx.actor, &msg)
+            .audit(
+                now,
+                AuditKind::DeployStart,
+                Some(&o.policy),
+                &ctx.actor,
+                &msg,
+            )
             .await?;
         steps.push(Step {
             restore_command: o.ok.then(|| restore_command(&o.policy, release)),
@@ -308,7 +317,7 @@ pub async fn finish(
             );
             tracing::error!(policy = %p.name, release, "{msg}");
             ctx.catalog
-                .audit(now, "alert", Some(&p.name), &ctx.actor, &msg)
+                .audit(now, AuditKind::Alert, Some(&p.name), &ctx.actor, &msg)
                 .await?;
             // Mailed to the policy's notifiers by the daemon (docs/operations.md).
             let detail = format!(
@@ -386,7 +395,13 @@ pub async fn finish(
             }
         );
         ctx.catalog
-            .audit(Utc::now(), "deploy-finish", Some(&p.name), &ctx.actor, &msg)
+            .audit(
+                Utc::now(),
+                AuditKind::DeployFinish,
+                Some(&p.name),
+                &ctx.actor,
+                &msg,
+            )
             .await?;
     }
     steps.sort_by(|a, b| a.policy.cmp(&b.policy));
@@ -398,18 +413,8 @@ pub async fn finish(
 }
 
 async fn pin_pre_deploy(ctx: &Context, policy: &str, release: &str) -> Result<Step, DeployError> {
-    let snapshot = ctx
-        .catalog
-        .backups()
-        .await?
-        .into_iter()
-        .filter(|b| {
-            b.record.policy == policy
-                && b.record.trigger == Trigger::PreDeploy
-                && b.record.release.as_deref() == Some(release)
-                && b.record.health == Health::Verified
-        })
-        .max_by_key(|b| b.record.started_at);
+    let rows = ctx.catalog.backups().await?;
+    let snapshot = crate::engine::restore::latest_pre_deploy(&rows, policy, release).cloned();
     let Some(snapshot) = snapshot else {
         return Ok(Step {
             policy: policy.to_string(),
@@ -427,7 +432,7 @@ async fn pin_pre_deploy(ctx: &Context, policy: &str, release: &str) -> Result<St
         snapshot.record.id, snapshot.record.id
     );
     ctx.catalog
-        .audit(Utc::now(), "pin", Some(policy), &ctx.actor, &msg)
+        .audit(Utc::now(), AuditKind::Pin, Some(policy), &ctx.actor, &msg)
         .await?;
     Ok(Step {
         policy: policy.to_string(),

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 
 use super::{Catalog, CatalogError, q};
-use crate::notify::alerts::{ActiveAlert, Recipient};
+use crate::model::{ActiveAlert, Recipient};
 
 /// A notification to queue.
 #[derive(Debug, Clone, PartialEq, Eq)]

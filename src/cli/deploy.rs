@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use super::commands::loaded_state;
 use super::{DeployCommand, DeployStatus, Output};
 use crate::deploy::{self, DeployError, DeployReport, Selection};
+use crate::model::AuditKind;
 use crate::reconcile::Context;
 
 fn selection(policy: Vec<String>, selector: Vec<String>) -> anyhow::Result<Selection> {
@@ -138,9 +139,9 @@ pub async fn pin(ctx: &Context, backup_id: &str, reason: Option<&str>) -> anyhow
     let row = ctx.catalog.backup(backup_id).await?;
     let policy = row.as_ref().map(|r| r.record.policy.clone());
     let (kind, msg) = match reason {
-        Some(why) => ("pin", format!("pinned backup {backup_id} ({why})")),
+        Some(why) => (AuditKind::Pin, format!("pinned backup {backup_id} ({why})")),
         None => (
-            "unpin",
+            AuditKind::Unpin,
             format!("unpinned backup {backup_id}; retention applies to it again"),
         ),
     };

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::Output;
 use super::table::render;
-use crate::observed::Health;
+use crate::engine::import;
 use crate::reconcile::{self, Context, RepoState};
 use crate::storage::{self, Storage};
 
@@ -61,9 +61,7 @@ pub async fn run(ctx: &Context, output: Output) -> anyhow::Result<u8> {
                     if known.contains(&manifest.id) {
                         report.already_known += 1;
                     } else {
-                        ctx.catalog
-                            .upsert_backup(manifest, Health::Verified, None)
-                            .await?;
+                        import::import_manifest(ctx, manifest, import::Record::InSummary).await?;
                         report.imported += 1;
                     }
                 }
@@ -78,7 +76,13 @@ pub async fn run(ctx: &Context, output: Output) -> anyhow::Result<u8> {
         reports.len(),
     );
     ctx.catalog
-        .audit(Utc::now(), "catalog-rebuilt", None, &ctx.actor, &msg)
+        .audit(
+            Utc::now(),
+            crate::model::AuditKind::CatalogRebuilt,
+            None,
+            &ctx.actor,
+            &msg,
+        )
         .await?;
     tracing::info!(imported, problems, "catalog rebuilt");
     if output == Output::Json {

@@ -184,7 +184,9 @@ pub async fn deliver(
                 );
                 tracing::info!(policy = %n.policy, "{msg}");
                 let policy = Some(n.policy.as_str()).filter(|p| !p.is_empty());
-                catalog.event(at, "alert-sent", policy, &msg).await?;
+                catalog
+                    .event(at, crate::model::AuditKind::AlertSent, policy, &msg)
+                    .await?;
             }
             Err(e) => {
                 metrics.record_notification("email", false);

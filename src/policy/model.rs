@@ -231,8 +231,9 @@ pub enum Completeness {
 pub struct DrillCheck {
     pub name: String,
     pub sql: String,
-    /// `= N`, `>= N`, `<= N`, `> N`, `< N`, `non-empty`, or `~ REGEX`.
-    pub expect: String,
+    /// `= N`, `!= N`, `>= N`, `<= N`, `> N`, `< N`, `non-empty`, or `~ REGEX`,
+    /// parsed by the one grammar drills evaluate with.
+    pub expect: crate::model::Expectation,
 }
 
 fn ser_tz<S: serde::Serializer>(tz: &chrono_tz::Tz, s: S) -> Result<S::Ok, S::Error> {
