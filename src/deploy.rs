@@ -442,22 +442,21 @@ async fn pin_pre_deploy(
         });
     };
     let why = format!("failed deploy {release}");
-    let pinned = match crate::pins::pin(ctx, desired, &snapshot.record.id, &why, Some(release))
-        .await
-    {
-        Ok(pinned) => pinned,
-        Err(crate::pins::PinError::Catalog(e)) => return Err(e.into()),
-        Err(e) => {
-            return Ok(Step {
-                policy: policy.to_string(),
-                action: "pin pre-deploy snapshot".into(),
-                ok: false,
-                backup_id: Some(snapshot.record.id),
-                detail: e.to_string(),
-                restore_command: Some(restore_command(policy, release)),
-            });
-        }
-    };
+    let pinned =
+        match crate::pins::pin(ctx, desired, &snapshot.record.id, &why, Some(release)).await {
+            Ok(pinned) => pinned,
+            Err(crate::pins::PinError::Catalog(e)) => return Err(e.into()),
+            Err(e) => {
+                return Ok(Step {
+                    policy: policy.to_string(),
+                    action: "pin pre-deploy snapshot".into(),
+                    ok: false,
+                    backup_id: Some(snapshot.record.id),
+                    detail: e.to_string(),
+                    restore_command: Some(restore_command(policy, release)),
+                });
+            }
+        };
     Ok(Step {
         policy: policy.to_string(),
         action: "pin pre-deploy snapshot".into(),

@@ -209,10 +209,10 @@ impl Eq for BackupIndex {}
 /// One policy's list of backups (newest first), compact.
 ///
 /// A backup is *plain* when it is verified, not pinned (pin state known) and
-/// carries no release tag; every other one is *special*. Retention decides a run of plain backups
-/// from their start times alone, so at fleet scale (10 M records of 184 bytes,
-/// scattered over three cache lines each) the planner reads 8 bytes per
-/// backup at most, and whole records only for the special ones, the ones a
+/// carries no release tag; every other one is *special*. Retention decides a
+/// run of plain backups from their start times alone, so at fleet scale
+/// (10 M records of 184 bytes, scattered over three cache lines each) the
+/// planner reads 8 bytes per backup at most, and whole records only for the special ones, the ones a
 /// rule keeps, and the oldest few deletion candidates (docs/performance.md,
 /// "Planner").
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -40,7 +40,9 @@ pub enum StorageError {
         path: PathBuf,
         reason: String,
     },
-    #[error("storage {storage}: pin marker {path} is unreadable: {reason}; the backup's pin state is unknown, so it is never pruned until the marker is fixed (`safepoint pin` or `unpin` rewrites it)")]
+    #[error(
+        "storage {storage}: pin marker {path} is unreadable: {reason}; the backup's pin state is unknown, so it is never pruned until the marker is fixed (`safepoint pin` or `unpin` rewrites it)"
+    )]
     BadPinMarker {
         storage: String,
         path: PathBuf,

@@ -22,8 +22,8 @@ use object_store::{
     RetryConfig,
 };
 
-use super::s3_error::{Target, remote};
 use super::pin::parse_marker;
+use super::s3_error::{Target, remote};
 use super::{
     ArtifactSink, Leftover, Listing, MANIFEST_FILE, Manifest, PIN_FILE, PinMarker, Storage,
     StorageError, UnreadablePin,
@@ -437,13 +437,15 @@ impl S3Storage {
         match self.get_bytes(&key) {
             Ok(bytes) => match parse_marker(&bytes, policy, id) {
                 Ok(marker) => listing.pins.push(marker),
-                Err(reason) => listing
-                    .unreadable_pins
-                    .push(unreadable(StorageError::BadPinMarker {
-                        storage: self.target.storage.clone(),
-                        path: key.to_string().into(),
-                        reason,
-                    })),
+                Err(reason) => {
+                    listing
+                        .unreadable_pins
+                        .push(unreadable(StorageError::BadPinMarker {
+                            storage: self.target.storage.clone(),
+                            path: key.to_string().into(),
+                            reason,
+                        }))
+                }
             },
             // Unpinned between listing and reading.
             Err(StorageError::Remote(r)) if r.class == "not-found" => {}

@@ -137,7 +137,14 @@ impl Setup {
 fn pins_survive_the_loss_of_the_catalog(s: &Setup) {
     s.ok(&["deploy", "start", "--release", "v1.4.0"]);
     let pre = s.newest_id();
-    s.ok(&["deploy", "finish", "--release", "v1.4.0", "--status", "failure"]);
+    s.ok(&[
+        "deploy",
+        "finish",
+        "--release",
+        "v1.4.0",
+        "--status",
+        "failure",
+    ]);
     s.ok(&["backup", "orders"]);
     let held = s.newest_id();
     let out = s.ok(&["pin", &held, "--reason", "legal hold"]);
@@ -175,7 +182,12 @@ fn pins_survive_the_loss_of_the_catalog(s: &Setup) {
     assert_eq!(p["backup"]["pinned"], "failed deploy v1.4.0", "{p}");
     assert_eq!(p["pin"]["release"], "v1.4.0", "{p}");
     assert!(p["pin"]["pinnedBy"].as_str().unwrap().contains('@'), "{p}");
-    assert!(p["why"].as_str().unwrap().contains("pinned (failed deploy v1.4.0)"));
+    assert!(
+        p["why"]
+            .as_str()
+            .unwrap()
+            .contains("pinned (failed deploy v1.4.0)")
+    );
     let h = s.item(&held).unwrap();
     assert_eq!(h["backup"]["pinned"], "legal hold", "{h}");
     assert!(s.audit().contains("pin-restored"));
@@ -183,7 +195,10 @@ fn pins_survive_the_loss_of_the_catalog(s: &Setup) {
     // The catalog pin is the newest write: a lost marker is rewritten.
     std::fs::remove_file(s.marker(&held)).unwrap();
     s.ok(&["daemon", "--once"]);
-    assert!(s.marker(&held).exists(), "marker rewritten from the catalog");
+    assert!(
+        s.marker(&held).exists(),
+        "marker rewritten from the catalog"
+    );
     assert!(s.audit().contains("pin-marker-rewritten"));
 
     // `unpin` after the rebuild: marker and catalog pin go, retention applies.
@@ -217,7 +232,11 @@ fn a_backup_whose_pin_marker_is_unreadable_is_never_pruned() {
     s.lose_catalog();
 
     let out = s.run(&["catalog", "rebuild"]);
-    assert_eq!(out.status.code(), Some(1), "an unreadable marker is a problem");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "an unreadable marker is a problem"
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("pin marker"));
 
     for _ in 0..2 {
@@ -239,7 +258,7 @@ fn a_backup_whose_pin_marker_is_unreadable_is_never_pruned() {
     assert!(!item["why"].as_str().unwrap().contains("unknown"), "{item}");
 }
 
-/// Without `catalog rebuild`: the daemon's observation imports the backups and
+/// Without `catalog rebuild`: the normal observation imports the backups and
 /// restores their pins, and a deploy started before the loss still finishes
 /// (its pre-deploy snapshot is found by manifest) and pins.
 #[test]
@@ -253,11 +272,18 @@ fn observation_alone_restores_pins_and_a_deploy_started_before_the_loss_finishes
     s.ok(&["backup", "orders"]);
     s.lose_catalog();
 
-    s.ok(&["daemon", "--once"]);
+    // `list` observes (imports, reconciles pins) without executing anything.
     assert_eq!(s.item(&held).unwrap()["backup"]["pinned"], "legal hold");
     assert!(s.audit().contains("pin-restored"));
 
-    s.ok(&["deploy", "finish", "--release", "v2.0.0", "--status", "failure"]);
+    s.ok(&[
+        "deploy",
+        "finish",
+        "--release",
+        "v2.0.0",
+        "--status",
+        "failure",
+    ]);
     assert!(s.marker(&pre).exists());
     s.ok(&["daemon", "--once"]);
     let p = s.item(&pre).expect("pinned pre-deploy snapshot kept");
