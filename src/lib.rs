@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod monitor;
 pub mod notify;
 pub mod observed;
+pub mod pins;
 pub mod plan;
 pub mod policy;
 pub mod reconcile;

@@ -198,6 +198,10 @@ pub async fn refresh(ctx: &Context, state: &mut RepoState) -> Result<bool, Recon
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ObserveReport {
     pub imported: Vec<String>,
+    /// Pins restored into the catalog from their marker in storage.
+    pub pins_restored: Vec<String>,
+    /// Pin markers rewritten into storage from the catalog.
+    pub pin_markers_rewritten: Vec<String>,
     pub interrupted: Vec<String>,
     pub leftovers_removed: Vec<String>,
     pub problems: Vec<String>,
@@ -211,7 +215,8 @@ fn storage_for(ctx: &Context, desired: &DesiredState, name: &str) -> Option<Arc<
 }
 
 /// Reads catalog and storage into an `ObservedState`, reconciling the catalog
-/// with storage on the way: untracked manifests are imported, vanished or
+/// with storage on the way: untracked manifests are imported, pins are
+/// reconciled with their markers in storage (`crate::pins`), vanished or
 /// altered artifacts are marked, runs of dead processes are closed as
 /// interrupted and their leftovers removed.
 pub async fn observe(
@@ -271,6 +276,7 @@ pub async fn observe(
         .map(|b| (b.record.id.clone(), b))
         .collect();
     let mut incomplete = BTreeSet::new();
+    let mut pin_unknown: BTreeMap<String, String> = BTreeMap::new();
     let mut storage_names: BTreeSet<String> = desired.storages.keys().cloned().collect();
     storage_names.extend(known.values().map(|b| b.record.storage.clone()));
 
@@ -374,6 +380,16 @@ pub async fn observe(
                 Err(e) => report.problems.push(e.to_string()),
             }
         }
+        let found = crate::pins::ListedPins {
+            markers: listing.pins,
+            unreadable: listing.unreadable_pins,
+            listed: &listed,
+        };
+        let pins = crate::pins::reconcile_listing(ctx, &st, found, &known, now).await?;
+        report.pins_restored.extend(pins.restored);
+        report.pin_markers_rewritten.extend(pins.rewritten);
+        report.problems.extend(pins.problems);
+        pin_unknown.extend(pins.unknown);
         for row in known.values().filter(|r| r.record.storage == name) {
             if !listed.contains(&row.record.id) && row.record.health != Health::Missing {
                 let problem = "manifest and artifact are gone from storage";
@@ -416,7 +432,8 @@ pub async fn observe(
         }
     }
 
-    let backups = backups_by_policy(ctx).await?;
+    let mut backups = backups_by_policy(ctx).await?;
+    mark_pin_unknown(&mut backups, &pin_unknown);
     let observed = ObservedState {
         backups,
         running,
@@ -429,6 +446,22 @@ pub async fn observe(
     }
     .indexed();
     Ok((observed, report))
+}
+
+/// Hands the backups whose pin marker could not be read to the planner as
+/// `pin_unknown` (never pruned while it lasts).
+fn mark_pin_unknown(
+    backups: &mut BTreeMap<String, Vec<BackupRecord>>,
+    unknown: &BTreeMap<String, String>,
+) {
+    if unknown.is_empty() {
+        return;
+    }
+    for b in backups.values_mut().flatten() {
+        if let Some(why) = unknown.get(&b.id) {
+            b.pin_unknown = Some(why.clone());
+        }
+    }
 }
 
 // ---- execute ---------------------------------------------------------------
@@ -797,6 +830,7 @@ pub async fn run_backup(
                 checksum: manifest.artifact.checksum,
                 health: Health::Verified,
                 pinned: None,
+                pin_unknown: None,
             })
         }
         Err(Failure { kind, message, .. }) => {

@@ -380,19 +380,21 @@ async fn list(ctx: &Context, policy: Option<&str>, output: Output) -> anyhow::Re
                 .find(|a| matches!(a, crate::plan::Action::Delete { backup_id, .. } if backup_id == &r.id))
                 .map_or("-".into(), |a| format!("to prune: {}", a.reason())),
         };
-        items.push((r.clone(), row.problem.clone(), why));
+        items.push((r.clone(), row.problem.clone(), why, row.pin.clone()));
     }
     if output == Output::Json {
         let json: Vec<_> = items
             .iter()
-            .map(|(r, problem, why)| serde_json::json!({"backup": r, "problem": problem, "why": why}))
+            .map(|(r, problem, why, pin)| {
+                serde_json::json!({"backup": r, "problem": problem, "why": why, "pin": pin})
+            })
             .collect();
         print_json(&json)?;
         return Ok(0);
     }
     let rows: Vec<Vec<String>> = items
         .iter()
-        .map(|(r, problem, why)| {
+        .map(|(r, problem, why, _)| {
             vec![
                 r.policy.clone(),
                 r.id.clone(),

@@ -229,13 +229,16 @@ pub enum Command {
         #[command(subcommand)]
         command: DeployCommand,
     },
-    /// Keep a backup whatever retention says, until `unpin`.
+    /// Keep a backup whatever retention says, until `unpin`. Recorded in the
+    /// catalog and as `pin.json` next to the backup in storage, so it
+    /// survives the loss of the catalog (`catalog rebuild` restores it).
     Pin {
         backup_id: String,
         #[arg(long, default_value = "pinned by hand")]
         reason: String,
     },
-    /// Release a pinned backup to retention again.
+    /// Release a pinned backup to retention again (removes the pin marker
+    /// from storage, then the catalog's pin).
     Unpin { backup_id: String },
     /// Verify or export the hash-chained audit log.
     Audit {

@@ -17,6 +17,7 @@ mod faults;
 mod metrics;
 mod mysql;
 mod openapi;
+mod pins;
 mod plan_scenarios;
 mod postgres;
 mod prometheus;
