@@ -514,7 +514,8 @@ fn a_backup_whose_pin_state_is_unknown_is_never_deleted() {
                 list.iter()
                     .filter(|b| gone.contains(&(name.to_string(), b.id.clone())))
                     .count(),
-                58,
+                // An orphan pruned by `prune --orphans` loses its newest too.
+                if orphan && name == "p1" { 59 } else { 58 },
                 "every other backup but the newest is pruned:\n{}",
                 plan.render()
             );
