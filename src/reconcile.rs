@@ -483,8 +483,12 @@ pub struct Outcome {
 /// Which planned actions a caller wants executed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
-    /// The daemon: everything.
+    /// `safepoint daemon --once` and tests: everything.
     All,
+    /// The daemon's scheduled lane: automatic backups, release-tag baselines,
+    /// pruning, scheduled drills; work requested through the API (gates,
+    /// manual backups, drills) runs in its own lane (`jobs`).
+    Scheduled,
     /// `safepoint backup`, `deploy start|finish`: only the backups answering
     /// these requests (policy, trigger, release).
     Requests(Vec<(String, Trigger, Option<String>)>),
@@ -509,6 +513,15 @@ impl Scope {
         match (self, action) {
             (Scope::All, _) => true,
             (
+                Scope::Scheduled,
+                Action::Backup {
+                    trigger,
+                    reason: plan::Reason::Requested { .. },
+                    ..
+                },
+            ) => *trigger == Trigger::Release,
+            (Scope::Scheduled, _) => true,
+            (
                 Scope::Requests(wanted),
                 Action::Backup {
                     policy,
@@ -527,6 +540,7 @@ impl Scope {
     pub fn includes_drill(&self, drill: &plan::Drill) -> bool {
         match self {
             Scope::All => true,
+            Scope::Scheduled => !matches!(drill.reason, plan::Reason::Requested { .. }),
             Scope::Drills(policies) => policies.contains(&drill.policy),
             _ => false,
         }
@@ -712,7 +726,7 @@ pub async fn run_backup(
     release: Option<&str>,
     requested_by: Option<&str>,
 ) -> Result<BackupRecord, String> {
-    let _lock = match lock::try_lock(&ctx.settings.locks_dir(), &policy.name) {
+    let _lock = match lock::lock_for_backup(&ctx.settings.locks_dir(), &policy.name).await {
         Ok(Some(lock)) => lock,
         Ok(None) => {
             return Err(format!(

@@ -96,6 +96,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Daemon {
             fetch_interval,
             concurrency,
+            request_concurrency,
             shutdown_grace,
             once,
             observability,
@@ -109,7 +110,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
                 ..ctx.clone()
             };
             let monitor = Monitor::start(&ctx.catalog, observability.options(once)?).await?;
-            let result = daemon::run(ctx.clone(), stop_tx, once, &monitor).await;
+            let result = daemon::run(ctx.clone(), stop_tx, once, request_concurrency, &monitor).await;
             monitor.shutdown().await;
             result?;
             0

@@ -258,9 +258,14 @@ pub enum Command {
         /// How often a remote policy repository is fetched, in seconds.
         #[arg(long, env = "SAFEPOINT_FETCH_INTERVAL", default_value_t = 60)]
         fetch_interval: u64,
-        /// Backups running at once.
+        /// Scheduled backups running at once.
         #[arg(long, env = "SAFEPOINT_CONCURRENCY", default_value_t = 2)]
         concurrency: usize,
+        /// Requested work (API gates, manual backups, drills) running at once:
+        /// cycles of the requested lane, and backups within each; it runs
+        /// beside scheduled work, never behind it.
+        #[arg(long, env = "SAFEPOINT_REQUEST_CONCURRENCY", default_value_t = 2)]
+        request_concurrency: usize,
         /// Seconds running backups get to finish after SIGTERM before they are cancelled.
         #[arg(long, env = "SAFEPOINT_SHUTDOWN_GRACE", default_value_t = 30)]
         shutdown_grace: u64,
