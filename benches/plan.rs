@@ -68,6 +68,7 @@ fn history(name: &str, now: DateTime<Utc>, due: bool) -> Vec<BackupRecord> {
                 checksum: String::new(),
                 health: Health::Verified,
                 pinned: None,
+                pin_unknown: None,
             }
         })
         .collect()

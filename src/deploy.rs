@@ -269,7 +269,7 @@ pub async fn finish(
     selection: &Selection,
 ) -> Result<DeployReport, DeployError> {
     let desired = state.desired()?;
-    let started: Vec<String> = ctx
+    let mut started: Vec<String> = ctx
         .catalog
         .deploys(Some(release))
         .await?
@@ -277,6 +277,17 @@ pub async fn finish(
         .filter(|d| d.phase == "start")
         .map(|d| d.policy)
         .collect();
+    // The deploy records are catalog history; a pre-deploy snapshot of the
+    // release (from its manifest) also shows the deploy started, so finishing
+    // works after the catalog was lost and rebuilt.
+    for b in ctx.catalog.backups().await? {
+        if b.record.trigger == Trigger::PreDeploy
+            && b.record.release.as_deref() == Some(release)
+            && !started.contains(&b.record.policy)
+        {
+            started.push(b.record.policy);
+        }
+    }
     if started.is_empty() && selection.is_empty() {
         return Err(DeployError::NotFound(format!(
             "release {release} has no recorded `deploy start`; pass --policy/--selector to finish it anyway"
@@ -299,7 +310,7 @@ pub async fn finish(
             continue;
         }
         if p.deploy.on_failure.contains(&OnFailure::PinPreDeploy) {
-            steps.push(pin_pre_deploy(ctx, &p.name, release).await?);
+            steps.push(pin_pre_deploy(ctx, desired, &p.name, release).await?);
         }
         if p.deploy.on_failure.contains(&OnFailure::ForensicSnapshot) {
             requests.push(BackupRequest {
@@ -412,7 +423,17 @@ pub async fn finish(
     })
 }
 
-async fn pin_pre_deploy(ctx: &Context, policy: &str, release: &str) -> Result<Step, DeployError> {
+/// Pins the newest verified pre-deploy snapshot of `release`, in the catalog
+/// and as a marker in storage (`crate::pins`), so the pin survives the loss
+/// of the catalog. The step fails when there is no snapshot, or when the
+/// marker could not be written (the catalog pin holds meanwhile and the next
+/// observation writes the marker).
+async fn pin_pre_deploy(
+    ctx: &Context,
+    desired: &DesiredState,
+    policy: &str,
+    release: &str,
+) -> Result<Step, DeployError> {
     let rows = ctx.catalog.backups().await?;
     let snapshot = crate::engine::restore::latest_pre_deploy(&rows, policy, release).cloned();
     let Some(snapshot) = snapshot else {
@@ -426,20 +447,27 @@ async fn pin_pre_deploy(ctx: &Context, policy: &str, release: &str) -> Result<St
         });
     };
     let why = format!("failed deploy {release}");
-    ctx.catalog.set_pin(&snapshot.record.id, Some(&why)).await?;
-    let msg = format!(
-        "pinned backup {} ({why}); `safepoint unpin {}` releases it",
-        snapshot.record.id, snapshot.record.id
-    );
-    ctx.catalog
-        .audit(Utc::now(), AuditKind::Pin, Some(policy), &ctx.actor, &msg)
-        .await?;
+    let pinned =
+        match crate::pins::pin(ctx, desired, &snapshot.record.id, &why, Some(release)).await {
+            Ok(pinned) => pinned,
+            Err(crate::pins::PinError::Catalog(e)) => return Err(e.into()),
+            Err(e) => {
+                return Ok(Step {
+                    policy: policy.to_string(),
+                    action: "pin pre-deploy snapshot".into(),
+                    ok: false,
+                    backup_id: Some(snapshot.record.id),
+                    detail: e.to_string(),
+                    restore_command: Some(restore_command(policy, release)),
+                });
+            }
+        };
     Ok(Step {
         policy: policy.to_string(),
         action: "pin pre-deploy snapshot".into(),
-        ok: true,
+        ok: pinned.marker_error.is_none(),
         backup_id: Some(snapshot.record.id),
-        detail: msg,
+        detail: pinned.message,
         restore_command: Some(restore_command(policy, release)),
     })
 }

@@ -21,6 +21,7 @@ pub mod model;
 pub mod monitor;
 pub mod notify;
 pub mod observed;
+pub mod pins;
 pub mod plan;
 pub mod policy;
 pub mod reconcile;

@@ -61,11 +61,21 @@ pub struct Monitor {
     tasks: Vec<JoinHandle<()>>,
     /// The address actually bound (for `--listen 127.0.0.1:0`).
     pub local_addr: Option<SocketAddr>,
-    /// Work from the API for the daemon loop (taken by the loop).
-    pub jobs: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<crate::jobs::Job>>>,
+    /// Work from the API for the requested lane (taken by the daemon loop),
+    /// with a sender for jobs that come back after waiting.
+    pub jobs: std::sync::Mutex<Option<JobQueue>>,
+    /// Serialises `after_cycle`: both lanes finish cycles, and status,
+    /// metrics and alerts are computed from the catalog one cycle at a time.
+    after_cycle: tokio::sync::Mutex<()>,
     /// Rung by the Git push webhook: fetch now.
     pub git_wake: Arc<Notify>,
 }
+
+/// The requested lane's queue: jobs from the API and jobs back from waiting.
+pub type JobQueue = (
+    tokio::sync::mpsc::Sender<crate::jobs::Job>,
+    tokio::sync::mpsc::Receiver<crate::jobs::Job>,
+);
 
 impl Monitor {
     /// Binds the listener (failing loudly when it cannot) and starts the
@@ -95,7 +105,8 @@ impl Monitor {
                 catalog: catalog.clone(),
                 control: crate::http::api::Control {
                     auth: options.auth.clone(),
-                    jobs: Some(jobs_tx),
+                    jobs: Some(jobs_tx.clone()),
+                    board: Arc::new(crate::jobs::Board::default()),
                     git_wake: git_wake.clone(),
                 },
             });
@@ -125,7 +136,8 @@ impl Monitor {
             stop,
             tasks,
             local_addr,
-            jobs: std::sync::Mutex::new(Some(jobs_rx)),
+            jobs: std::sync::Mutex::new(Some((jobs_tx, jobs_rx))),
+            after_cycle: tokio::sync::Mutex::new(()),
             git_wake,
         })
     }
@@ -143,6 +155,7 @@ impl Monitor {
         result: Option<&Result<CycleReport, ReconcileError>>,
         elapsed: Duration,
     ) {
+        let _one_at_a_time = self.after_cycle.lock().await;
         if let Some(result) = result {
             self.metrics.record_cycle(elapsed.as_secs_f64());
             match result {

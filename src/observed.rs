@@ -25,6 +25,10 @@ pub struct BackupRecord {
     pub health: Health,
     /// Why it is pinned (e.g. "failed deploy v1.4.0"); pinned backups are never pruned.
     pub pinned: Option<String>,
+    /// Set by observation when the backup's pin state cannot be known (its
+    /// pin marker in storage is unreadable): why. Never pruned meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin_unknown: Option<String>,
 }
 
 /// The most recent failed attempt of a policy, when newer than its last success.
@@ -137,11 +141,11 @@ impl Eq for BackupIndex {}
 
 /// One policy's list of backups (newest first), compact.
 ///
-/// A backup is *plain* when it is verified, not pinned and carries no release
-/// tag; every other one is *special*. Retention decides a run of plain backups
-/// from their start times alone, so at fleet scale (10 M records of 184 bytes,
-/// scattered over three cache lines each) the planner reads 8 bytes per
-/// backup at most, and whole records only for the special ones, the ones a
+/// A backup is *plain* when it is verified, not pinned (pin state known) and
+/// carries no release tag; every other one is *special*. Retention decides a
+/// run of plain backups from their start times alone, so at fleet scale
+/// (10 M records of 184 bytes, scattered over three cache lines each) the
+/// planner reads 8 bytes per backup at most, and whole records only for the special ones, the ones a
 /// rule keeps, and the oldest few deletion candidates (docs/performance.md,
 /// "Planner").
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -177,9 +181,12 @@ impl PolicyIndex {
 }
 
 impl BackupRecord {
-    /// Verified, not pinned, no release tag (see `PolicyIndex`).
+    /// Verified, not pinned, pin state known, no release tag (see `PolicyIndex`).
     pub fn is_plain(&self) -> bool {
-        self.health == Health::Verified && self.pinned.is_none() && self.release.is_none()
+        self.health == Health::Verified
+            && self.pinned.is_none()
+            && self.pin_unknown.is_none()
+            && self.release.is_none()
     }
 }
 

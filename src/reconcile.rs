@@ -111,6 +111,10 @@ pub async fn refresh(ctx: &Context, state: &mut RepoState) -> Result<bool, Recon
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ObserveReport {
     pub imported: Vec<String>,
+    /// Pins restored into the catalog from their marker in storage.
+    pub pins_restored: Vec<String>,
+    /// Pin markers rewritten into storage from the catalog.
+    pub pin_markers_rewritten: Vec<String>,
     pub interrupted: Vec<String>,
     pub leftovers_removed: Vec<String>,
     pub problems: Vec<String>,
@@ -124,7 +128,8 @@ fn storage_for(ctx: &Context, desired: &DesiredState, name: &str) -> Option<Arc<
 }
 
 /// Reads catalog and storage into an `ObservedState`, reconciling the catalog
-/// with storage on the way: untracked manifests are imported, vanished or
+/// with storage on the way: untracked manifests are imported, pins are
+/// reconciled with their markers in storage (`crate::pins`), vanished or
 /// altered artifacts are marked, runs of dead processes are closed as
 /// interrupted and their leftovers removed.
 pub async fn observe(
@@ -189,6 +194,7 @@ pub async fn observe(
         .map(|b| (b.record.id.clone(), b))
         .collect();
     let mut incomplete = BTreeSet::new();
+    let mut pin_unknown: BTreeMap<String, String> = BTreeMap::new();
     let mut storage_names: BTreeSet<String> = desired.storages.keys().cloned().collect();
     storage_names.extend(known.values().map(|b| b.record.storage.clone()));
 
@@ -266,6 +272,16 @@ pub async fn observe(
                 Err(e) => report.problems.push(e.to_string()),
             }
         }
+        let found = crate::pins::ListedPins {
+            markers: listing.pins,
+            unreadable: listing.unreadable_pins,
+            listed: &listed,
+        };
+        let pins = crate::pins::reconcile_listing(ctx, &st, found, &known, now).await?;
+        report.pins_restored.extend(pins.restored);
+        report.pin_markers_rewritten.extend(pins.rewritten);
+        report.problems.extend(pins.problems);
+        pin_unknown.extend(pins.unknown);
         for row in known.values().filter(|r| r.record.storage == name) {
             if !listed.contains(&row.record.id) && row.record.health != Health::Missing {
                 let problem = "manifest and artifact are gone from storage";
@@ -308,7 +324,8 @@ pub async fn observe(
         }
     }
 
-    let backups = backups_by_policy(ctx).await?;
+    let mut backups = backups_by_policy(ctx).await?;
+    mark_pin_unknown(&mut backups, &pin_unknown);
     let observed = ObservedState {
         backups,
         running,
@@ -323,13 +340,33 @@ pub async fn observe(
     Ok((observed, report))
 }
 
+/// Hands the backups whose pin marker could not be read to the planner as
+/// `pin_unknown` (never pruned while it lasts).
+fn mark_pin_unknown(
+    backups: &mut BTreeMap<String, Vec<BackupRecord>>,
+    unknown: &BTreeMap<String, String>,
+) {
+    if unknown.is_empty() {
+        return;
+    }
+    for b in backups.values_mut().flatten() {
+        if let Some(why) = unknown.get(&b.id) {
+            b.pin_unknown = Some(why.clone());
+        }
+    }
+}
+
 // ---- execute ---------------------------------------------------------------
 
 /// Which planned actions a caller wants executed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
-    /// The daemon: everything.
+    /// `safepoint daemon --once` and tests: everything.
     All,
+    /// The daemon's scheduled lane: automatic backups, release-tag baselines,
+    /// pruning, scheduled drills; work requested through the API (gates,
+    /// manual backups, drills) runs in its own lane (`jobs`).
+    Scheduled,
     /// `safepoint backup`, `deploy start|finish`: only the backups answering
     /// these requests (policy, trigger, release).
     Requests(Vec<(String, Trigger, Option<String>)>),
@@ -354,6 +391,15 @@ impl Scope {
         match (self, action) {
             (Scope::All, _) => true,
             (
+                Scope::Scheduled,
+                Action::Backup {
+                    trigger,
+                    reason: plan::Reason::Requested { .. },
+                    ..
+                },
+            ) => *trigger == Trigger::Release,
+            (Scope::Scheduled, _) => true,
+            (
                 Scope::Requests(wanted),
                 Action::Backup {
                     policy,
@@ -372,6 +418,7 @@ impl Scope {
     pub fn includes_drill(&self, drill: &plan::Drill) -> bool {
         match self {
             Scope::All => true,
+            Scope::Scheduled => !matches!(drill.reason, plan::Reason::Requested { .. }),
             Scope::Drills(policies) => policies.contains(&drill.policy),
             _ => false,
         }
@@ -539,7 +586,7 @@ pub async fn run_backup(
     release: Option<&str>,
     requested_by: Option<&str>,
 ) -> Result<BackupRecord, String> {
-    let _lock = match lock::try_lock(&ctx.settings.locks_dir(), &policy.name) {
+    let _lock = match lock::lock_for_backup(&ctx.settings.locks_dir(), &policy.name).await {
         Ok(Some(lock)) => lock,
         Ok(None) => {
             return Err(format!(
@@ -657,6 +704,7 @@ pub async fn run_backup(
                 checksum: manifest.artifact.checksum,
                 health: Health::Verified,
                 pinned: None,
+                pin_unknown: None,
             })
         }
         Err(Failure { kind, message, .. }) => {

@@ -12,7 +12,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{Row, SqlitePool};
 
 use crate::observed::{BackupRecord, FailedRun, Health, Trigger};
-use crate::storage::Manifest;
+use crate::storage::{Manifest, PIN_FORMAT, PinMarker};
 
 mod alerts;
 mod audit;
@@ -71,6 +71,8 @@ pub struct BackupRow {
     pub checked_at: Option<DateTime<Utc>>,
     pub problem: Option<String>,
     pub manifest: Manifest,
+    /// The pin as recorded (the reason is also `record.pinned`).
+    pub pin: Option<PinMarker>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -279,13 +281,20 @@ impl Catalog {
         Ok(())
     }
 
-    pub async fn set_pin(&self, id: &str, pinned: Option<&str>) -> Result<bool, CatalogError> {
-        let done = sqlx::query("UPDATE backups SET pinned = ? WHERE id = ? AND deleted_at IS NULL")
-            .bind(pinned)
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(q("update pin"))?;
+    /// Pins (`Some`) or unpins (`None`) a backup; false when it is unknown.
+    pub async fn set_pin(&self, id: &str, pin: Option<&PinMarker>) -> Result<bool, CatalogError> {
+        let done = sqlx::query(
+            "UPDATE backups SET pinned = ?, pinned_by = ?, pinned_at = ?, pin_release = ?
+             WHERE id = ? AND deleted_at IS NULL",
+        )
+        .bind(pin.map(|p| &p.reason))
+        .bind(pin.map(|p| &p.pinned_by))
+        .bind(pin.map(|p| p.pinned_at))
+        .bind(pin.and_then(|p| p.release.as_ref()))
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(q("update pin"))?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -427,6 +436,7 @@ fn backup_row(row: sqlx::sqlite::SqliteRow) -> Result<BackupRow, CatalogError> {
     let health: String = row.get("health");
     let manifest: String = row.get("manifest");
     let size: i64 = row.get("size");
+    let pin = pin_of(&row);
     let record = BackupRecord {
         id: row.get("id"),
         policy: row.get("policy"),
@@ -452,8 +462,10 @@ fn backup_row(row: sqlx::sqlite::SqliteRow) -> Result<BackupRow, CatalogError> {
             }
         },
         pinned: row.get("pinned"),
+        pin_unknown: None,
     };
     Ok(BackupRow {
+        pin,
         record,
         checked_at: row.get("checked_at"),
         problem: row.get("problem"),
@@ -461,6 +473,25 @@ fn backup_row(row: sqlx::sqlite::SqliteRow) -> Result<BackupRow, CatalogError> {
             what: "backups.manifest",
             value: e.to_string(),
         })?,
+    })
+}
+
+/// The pin of a backup row. Pins set before pin markers existed have no
+/// author or time: `unknown` and the backup's finish time stand in.
+fn pin_of(row: &sqlx::sqlite::SqliteRow) -> Option<PinMarker> {
+    let reason: String = row.get::<Option<String>, _>("pinned")?;
+    Some(PinMarker {
+        format: PIN_FORMAT,
+        policy: row.get("policy"),
+        id: row.get("id"),
+        reason,
+        pinned_by: row
+            .get::<Option<String>, _>("pinned_by")
+            .unwrap_or_else(|| "unknown".into()),
+        pinned_at: row
+            .get::<Option<DateTime<Utc>>, _>("pinned_at")
+            .unwrap_or_else(|| row.get("finished_at")),
+        release: row.get("pin_release"),
     })
 }
 

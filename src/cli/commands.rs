@@ -96,6 +96,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Daemon {
             fetch_interval,
             concurrency,
+            request_concurrency,
             shutdown_grace,
             once,
             observability,
@@ -109,7 +110,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
                 ..ctx.clone()
             };
             let monitor = Monitor::start(&ctx.catalog, observability.options(once)?).await?;
-            let result = daemon::run(ctx.clone(), stop_tx, once, &monitor).await;
+            let result =
+                daemon::run(ctx.clone(), stop_tx, once, request_concurrency, &monitor).await;
             monitor.shutdown().await;
             result?;
             0
@@ -380,19 +382,21 @@ async fn list(ctx: &Context, policy: Option<&str>, output: Output) -> anyhow::Re
                 .find(|a| matches!(a, crate::plan::Action::Delete { backup_id, .. } if backup_id == &r.id))
                 .map_or("-".into(), |a| format!("to prune: {}", a.reason())),
         };
-        items.push((r.clone(), row.problem.clone(), why));
+        items.push((r.clone(), row.problem.clone(), why, row.pin.clone()));
     }
     if output == Output::Json {
         let json: Vec<_> = items
             .iter()
-            .map(|(r, problem, why)| serde_json::json!({"backup": r, "problem": problem, "why": why}))
+            .map(|(r, problem, why, pin)| {
+                serde_json::json!({"backup": r, "problem": problem, "why": why, "pin": pin})
+            })
             .collect();
         print_json(&json)?;
         return Ok(0);
     }
     let rows: Vec<Vec<String>> = items
         .iter()
-        .map(|(r, problem, why)| {
+        .map(|(r, problem, why, _)| {
             vec![
                 r.policy.clone(),
                 r.id.clone(),

@@ -1,15 +1,15 @@
-//! `deploy start|finish`, `pin`, `unpin`: thin wrappers over `crate::deploy`.
+//! `deploy start|finish`, `pin`, `unpin`: thin wrappers over `crate::deploy`
+//! and `crate::pins`.
 //! Exit codes: 0 done, 1 a step failed (the gate blocks) or timed out,
 //! 2 could not run, 4 unknown release or policy.
 
 use anyhow::bail;
-use chrono::Utc;
 use tokio::sync::watch;
 
 use super::commands::loaded_state;
 use super::{DeployCommand, DeployStatus, Output};
 use crate::deploy::{self, DeployError, DeployReport, Selection};
-use crate::model::AuditKind;
+use crate::pins::{self, PinError};
 use crate::reconcile::Context;
 
 fn selection(policy: Vec<String>, selector: Vec<String>) -> anyhow::Result<Selection> {
@@ -131,23 +131,37 @@ pub async fn run(
     }
 }
 
+/// `pin ID --reason R` (`reason` set) / `unpin ID`: in the catalog and as a
+/// marker in storage (`crate::pins`). Exit 4 for an unknown backup, 1 when the
+/// storage side failed (see the message for what holds).
 pub async fn pin(ctx: &Context, backup_id: &str, reason: Option<&str>) -> anyhow::Result<u8> {
-    if !ctx.catalog.set_pin(backup_id, reason).await? {
-        eprintln!("error: no backup {backup_id}; run `safepoint list` to see the backups");
-        return Ok(4);
-    }
-    let row = ctx.catalog.backup(backup_id).await?;
-    let policy = row.as_ref().map(|r| r.record.policy.clone());
-    let (kind, msg) = match reason {
-        Some(why) => (AuditKind::Pin, format!("pinned backup {backup_id} ({why})")),
-        None => (
-            AuditKind::Unpin,
-            format!("unpinned backup {backup_id}; retention applies to it again"),
-        ),
+    let state = loaded_state(ctx).await?;
+    let desired = state.desired()?;
+    let result = match reason {
+        Some(why) => pins::pin(ctx, desired, backup_id, why, None)
+            .await
+            .map(|p| (p.message, p.marker_error.is_some())),
+        None => pins::unpin(ctx, desired, backup_id)
+            .await
+            .map(|message| (message, false)),
     };
-    ctx.catalog
-        .audit(Utc::now(), kind, policy.as_deref(), &ctx.actor, &msg)
-        .await?;
-    println!("{msg}");
-    Ok(0)
+    match result {
+        Ok((message, false)) => {
+            println!("{message}");
+            Ok(0)
+        }
+        Ok((message, true)) => {
+            eprintln!("error: {message}");
+            Ok(1)
+        }
+        Err(e @ PinError::UnknownBackup(_)) => {
+            eprintln!("error: {e}");
+            Ok(4)
+        }
+        Err(e @ PinError::Storage(_)) => {
+            eprintln!("error: {e}");
+            Ok(1)
+        }
+        Err(PinError::Catalog(e)) => Err(e.into()),
+    }
 }

@@ -227,13 +227,16 @@ pub enum Command {
         #[command(subcommand)]
         command: DeployCommand,
     },
-    /// Keep a backup whatever retention says, until `unpin`.
+    /// Keep a backup whatever retention says, until `unpin`. Recorded in the
+    /// catalog and as `pin.json` next to the backup in storage, so it
+    /// survives the loss of the catalog (`catalog rebuild` restores it).
     Pin {
         backup_id: String,
         #[arg(long, default_value = "pinned by hand")]
         reason: String,
     },
-    /// Release a pinned backup to retention again.
+    /// Release a pinned backup to retention again (removes the pin marker
+    /// from storage, then the catalog's pin).
     Unpin { backup_id: String },
     /// Verify or export the hash-chained audit log.
     Audit {
@@ -253,9 +256,14 @@ pub enum Command {
         /// How often a remote policy repository is fetched, in seconds.
         #[arg(long, env = "SAFEPOINT_FETCH_INTERVAL", default_value_t = 60)]
         fetch_interval: u64,
-        /// Backups running at once.
+        /// Scheduled backups running at once.
         #[arg(long, env = "SAFEPOINT_CONCURRENCY", default_value_t = 2)]
         concurrency: usize,
+        /// Requested work (API gates, manual backups, drills) running at once:
+        /// cycles of the requested lane, and backups within each; it runs
+        /// beside scheduled work, never behind it.
+        #[arg(long, env = "SAFEPOINT_REQUEST_CONCURRENCY", default_value_t = 2)]
+        request_concurrency: usize,
         /// Seconds running backups get to finish after SIGTERM before they are cancelled.
         #[arg(long, env = "SAFEPOINT_SHUTDOWN_GRACE", default_value_t = 30)]
         shutdown_grace: u64,

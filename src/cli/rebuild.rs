@@ -2,10 +2,12 @@
 //! manifests in every declared storage. The catalog is a cache of storage,
 //! so after it is lost this brings back everything retention,
 //! RPO and release tracking need; nothing is taken or deleted. Imported
-//! backups are re-verified (checksum) by the next cycle. Pins live only in
-//! the catalog: they are not in storage and are not rebuilt.
+//! backups are re-verified (checksum) by the next cycle. Pins are restored
+//! from their markers (`pin.json`) and reconciled as every observation does
+//! (`crate::pins`); a marker that cannot be read is a problem (exit 1) and
+//! its backup is never pruned until it is fixed.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use chrono::Utc;
@@ -26,6 +28,10 @@ struct StorageReport {
     already_known: usize,
     /// Backup directories without a manifest (the daemon removes them).
     leftovers: usize,
+    /// Pins restored from their marker in storage.
+    pins_restored: usize,
+    /// Pin markers rewritten from the catalog.
+    pin_markers_rewritten: usize,
     problems: Vec<String>,
 }
 
@@ -33,12 +39,12 @@ pub async fn run(ctx: &Context, output: Output) -> anyhow::Result<u8> {
     let mut state = RepoState::load(ctx).await?;
     reconcile::refresh(ctx, &mut state).await?;
     let desired = state.desired()?;
-    let known: BTreeSet<String> = ctx
+    let known: BTreeMap<String, crate::catalog::BackupRow> = ctx
         .catalog
         .backups()
         .await?
         .into_iter()
-        .map(|b| b.record.id)
+        .map(|b| (b.record.id.clone(), b))
         .collect();
     let mut reports = Vec::new();
     for spec in desired.storages.values() {
@@ -58,21 +64,34 @@ pub async fn run(ctx: &Context, output: Output) -> anyhow::Result<u8> {
                     .problems
                     .extend(listing.unreadable.iter().map(ToString::to_string));
                 for manifest in &listing.manifests {
-                    if known.contains(&manifest.id) {
+                    if known.contains_key(&manifest.id) {
                         report.already_known += 1;
                     } else {
                         import::import_manifest(ctx, manifest, import::Record::InSummary).await?;
                         report.imported += 1;
                     }
                 }
+                let listed: BTreeSet<String> =
+                    listing.manifests.iter().map(|m| m.id.clone()).collect();
+                let found = crate::pins::ListedPins {
+                    markers: listing.pins,
+                    unreadable: listing.unreadable_pins,
+                    listed: &listed,
+                };
+                let pins =
+                    crate::pins::reconcile_listing(ctx, &st, found, &known, Utc::now()).await?;
+                report.pins_restored = pins.restored.len();
+                report.pin_markers_rewritten = pins.rewritten.len();
+                report.problems.extend(pins.problems);
             }
         }
         reports.push(report);
     }
     let imported: usize = reports.iter().map(|r| r.imported).sum();
+    let pins: usize = reports.iter().map(|r| r.pins_restored).sum();
     let problems: usize = reports.iter().map(|r| r.problems.len()).sum();
     let msg = format!(
-        "catalog rebuilt from {} storage(s): {imported} backup(s) imported, {problems} problem(s)",
+        "catalog rebuilt from {} storage(s): {imported} backup(s) imported, {pins} pin(s) restored, {problems} problem(s)",
         reports.len(),
     );
     ctx.catalog
@@ -84,7 +103,7 @@ pub async fn run(ctx: &Context, output: Output) -> anyhow::Result<u8> {
             &msg,
         )
         .await?;
-    tracing::info!(imported, problems, "catalog rebuilt");
+    tracing::info!(imported, pins, problems, "catalog rebuilt");
     if output == Output::Json {
         println!("{}", serde_json::to_string_pretty(&reports)?);
     } else {
@@ -98,6 +117,7 @@ pub async fn run(ctx: &Context, output: Output) -> anyhow::Result<u8> {
                     r.imported.to_string(),
                     r.already_known.to_string(),
                     r.leftovers.to_string(),
+                    r.pins_restored.to_string(),
                     r.problems.join("; "),
                 ]
             })
@@ -112,6 +132,7 @@ pub async fn run(ctx: &Context, output: Output) -> anyhow::Result<u8> {
                     "IMPORTED",
                     "KNOWN",
                     "LEFTOVERS",
+                    "PINS RESTORED",
                     "PROBLEMS"
                 ],
                 &rows

@@ -61,9 +61,10 @@ pub async fn run(server: &str, cli: Cli) -> anyhow::Result<u8> {
             };
             let body = serde_json::json!({
                 "policies": policy, "selector": selector_map(selector)?,
-                // A gate always waits: exiting 0 before the snapshot exists would
-                // let the deploy run unprotected.
-                "wait": true,
+                // A gate always waits (for the job's answer, see `follow`):
+                // exiting 0 before the snapshot exists would let the deploy run
+                // unprotected.
+                "wait": false,
                 "timeoutSeconds": timeout,
             });
             (true, format!("/api/v1/deploys/{release}/start"), body)
@@ -82,18 +83,18 @@ pub async fn run(server: &str, cli: Cli) -> anyhow::Result<u8> {
             } else {
                 "failure"
             };
-            let body = serde_json::json!({"policies": policy, "selector": selector_map(selector)?, "status": status});
+            let body = serde_json::json!({"policies": policy, "selector": selector_map(selector)?, "status": status, "wait": false});
             (true, format!("/api/v1/deploys/{release}/finish"), body)
         }
         Command::Backup { policy } => (
             true,
             format!("/api/v1/policies/{policy}/backup"),
-            serde_json::json!({}),
+            serde_json::json!({"wait": false}),
         ),
         Command::Drill { policy, backup } => (
             true,
             format!("/api/v1/policies/{policy}/drill"),
-            serde_json::json!({"backup": backup}),
+            serde_json::json!({"backup": backup, "wait": false}),
         ),
         Command::Status => (false, "/api/v1/status".into(), serde_json::Value::Null),
         Command::Plan => (false, "/api/v1/plan".into(), serde_json::Value::Null),
@@ -121,10 +122,19 @@ pub async fn run(server: &str, cli: Cli) -> anyhow::Result<u8> {
     let response = request.send().await.with_context(|| {
         format!("cannot reach {url}; is the daemon running with --listen there?")
     })?;
-    let status = response.status();
+    let mut status = response.status();
     let text = response.text().await.unwrap_or_default();
-    let json: serde_json::Value =
+    let mut json: serde_json::Value =
         serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    if status == StatusCode::ACCEPTED
+        && let Some(href) = json["href"].as_str()
+    {
+        let deadline = body["timeoutSeconds"]
+            .as_i64()
+            .map(|s| std::time::Instant::now() + Duration::from_secs(s.max(0) as u64));
+        let job_url = format!("{base}{href}");
+        (status, json) = follow(&client, &job_url, &token(&cli)?, deadline).await?;
+    }
     if output == Output::Json || !status.is_success() && status != StatusCode::UNPROCESSABLE_ENTITY
     {
         println!("{}", serde_json::to_string_pretty(&json)?);
@@ -146,6 +156,52 @@ pub async fn run(server: &str, cli: Cli) -> anyhow::Result<u8> {
             2
         }
     })
+}
+
+/// Long-polls a job (`GET /api/v1/jobs/{id}?after=V&waitSeconds=S`),
+/// printing what it reports (e.g. "waiting for the running backup of orders
+/// started at …") on stderr, until its answer: `(status, body)` of that answer.
+async fn follow(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    deadline: Option<std::time::Instant>,
+) -> anyhow::Result<(StatusCode, serde_json::Value)> {
+    let mut version = 0;
+    let mut printed = 0;
+    loop {
+        let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+        if left.is_some_and(|l| l.is_zero()) {
+            bail!("no outcome within --timeout; the job goes on in the daemon: GET {url}");
+        }
+        let wait = left.map_or(30, |l| l.as_secs().clamp(1, 30));
+        let view: serde_json::Value = client
+            .get(format!("{url}?after={version}&waitSeconds={wait}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {url} while following the job"))?
+            .error_for_status()
+            .with_context(|| format!("{url} refused to report the job"))?
+            .text()
+            .await
+            .ok()
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .with_context(|| format!("{url} answered no job"))?;
+        let messages = view["messages"].as_array().cloned().unwrap_or_default();
+        for m in messages.iter().skip(printed) {
+            eprintln!("{}", m.as_str().unwrap_or_default());
+        }
+        printed = printed.max(messages.len());
+        version = view["version"].as_u64().unwrap_or(version);
+        if let Some(result) = view.get("result").filter(|r| !r.is_null()) {
+            let status = result["status"]
+                .as_u64()
+                .and_then(|s| StatusCode::from_u16(u16::try_from(s).ok()?).ok())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return Ok((status, result["body"].clone()));
+        }
+    }
 }
 
 /// Deploy reports and outcome lists as the in-process commands print them.

@@ -1,23 +1,24 @@
 //! IO: the mutating API. Every endpoint here needs `Authorization: Bearer
 //! <token>` (tokens compared in constant time), except the Git push webhook,
 //! which needs a valid `X-Hub-Signature-256` HMAC (GitHub's format). Work is
-//! enqueued to the daemon loop (`jobs`), never executed here.
+//! enqueued to the daemon's requested lane (`jobs`), never executed here;
+//! `GET /api/v1/jobs/{id}` reports a job's progress (what it waits for).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use hmac::{KeyInit, Mac};
 use serde::Deserialize;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, mpsc};
 
 use super::ApiState;
 use crate::deploy::Selection;
-use crate::jobs::{Job, JobKind};
+use crate::jobs::{Board, Job, JobKind, JobReply};
 
 /// Longest a caller may wait for a job's outcome (`timeoutSeconds`).
 pub const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
@@ -91,6 +92,8 @@ pub struct Control {
     pub auth: Arc<Auth>,
     /// `None` when no daemon loop takes jobs (then mutating calls answer 503).
     pub jobs: Option<mpsc::Sender<Job>>,
+    /// Every job's progress and answer (`GET /api/v1/jobs/{id}`).
+    pub board: Arc<Board>,
     /// Wakes the daemon to fetch the policy repository now.
     pub git_wake: Arc<Notify>,
 }
@@ -147,17 +150,13 @@ async fn submit(control: &Control, kind: JobKind, caller: &str, body: &Body) -> 
         return error(
             StatusCode::BAD_REQUEST,
             format!(
-                "timeoutSeconds is at most {}; wait: false and poll GET /api/v1/backups for longer jobs",
+                "timeoutSeconds is at most {}; wait: false and poll GET /api/v1/jobs/{{id}} for longer jobs",
                 MAX_WAIT.as_secs()
             ),
         );
     }
-    let (tx, rx) = oneshot::channel();
-    let job = Job {
-        kind,
-        caller: format!("token:{caller}"),
-        reply: wait.then_some(tx),
-    };
+    let (job, mut view) = control.board.create(kind, format!("token:{caller}"));
+    let id = job.progress_id();
     if jobs.send(job).await.is_err() {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -167,25 +166,79 @@ async fn submit(control: &Control, kind: JobKind, caller: &str, body: &Body) -> 
     if !wait {
         return (
             StatusCode::ACCEPTED,
-            Json(serde_json::json!({"accepted": true})),
+            Json(serde_json::json!({
+                "accepted": true,
+                "job": id,
+                "href": format!("/api/v1/jobs/{id}"),
+            })),
         )
             .into_response();
     }
-    match tokio::time::timeout(limit, rx).await {
-        Ok(Ok(reply)) => {
-            let status =
-                StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            (status, Json(reply.body)).into_response()
-        }
+    match tokio::time::timeout(limit, view.wait_for(|v| v.result.is_some())).await {
+        Ok(Ok(v)) => reply(v.result.clone()),
         Ok(Err(_)) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "the daemon stopped before answering",
         ),
         Err(_) => error(
             StatusCode::GATEWAY_TIMEOUT,
-            format!("no outcome within {}s", limit.as_secs()),
+            format!(
+                "no outcome within {}s; the job goes on: GET /api/v1/jobs/{id}",
+                limit.as_secs()
+            ),
         ),
     }
+}
+
+fn reply(result: Option<JobReply>) -> Response {
+    let Some(reply) = result else {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "job without an answer");
+    };
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, Json(reply.body)).into_response()
+}
+
+/// Longest `waitSeconds` of `GET /api/v1/jobs/{id}`.
+pub const MAX_POLL: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct JobQuery {
+    /// Answer once the job's `version` is above this (long poll).
+    after: Option<u64>,
+    /// How long to wait for that (default 0, at most `MAX_POLL`).
+    wait_seconds: Option<u64>,
+}
+
+/// `GET /api/v1/jobs/{id}`: where a job stands (queued, waiting for a
+/// running backup of its policy, running, done with its answer). With
+/// `after=V&waitSeconds=S` it answers as soon as the job changed past
+/// version `V`, or after `S` seconds unchanged.
+pub async fn job(
+    State(s): State<ApiState>,
+    Path(id): Path<u64>,
+    Query(q): Query<JobQuery>,
+    headers: HeaderMap,
+) -> Response {
+    if s.control.auth.caller(&headers).is_none() {
+        return unauthorized();
+    }
+    let Some(mut view) = s.control.board.get(id) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no job {id}: the API keeps the newest {} jobs",
+                crate::jobs::Board::KEEP
+            ),
+        );
+    };
+    let limit = Duration::from_secs(q.wait_seconds.unwrap_or(0)).min(MAX_POLL);
+    if let Some(after) = q.after {
+        let changed = view.wait_for(|v| v.version > after || v.result.is_some());
+        let _ = tokio::time::timeout(limit, changed).await;
+    }
+    let current = view.borrow().clone();
+    Json(current).into_response()
 }
 
 /// The caller's token name and the parsed body, or the 401/400 answer.

@@ -163,6 +163,7 @@ pub fn router_with(state: ApiState, read_timeout: Duration) -> Router {
     let jobs = Router::new()
         .route("/api/v1/deploys/{release}/{phase}", post(api::deploy))
         .route("/api/v1/policies/{name}/{action}", post(api::policy_action))
+        .route("/api/v1/jobs/{id}", get(api::job))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             api::MAX_WAIT + read_timeout,

@@ -33,6 +33,7 @@ async fn serve(
         control: Control {
             auth: Arc::new(Auth::new(vec![("ci".into(), TOKEN.into())], None)),
             jobs: Some(jobs_tx),
+            board: Default::default(),
             git_wake: Arc::new(Notify::new()),
         },
     };

@@ -103,6 +103,8 @@ named! {
         DeployFinish => "deploy-finish",
         Pin => "pin",
         Unpin => "unpin",
+        PinRestored => "pin-restored",
+        PinMarkerRewritten => "pin-marker-rewritten",
         Alert => "alert",
         AlertSent => "alert-sent",
         CatalogRebuilt => "catalog-rebuilt",

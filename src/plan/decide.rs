@@ -16,9 +16,10 @@
 //!
 //! Orphans (backups of a policy no longer in Git) are kept with `Orphaned`
 //! and a note, unless `prune_orphans`; then every verified, unpinned orphan is
-//! deleted (`OrphanPruned`). Missing/corrupt and pinned backups are never
-//! deleted, not even by `prune --orphans`, nor anything in an incomplete
-//! storage.
+//! deleted (`OrphanPruned`). Missing/corrupt and pinned backups, and those
+//! whose pin state is unknown (`pin_unknown`: their pin marker is unreadable),
+//! are never deleted, not even by `prune --orphans`, nor anything in an
+//! incomplete storage (whose pin markers could not be listed either).
 //!
 //! `next_wakeup`: the earliest instant after `now` among: the next cron slot
 //! of each non-suspended policy, each RPO deadline (newest verified backup —
@@ -327,7 +328,7 @@ fn plan_orphan<'a>(cx: &mut Cx<'a>, name: &'a str, backups: &'a [BackupRecord]) 
     let mut pruned = 0_usize;
     for b in backups {
         let verified = b.health == Health::Verified;
-        if prune && verified && b.pinned.is_none() && !incomplete {
+        if prune && verified && b.pinned.is_none() && b.pin_unknown.is_none() && !incomplete {
             cx.deletions.offer(b, Why::Orphan);
             pruned += 1;
             continue;
@@ -335,6 +336,9 @@ fn plan_orphan<'a>(cx: &mut Cx<'a>, name: &'a str, backups: &'a [BackupRecord]) 
         let mut reasons = vec![KeepReason::Orphaned];
         if let Some(why) = &b.pinned {
             reasons.push(KeepReason::Pinned { why: why.clone() });
+        }
+        if let Some(why) = &b.pin_unknown {
+            reasons.push(KeepReason::PinUnknown { why: why.clone() });
         }
         if !verified {
             reasons.push(KeepReason::Unhealthy);

@@ -45,6 +45,8 @@ struct BackupCase {
     trigger: usize,
     tag: u8,
     pinned: bool,
+    /// The pin marker was unreadable in this observation.
+    pin_unknown: bool,
     health: u8,
     storage: usize,
 }
@@ -86,13 +88,15 @@ fn backup_case() -> impl Strategy<Value = BackupCase> {
         prop::bool::weighted(0.1),
         0..20_u8,
         prop::bool::weighted(0.9),
+        prop::bool::weighted(0.1),
     )
         .prop_map(
-            |(age_minutes, trigger, tag, pinned, health, same)| BackupCase {
+            |(age_minutes, trigger, tag, pinned, health, same, pin_unknown)| BackupCase {
                 age_minutes,
                 trigger,
                 tag,
                 pinned,
+                pin_unknown,
                 health,
                 storage: usize::from(!same),
             },
@@ -209,6 +213,7 @@ fn build(c: &Case, shift: TimeDelta) -> (DesiredState, ObservedState, DateTime<U
                         _ => Health::Verified,
                     },
                     pinned: b.pinned.then(|| "pin".to_string()),
+                    pin_unknown: b.pin_unknown.then(|| "marker unreadable".to_string()),
                 }
             })
             .collect();
@@ -307,6 +312,7 @@ fn apply(observed: &ObservedState, actions: &[Action], now: DateTime<Utc>) -> Ob
                     checksum: String::new(),
                     health: Health::Verified,
                     pinned: None,
+                    pin_unknown: None,
                 };
                 let at = list
                     .partition_point(|b| (b.started_at, &b.id) > (record.started_at, &record.id));
@@ -407,13 +413,14 @@ proptest! {
     }
 
     #[test]
-    fn pinned_missing_corrupt_and_incomplete_storages_are_never_deleted(c in case(true)) {
+    fn pinned_pin_unknown_missing_corrupt_and_incomplete_storages_are_never_deleted(c in case(true)) {
         let (desired, observed, now, options) = build(&c, TimeDelta::zero());
         let p = plan(&desired, &observed, now, &options);
         let gone = deleted(&p.actions);
         for list in observed.backups.values() {
             for b in list {
                 let protected = b.pinned.is_some()
+                    || b.pin_unknown.is_some()
                     || b.health != Health::Verified
                     || observed.incomplete_storages.contains(&b.storage);
                 if protected {
@@ -438,5 +445,80 @@ proptest! {
         let (d0, o0, n0, opt0) = build(&c, TimeDelta::zero());
         let (d1, o1, n1, opt1) = build(&c, TimeDelta::weeks(20_871 * cycles));
         prop_assert_eq!(decisions(&plan(&d0, &o0, n0, &opt0)), decisions(&plan(&d1, &o1, n1, &opt1)));
+    }
+}
+
+/// Pin state unknown (the pin marker could not be read) is a planner input:
+/// such a backup is kept with `PinUnknown`, also inside a long run of plain
+/// backups the indexed fast path skips, also by `prune --orphans`, while its
+/// neighbours are pruned.
+#[test]
+fn a_backup_whose_pin_state_is_unknown_is_never_deleted() {
+    let plain = |age_minutes| BackupCase {
+        age_minutes,
+        trigger: 0,
+        tag: 0,
+        pinned: false,
+        pin_unknown: false,
+        health: 19,
+        storage: 0,
+    };
+    let mut backups: Vec<BackupCase> = (1..=60).map(|h| plain(h * 60)).collect();
+    backups[40].pin_unknown = true;
+    let p = PolicyCase {
+        retention: Retention {
+            keep_last: 1,
+            ..Retention::default()
+        },
+        schedule: None,
+        rpo_hours: None,
+        suspend: false,
+        storage: 0,
+        running: false,
+        failure: None,
+        request: None,
+        backups,
+    };
+    for (orphan, prune_orphans) in [(false, false), (true, true)] {
+        let c = Case {
+            policies: vec![p.clone(), p.clone()],
+            orphan,
+            incomplete: vec![false, false],
+            max_deletions: 10_000,
+            prune_orphans,
+        };
+        let (desired, observed, now, options) = build(&c, TimeDelta::zero());
+        let plan = plan(&desired, &observed, now, &options);
+        let gone = deleted(&plan.actions);
+        for name in ["p0", "p1"] {
+            let list = &observed.backups[name];
+            let unknown = list.iter().find(|b| b.pin_unknown.is_some()).unwrap();
+            assert!(
+                !gone.contains(&(name.to_string(), unknown.id.clone())),
+                "{}",
+                plan.render()
+            );
+            let kept = plan
+                .kept
+                .iter()
+                .find(|k| k.policy == name && k.backup_id == unknown.id)
+                .unwrap();
+            assert!(
+                kept.reasons.iter().any(|r| matches!(
+                    r,
+                    crate::plan::KeepReason::PinUnknown { why } if why == "marker unreadable"
+                )),
+                "{kept:?}"
+            );
+            assert_eq!(
+                list.iter()
+                    .filter(|b| gone.contains(&(name.to_string(), b.id.clone())))
+                    .count(),
+                // An orphan pruned by `prune --orphans` loses its newest too.
+                if orphan && name == "p1" { 59 } else { 58 },
+                "every other backup but the newest is pruned:\n{}",
+                plan.render()
+            );
+        }
     }
 }

@@ -190,6 +190,11 @@ pub enum KeepReason {
     Pinned {
         why: String,
     },
+    /// The backup's pin marker in storage is unreadable: it may be pinned,
+    /// so it is not pruned until its pin state is known again.
+    PinUnknown {
+        why: String,
+    },
     /// Never prune the newest verified backup of a policy.
     NewestVerified,
     /// The policy is gone from Git; kept until `prune --orphans`.

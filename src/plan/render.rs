@@ -124,6 +124,7 @@ impl Display for KeepReason {
             KeepReason::Yearly { bucket } => write!(f, "yearly {bucket}"),
             KeepReason::Release { tag } => write!(f, "release {tag}"),
             KeepReason::Pinned { why } => write!(f, "pinned ({why})"),
+            KeepReason::PinUnknown { why } => write!(f, "pin state unknown ({why})"),
             KeepReason::NewestVerified => f.write_str("newest verified backup"),
             KeepReason::Orphaned => f.write_str(
                 "orphaned by deleted policy (run `safepoint prune --orphans` to delete)",

@@ -12,7 +12,9 @@
 //!   `release`, `pre-deploy`, `post-deploy`, `forensic`) whose tag is one of
 //!   the N most recent distinct tags (recency = the newest backup of the tag),
 //!   so a release baseline keeps its pre-deploy snapshot with it.
-//! - Pinned backups are kept (and still count toward the other rules).
+//! - Pinned backups are kept (and still count toward the other rules), and
+//!   so are backups whose pin state is unknown (`PinUnknown`: the pin marker
+//!   in storage could not be read).
 //! - The newest verified backup is always kept (`NewestVerified`).
 //! - A kept backup lists every reason that keeps it, in rule order.
 //!
@@ -246,12 +248,18 @@ impl<'a> Walk<'a> {
             if let Some(why) = &b.pinned {
                 reasons.push(KeepReason::Pinned { why: why.clone() });
             }
+            if let Some(why) = &b.pin_unknown {
+                reasons.push(KeepReason::PinUnknown { why: why.clone() });
+            }
             if first {
                 reasons.push(KeepReason::NewestVerified);
             }
         } else {
             if let Some(why) = &b.pinned {
                 reasons.push(KeepReason::Pinned { why: why.clone() });
+            }
+            if let Some(why) = &b.pin_unknown {
+                reasons.push(KeepReason::PinUnknown { why: why.clone() });
             }
             reasons.push(KeepReason::Unhealthy);
         }

@@ -18,6 +18,7 @@ fn backup(id: &str, started: &str) -> BackupRecord {
         checksum: String::new(),
         health: Health::Verified,
         pinned: None,
+        pin_unknown: None,
     }
 }
 
@@ -197,6 +198,27 @@ fn pinned_backups_are_kept_with_every_reason() {
         "last #1, pinned (failed deploy v1.4.0), newest verified backup"
     );
     assert_eq!(r[3].1, "pinned (audit)");
+}
+
+#[test]
+fn backups_whose_pin_state_is_unknown_are_kept_with_the_reason() {
+    let mut b = daily_series(2);
+    b[3].pin_unknown = Some("pin marker unreadable".into());
+    b[2].pin_unknown = Some("marker gone".into());
+    b[2].health = Health::Corrupt;
+    let r = run(
+        &b,
+        Retention {
+            keep_last: 1,
+            ..Retention::default()
+        },
+    );
+    assert_eq!(r[1].1, "prune");
+    assert_eq!(
+        r[2].1,
+        "pin state unknown (marker gone), missing or corrupt, never deleted automatically"
+    );
+    assert_eq!(r[3].1, "pin state unknown (pin marker unreadable)");
 }
 
 #[test]

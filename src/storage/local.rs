@@ -1,11 +1,16 @@
 //! IO: local filesystem storage. Artifacts are written in place and fsynced;
-//! the manifest goes through a temp file + rename + directory fsync.
+//! the manifest and the pin marker go through a temp file + rename +
+//! directory fsync.
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::{ArtifactSink, Leftover, Listing, MANIFEST_FILE, Manifest, Storage, StorageError};
+use super::pin::parse_marker;
+use super::{
+    ArtifactSink, Leftover, Listing, MANIFEST_FILE, Manifest, PIN_FILE, PinMarker, Storage,
+    StorageError, UnreadablePin,
+};
 
 pub struct LocalStorage {
     name: String,
@@ -71,6 +76,26 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Writes `dir/file` whole or not at all: temp file, fsync, rename, directory
+/// fsync. Fails when `dir` does not exist (it is never created here).
+fn write_atomically(dir: &Path, file: &str, body: &[u8]) -> io::Result<()> {
+    let tmp = dir.join(format!("{file}.tmp"));
+    let mut f = File::create(&tmp)?;
+    f.write_all(body)?;
+    f.sync_all()?;
+    fs::rename(&tmp, dir.join(file))?;
+    sync_dir(dir)
+}
+
+/// Removes `dir/file` durably; absent is fine.
+fn remove_durably(dir: &Path, file: &str) -> io::Result<()> {
+    match fs::remove_file(dir.join(file)) {
+        Ok(()) => sync_dir(dir),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 impl Storage for LocalStorage {
     fn name(&self) -> &str {
         &self.name
@@ -115,30 +140,21 @@ impl Storage for LocalStorage {
 
     fn commit(&self, manifest: &Manifest) -> Result<(), StorageError> {
         let dir = self.dir(&manifest.policy, &manifest.id);
-        let tmp = dir.join(format!("{MANIFEST_FILE}.tmp"));
         let path = dir.join(MANIFEST_FILE);
         let body = serde_json::to_vec_pretty(manifest).map_err(|e| StorageError::BadManifest {
             storage: self.name.clone(),
             path: path.clone(),
             reason: e.to_string(),
         })?;
-        let write = || -> io::Result<()> {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&body)?;
-            f.sync_all()?;
-            fs::rename(&tmp, &path)?;
-            sync_dir(&dir)
-        };
-        write().map_err(self.err("write manifest", &path))
+        write_atomically(&dir, MANIFEST_FILE, &body).map_err(self.err("write manifest", &path))
     }
 
     fn remove(&self, policy: &str, id: &str) -> Result<(), StorageError> {
         let dir = self.dir(policy, id);
-        let manifest = dir.join(MANIFEST_FILE);
-        match fs::remove_file(&manifest) {
-            Ok(()) => sync_dir(&dir).map_err(self.err("sync", &dir))?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(self.err("delete", &manifest)(e)),
+        // Manifest first (the backup becomes invisible), then the pin marker,
+        // then whatever is left.
+        for file in [MANIFEST_FILE, PIN_FILE] {
+            remove_durably(&dir, file).map_err(self.err("delete", &dir.join(file)))?;
         }
         match fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
@@ -179,7 +195,10 @@ impl Storage for LocalStorage {
                 let path = backup.path().join(MANIFEST_FILE);
                 match fs::read(&path) {
                     Ok(bytes) => match serde_json::from_slice::<Manifest>(&bytes) {
-                        Ok(m) if m.policy == policy_name && m.id == id => listing.manifests.push(m),
+                        Ok(m) if m.policy == policy_name && m.id == id => {
+                            self.read_pin(&backup.path(), &m, &mut listing);
+                            listing.manifests.push(m)
+                        }
                         Ok(m) => listing.unreadable.push(StorageError::BadManifest {
                             storage: self.name.clone(),
                             path,
@@ -226,6 +245,47 @@ impl Storage for LocalStorage {
             Ok(m) => Ok(Some(m.len())),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(self.err("stat", &path)(e)),
+        }
+    }
+
+    fn write_pin(&self, marker: &PinMarker) -> Result<(), StorageError> {
+        let dir = self.dir(&marker.policy, &marker.id);
+        let path = dir.join(PIN_FILE);
+        let body = serde_json::to_vec_pretty(marker).map_err(|e| StorageError::BadPinMarker {
+            storage: self.name.clone(),
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        write_atomically(&dir, PIN_FILE, &body).map_err(self.err("write pin marker", &path))
+    }
+
+    fn remove_pin(&self, policy: &str, id: &str) -> Result<(), StorageError> {
+        let dir = self.dir(policy, id);
+        remove_durably(&dir, PIN_FILE).map_err(self.err("delete pin marker", &dir.join(PIN_FILE)))
+    }
+}
+
+impl LocalStorage {
+    /// Adds the pin marker of a listed backup (in `dir`) to the listing, or
+    /// records it as unreadable.
+    fn read_pin(&self, dir: &Path, m: &Manifest, listing: &mut Listing) {
+        let path = dir.join(PIN_FILE);
+        let unreadable = |reason: String| UnreadablePin {
+            policy: m.policy.clone(),
+            id: m.id.clone(),
+            error: StorageError::BadPinMarker {
+                storage: self.name.clone(),
+                path: path.clone(),
+                reason,
+            },
+        };
+        match fs::read(&path) {
+            Ok(bytes) => match parse_marker(&bytes, &m.policy, &m.id) {
+                Ok(marker) => listing.pins.push(marker),
+                Err(reason) => listing.unreadable_pins.push(unreadable(reason)),
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => listing.unreadable_pins.push(unreadable(e.to_string())),
         }
     }
 }

@@ -1,8 +1,9 @@
 //! IO: where artifacts and manifests live. A backup is the directory
-//! `<root>/<policy>/<backup-id>/` holding one artifact and `manifest.json`.
-//! The manifest is written last, so a backup is visible only when complete;
-//! deleting removes the manifest first, so a half-deleted backup is invisible
-//! and collected as a leftover.
+//! `<root>/<policy>/<backup-id>/` holding one artifact, `manifest.json` and,
+//! when the backup is pinned, `pin.json` (`pin.rs`). The manifest is written
+//! last, so a backup is visible only when complete; deleting removes the
+//! manifest first (then the marker and the artifact), so a half-deleted backup
+//! is invisible and collected as a leftover.
 //!
 //! The trait is synchronous (called from `spawn_blocking`); it does exactly what
 //! it is told and decides nothing.
@@ -10,6 +11,7 @@
 pub mod crypt;
 pub mod local;
 pub mod manifest;
+pub mod pin;
 pub mod pipeline;
 pub mod s3;
 pub mod s3_error;
@@ -18,6 +20,7 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 
 pub use manifest::{ArtifactInfo, MANIFEST_FILE, MANIFEST_FORMAT, Manifest};
+pub use pin::{PIN_FILE, PIN_FORMAT, PinMarker, UnreadablePin};
 
 use crate::model::ArtifactProblem;
 use crate::policy::{StorageKind, StorageSpec};
@@ -34,6 +37,14 @@ pub enum StorageError {
     },
     #[error("storage {storage}: manifest {path} is unreadable: {reason}")]
     BadManifest {
+        storage: String,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error(
+        "storage {storage}: pin marker {path} is unreadable: {reason}; the backup's pin state is unknown, so it is never pruned until the marker is fixed (`safepoint pin` or `unpin` rewrites it)"
+    )]
+    BadPinMarker {
         storage: String,
         path: PathBuf,
         reason: String,
@@ -61,6 +72,7 @@ impl StorageError {
         match self {
             StorageError::Io { .. } => "io",
             StorageError::BadManifest { .. } => "bad-manifest",
+            StorageError::BadPinMarker { .. } => "bad-pin-marker",
             StorageError::Exists { .. } => "exists",
             StorageError::Remote(r) => r.class,
             StorageError::Config { .. } => "config",
@@ -104,6 +116,10 @@ pub struct Listing {
     pub leftovers: Vec<Leftover>,
     /// Manifests that exist but cannot be read: reported, never deleted.
     pub unreadable: Vec<StorageError>,
+    /// Pin markers of the listed backups (complete backups only).
+    pub pins: Vec<PinMarker>,
+    /// Listed backups whose pin marker exists but cannot be read.
+    pub unreadable_pins: Vec<UnreadablePin>,
 }
 
 pub trait Storage: Send + Sync {
@@ -126,6 +142,11 @@ pub trait Storage: Send + Sync {
     fn open(&self, manifest: &Manifest) -> Result<Box<dyn Read + Send>, StorageError>;
     /// Size of the stored artifact, `None` when it is gone.
     fn artifact_size(&self, manifest: &Manifest) -> Result<Option<u64>, StorageError>;
+    /// Writes (or replaces) the pin marker of `<marker.policy>/<marker.id>`,
+    /// atomically and durably.
+    fn write_pin(&self, marker: &PinMarker) -> Result<(), StorageError>;
+    /// Removes the pin marker of `<policy>/<id>`; absent is fine.
+    fn remove_pin(&self, policy: &str, id: &str) -> Result<(), StorageError>;
 }
 
 /// Builds the storage a `Storage` document describes. Relative paths are
@@ -205,6 +226,12 @@ impl Storage for Unavailable {
         Err(self.err())
     }
     fn artifact_size(&self, _: &Manifest) -> Result<Option<u64>, StorageError> {
+        Err(self.err())
+    }
+    fn write_pin(&self, _: &PinMarker) -> Result<(), StorageError> {
+        Err(self.err())
+    }
+    fn remove_pin(&self, _: &str, _: &str) -> Result<(), StorageError> {
         Err(self.err())
     }
 }

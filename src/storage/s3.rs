@@ -2,7 +2,7 @@
 //! `<prefix>/<policy>/<backup-id>/<file>`; artifacts stream up as multipart
 //! uploads in bounded parts (memory stays bounded whatever the size) that
 //! become visible only when completed; `manifest.json` is one PUT written
-//! last. All requests run on a small runtime owned by this module, so the
+//! last; a pinned backup's `pin.json` is one PUT too (atomic: whole or absent). All requests run on a small runtime owned by this module, so the
 //! sync `Storage` methods work from any thread.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -22,8 +22,12 @@ use object_store::{
     RetryConfig,
 };
 
+use super::pin::parse_marker;
 use super::s3_error::{Target, remote};
-use super::{ArtifactSink, Leftover, Listing, MANIFEST_FILE, Manifest, Storage, StorageError};
+use super::{
+    ArtifactSink, Leftover, Listing, MANIFEST_FILE, Manifest, PIN_FILE, PinMarker, Storage,
+    StorageError, UnreadablePin,
+};
 use crate::policy::{S3Credentials, SecretRef};
 
 /// Tuning of the upload path; `Default` is what the daemon uses.
@@ -315,6 +319,8 @@ impl Storage for S3Storage {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => return Err(remote(&self.target, "delete", &manifest, e)),
         }
+        // Then the pin marker, then whatever is left (the artifact).
+        self.remove_pin(policy, id)?;
         for (rel, _) in self.list_under(&[policy, id])? {
             let key = self.key(&rel.iter().map(String::as_str).collect::<Vec<_>>());
             match block(rt, self.store.delete(&key)) {
@@ -326,15 +332,17 @@ impl Storage for S3Storage {
     }
 
     fn list(&self) -> Result<Listing, StorageError> {
-        let mut backups: BTreeMap<(String, String), bool> = BTreeMap::new();
+        // Per backup: (has a manifest, has a pin marker).
+        let mut backups: BTreeMap<(String, String), (bool, bool)> = BTreeMap::new();
         for (rel, _) in self.list_under(&[])? {
             if let [policy, id, file, ..] = rel.as_slice() {
                 let has = backups.entry((policy.clone(), id.clone())).or_default();
-                *has |= rel.len() == 3 && file == MANIFEST_FILE;
+                has.0 |= rel.len() == 3 && file == MANIFEST_FILE;
+                has.1 |= rel.len() == 3 && file == PIN_FILE;
             }
         }
         let mut listing = Listing::default();
-        for ((policy, id), has_manifest) in backups {
+        for ((policy, id), (has_manifest, has_pin)) in backups {
             if !has_manifest {
                 listing.leftovers.push(Leftover { policy, id });
                 continue;
@@ -352,7 +360,12 @@ impl Storage for S3Storage {
                 reason,
             };
             match serde_json::from_slice::<Manifest>(&bytes) {
-                Ok(m) if m.policy == policy && m.id == id => listing.manifests.push(m),
+                Ok(m) if m.policy == policy && m.id == id => {
+                    if has_pin {
+                        self.read_pin(&policy, &id, &mut listing);
+                    }
+                    listing.manifests.push(m)
+                }
                 Ok(m) => listing.unreadable.push(bad(format!(
                     "it names backup {}/{} but lies in {policy}/{id}",
                     m.policy, m.id
@@ -384,6 +397,59 @@ impl Storage for S3Storage {
             Ok(meta) => Ok(Some(meta.size)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(remote(&self.target, "stat", &key, e)),
+        }
+    }
+
+    fn write_pin(&self, marker: &PinMarker) -> Result<(), StorageError> {
+        let key = self.key(&[&marker.policy, &marker.id, PIN_FILE]);
+        let body = serde_json::to_vec_pretty(marker).map_err(|e| StorageError::BadPinMarker {
+            storage: self.target.storage.clone(),
+            path: key.to_string().into(),
+            reason: e.to_string(),
+        })?;
+        let rt = self.rt()?;
+        // A single PUT is atomic: the marker is whole or absent.
+        block(rt, self.store.put(&key, PutPayload::from(body)))
+            .map_err(|e| remote(&self.target, "write pin marker", &key, e))?;
+        Ok(())
+    }
+
+    fn remove_pin(&self, policy: &str, id: &str) -> Result<(), StorageError> {
+        let rt = self.rt()?;
+        let key = self.key(&[policy, id, PIN_FILE]);
+        match block(rt, self.store.delete(&key)) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(remote(&self.target, "delete pin marker", &key, e)),
+        }
+    }
+}
+
+impl S3Storage {
+    /// Adds the pin marker of a listed backup to the listing, or records it
+    /// as unreadable (pin state unknown).
+    fn read_pin(&self, policy: &str, id: &str, listing: &mut Listing) {
+        let key = self.key(&[policy, id, PIN_FILE]);
+        let unreadable = |error: StorageError| UnreadablePin {
+            policy: policy.to_string(),
+            id: id.to_string(),
+            error,
+        };
+        match self.get_bytes(&key) {
+            Ok(bytes) => match parse_marker(&bytes, policy, id) {
+                Ok(marker) => listing.pins.push(marker),
+                Err(reason) => {
+                    listing
+                        .unreadable_pins
+                        .push(unreadable(StorageError::BadPinMarker {
+                            storage: self.target.storage.clone(),
+                            path: key.to_string().into(),
+                            reason,
+                        }))
+                }
+            },
+            // Unpinned between listing and reading.
+            Err(StorageError::Remote(r)) if r.class == "not-found" => {}
+            Err(e) => listing.unreadable_pins.push(unreadable(e)),
         }
     }
 }

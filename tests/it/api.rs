@@ -11,9 +11,9 @@ use hmac::{KeyInit, Mac};
 use crate::common::{Fixture, STORAGE, dir_policy};
 use crate::metrics::request;
 
-const TOKEN: &str = "ci-token-0123456789abcdef";
+pub(crate) const TOKEN: &str = "ci-token-0123456789abcdef";
 
-struct Daemon(Child);
+pub(crate) struct Daemon(Child);
 
 impl Drop for Daemon {
     fn drop(&mut self) {
@@ -22,14 +22,14 @@ impl Drop for Daemon {
     }
 }
 
-fn gate_policy(name: &str) -> String {
+pub(crate) fn gate_policy(name: &str) -> String {
     format!(
         "apiVersion: safepoint/v1\nkind: BackupPolicy\nmetadata:\n  name: {name}\n  labels: {{team: payments}}\nspec:\n  source: {{type: directory, path: d}}\n  storage: local\n  deploy:\n    before: snapshot\n    onSuccess: baseline\n    onFailure: [pin-pre-deploy, alert]\n  retention: {{keepLast: 3}}\n"
     )
 }
 
 /// Starts the daemon with API tokens and a webhook secret; returns its address.
-fn daemon(f: &Fixture, repo: &str, extra: &[&str]) -> (Daemon, SocketAddr) {
+pub(crate) fn daemon(f: &Fixture, repo: &str, extra: &[&str]) -> (Daemon, SocketAddr) {
     std::fs::write(f.work().join("tokens"), format!("ci {TOKEN}\n")).unwrap();
     std::fs::write(f.work().join("hook-secret"), "hook-secret-value\n").unwrap();
     let log = f.tmp.path().join("daemon.log");
@@ -72,7 +72,12 @@ fn daemon(f: &Fixture, repo: &str, extra: &[&str]) -> (Daemon, SocketAddr) {
     (daemon, addr)
 }
 
-fn post(addr: SocketAddr, path: &str, token: Option<&str>, body: &str) -> (u16, serde_json::Value) {
+pub(crate) fn post(
+    addr: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, serde_json::Value) {
     let auth = token.map_or(String::new(), |t| format!("\r\nAuthorization: Bearer {t}"));
     let head = format!("POST {path} HTTP/1.1\r\nContent-Type: application/json{auth}");
     let (code, text) = request(addr, &head, body.as_bytes());

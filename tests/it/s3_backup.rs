@@ -7,12 +7,12 @@ use std::process::Command as StdCommand;
 use crate::common::{Fixture, STORAGE, dir_policy, sqlite, sqlite_policy};
 use crate::s3_server::{ACCESS_KEY, S3Server, SECRET_KEY};
 
-const KEY_ID_ENV: &str = "SP_TEST_S3_KEY_ID";
-const SECRET_ENV: &str = "SP_TEST_S3_SECRET";
+pub const KEY_ID_ENV: &str = "SP_TEST_S3_KEY_ID";
+pub const SECRET_ENV: &str = "SP_TEST_S3_SECRET";
 
 /// A `Storage` named `remote` on the test server; credentials come from the
 /// environment (`run` sets it), recipients if given.
-fn s3_doc(server: &S3Server, bucket: &str, recipients: &[&str]) -> String {
+pub fn s3_doc(server: &S3Server, bucket: &str, recipients: &[&str]) -> String {
     let mut doc = format!(
         r#"apiVersion: safepoint/v1
 kind: Storage
