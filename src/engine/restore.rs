@@ -71,6 +71,9 @@ impl RestoreError {
     }
 }
 
+/// Wraps the decompressed stream before the executor reads it.
+pub type Wrap<'a> = dyn Fn(Box<dyn Read + Send>) -> Box<dyn Read + Send> + Sync + 'a;
+
 /// One restore to run.
 pub struct Restore<'a> {
     pub manifest: &'a Manifest,
@@ -81,7 +84,7 @@ pub struct Restore<'a> {
     /// Created (with parents) just before the executor runs: a drill's scratch.
     pub create_dir: Option<&'a Path>,
     /// Wraps the decompressed stream (the CLI's progress line).
-    pub wrap: Option<&'a (dyn Fn(Box<dyn Read + Send>) -> Box<dyn Read + Send> + Sync)>,
+    pub wrap: Option<&'a Wrap<'a>>,
 }
 
 /// What a finished restore produced.
