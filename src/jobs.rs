@@ -194,11 +194,12 @@ impl Board {
         let Ok(mut inner) = self.inner.lock() else {
             return Job::new(0, kind, caller);
         };
-        inner.0 += 1;
-        let (job, rx) = Job::new(inner.0, kind, caller);
-        inner.1.insert(inner.0, rx.clone());
-        while inner.1.len() > Board::KEEP {
-            inner.1.pop_first();
+        let (next, jobs) = &mut *inner;
+        *next += 1;
+        let (job, rx) = Job::new(*next, kind, caller);
+        jobs.insert(*next, rx.clone());
+        while jobs.len() > Board::KEEP {
+            jobs.pop_first();
         }
         (job, rx)
     }
@@ -272,7 +273,11 @@ fn backup_requests(
 async fn finish_policies(ctx: &Context, release: &str, selection: &Selection) -> Vec<String> {
     let mut policies = selection.policies.clone();
     if let Ok(rows) = ctx.catalog.deploys(Some(release)).await {
-        policies.extend(rows.into_iter().filter(|d| d.phase == "start").map(|d| d.policy));
+        policies.extend(
+            rows.into_iter()
+                .filter(|d| d.phase == "start")
+                .map(|d| d.policy),
+        );
     }
     policies
 }
@@ -474,7 +479,8 @@ async fn wait_behind(ctx: Context, mut job: Job, busy: Vec<String>, requeue: mps
         let waiting = match &run {
             Some(r) => format!(
                 "waiting for the running backup of {policy} started at {} ({} backup {})",
-                r.started_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                r.started_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                 r.trigger,
                 r.backup_id
             ),
@@ -482,7 +488,10 @@ async fn wait_behind(ctx: Context, mut job: Job, busy: Vec<String>, requeue: mps
         };
         job.waiting(&waiting);
         if let Err(e) = lock::released(&locks, &policy, OTHER_PROCESS_POLL).await {
-            let why = format!("cannot check the lock of {policy} in {}: {e}", locks.display());
+            let why = format!(
+                "cannot check the lock of {policy} in {}: {e}",
+                locks.display()
+            );
             job.answer(JobReply::error(500, why));
             return;
         }
@@ -497,12 +506,17 @@ async fn wait_behind(ctx: Context, mut job: Job, busy: Vec<String>, requeue: mps
                     "{waited}, which started after this request: reusing it ({})",
                     outcome.detail
                 );
-                job.note(&format!("the running backup of {policy} ended; reusing it"), JobState::Queued);
+                job.note(
+                    &format!("the running backup of {policy} ended; reusing it"),
+                    JobState::Queued,
+                );
                 job.reused.push(outcome);
             }
             None => {
                 job.note(
-                    &format!("the running backup of {policy} ended; taking the requested backup now"),
+                    &format!(
+                        "the running backup of {policy} ended; taking the requested backup now"
+                    ),
                     JobState::Queued,
                 );
                 job.waited.insert(policy, waited);

@@ -148,7 +148,11 @@ mod tests {
         let waiter = tokio::spawn(async move { lock_for_backup(&d, "p").await });
         tokio::task::yield_now().await;
         drop(probe);
-        let backup = waiter.await.unwrap().unwrap().expect("lock after the probe");
+        let backup = waiter
+            .await
+            .unwrap()
+            .unwrap()
+            .expect("lock after the probe");
         assert!(busy(dir.path(), "p").unwrap());
         assert!(lock_for_backup(dir.path(), "p").await.unwrap().is_none());
         let d = dir.path().to_path_buf();

@@ -110,7 +110,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
                 ..ctx.clone()
             };
             let monitor = Monitor::start(&ctx.catalog, observability.options(once)?).await?;
-            let result = daemon::run(ctx.clone(), stop_tx, once, request_concurrency, &monitor).await;
+            let result =
+                daemon::run(ctx.clone(), stop_tx, once, request_concurrency, &monitor).await;
             monitor.shutdown().await;
             result?;
             0

@@ -4,7 +4,6 @@
 //! 2 could not run, 4 unknown release or policy.
 
 use anyhow::bail;
-use chrono::Utc;
 use tokio::sync::watch;
 
 use super::commands::loaded_state;

@@ -184,8 +184,10 @@ async fn follow(
             .with_context(|| format!("cannot reach {url} while following the job"))?
             .error_for_status()
             .with_context(|| format!("{url} refused to report the job"))?
-            .json()
+            .bytes()
             .await
+            .map_err(anyhow::Error::from)
+            .and_then(|b| serde_json::from_slice(&b).map_err(anyhow::Error::from))
             .with_context(|| format!("{url} answered no job"))?;
         let messages = view["messages"].as_array().cloned().unwrap_or_default();
         for m in messages.iter().skip(printed) {

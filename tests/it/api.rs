@@ -72,7 +72,12 @@ pub(crate) fn daemon(f: &Fixture, repo: &str, extra: &[&str]) -> (Daemon, Socket
     (daemon, addr)
 }
 
-pub(crate) fn post(addr: SocketAddr, path: &str, token: Option<&str>, body: &str) -> (u16, serde_json::Value) {
+pub(crate) fn post(
+    addr: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, serde_json::Value) {
     let auth = token.map_or(String::new(), |t| format!("\r\nAuthorization: Bearer {t}"));
     let head = format!("POST {path} HTTP/1.1\r\nContent-Type: application/json{auth}");
     let (code, text) = request(addr, &head, body.as_bytes());

@@ -90,10 +90,20 @@ fn setup() -> (Fixture, PathBuf) {
     (f, work)
 }
 
-fn gate(f: &Fixture, addr: std::net::SocketAddr, release: &str, policy: &str) -> std::process::Child {
+fn gate(
+    f: &Fixture,
+    addr: std::net::SocketAddr,
+    release: &str,
+    policy: &str,
+) -> std::process::Child {
     std::process::Command::new(assert_cmd::cargo::cargo_bin("safepoint"))
         .current_dir(f.work())
-        .args(["--server", &format!("http://{addr}"), "--token-file", "token"])
+        .args([
+            "--server",
+            &format!("http://{addr}"),
+            "--token-file",
+            "token",
+        ])
         .args(["deploy", "start", "--release", release, "--policy", policy])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -127,7 +137,10 @@ fn a_gate_returns_its_snapshot_while_another_policys_scheduled_backup_runs() {
     assert_eq!(snapshot[0]["health"], "verified");
     assert!(stdout.contains(snapshot[0]["id"].as_str().unwrap()));
     // The scheduled backup of slow cannot have ended: the test holds its data.
-    assert!(f.backups("slow").is_empty(), "slow finished before its release");
+    assert!(
+        f.backups("slow").is_empty(),
+        "slow finished before its release"
+    );
     assert!(
         !String::from_utf8_lossy(&out.stderr).contains("waiting for"),
         "the gate waited for another policy"
@@ -173,7 +186,9 @@ fn a_gate_of_a_policy_whose_backup_runs_says_so_and_queues_behind_it() {
     backup_started(&work);
     release_backup(&work);
 
-    let out = within("the gate of slow", move || child.wait_with_output().unwrap());
+    let out = within("the gate of slow", move || {
+        child.wait_with_output().unwrap()
+    });
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(
