@@ -12,6 +12,7 @@ use tokio::sync::{Semaphore, watch};
 use tracing::Instrument;
 
 use crate::catalog::{Catalog, CatalogError, NewRun, RevisionRecord};
+use crate::executor::guard::PathGuard;
 use crate::executor::{self, ExecContext};
 use crate::git::{self, GitError, Revision};
 use crate::lock;
@@ -92,7 +93,7 @@ impl RepoState {
             let cfg = ctx.settings.repo.clone();
             let commit = rev.commit.clone();
             if let Ok(Ok((revision, files))) = blocking(move || git::read(&cfg, &commit)).await
-                && let Ok(desired) = policy::load(&files)
+                && let Ok(desired) = policy::load_permitted(&files, &ctx.settings.permissions)
             {
                 state.applied = Some(Applied { revision, desired });
             }
@@ -137,7 +138,8 @@ pub async fn refresh(ctx: &Context, state: &mut RepoState) -> Result<bool, Recon
     let now = Utc::now();
     let result = match read {
         Ok((_, files)) => {
-            policy::load(&files).map_err(|diags| diags.iter().map(ToString::to_string).collect())
+            policy::load_permitted(&files, &ctx.settings.permissions)
+                .map_err(|diags| diags.iter().map(ToString::to_string).collect())
         }
         Err(e @ GitError::NoPath { .. }) => Err(vec![e.to_string()]),
         Err(e) => return Err(e.into()),
@@ -913,6 +915,7 @@ async fn take_backup(
         base: ctx.settings.base_dir.clone(),
         tmp_dir: ctx.settings.tmp_dir(),
         cancel: cancel.clone(),
+        guard: Arc::new(PathGuard::new(&ctx.settings.permissions.protected)),
     };
     let timeout = policy
         .timeout

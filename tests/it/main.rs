@@ -25,3 +25,4 @@ mod s3_backup;
 mod s3_server;
 mod s3_storage;
 mod tidy;
+mod permissions;
