@@ -137,10 +137,8 @@ pub async fn refresh(ctx: &Context, state: &mut RepoState) -> Result<bool, Recon
     let read = blocking(move || git::read(&cfg, &commit)).await?;
     let now = Utc::now();
     let result = match read {
-        Ok((_, files)) => {
-            policy::load_permitted(&files, &ctx.settings.permissions)
-                .map_err(|diags| diags.iter().map(ToString::to_string).collect())
-        }
+        Ok((_, files)) => policy::load_permitted(&files, &ctx.settings.permissions)
+            .map_err(|diags| diags.iter().map(ToString::to_string).collect()),
         Err(e @ GitError::NoPath { .. }) => Err(vec![e.to_string()]),
         Err(e) => return Err(e.into()),
     };

@@ -107,12 +107,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
                 cli.permissions.as_deref(),
                 &settings.base_dir,
                 &cli.path,
-                &[own, super::permissions::own_paths(
-                    &settings.data_dir,
-                    &settings.catalog_path,
-                    settings.age_identity_file.as_deref(),
-                    cli.token_file.as_deref(),
-                )]
+                &[
+                    own,
+                    super::permissions::own_paths(
+                        &settings.data_dir,
+                        &settings.catalog_path,
+                        settings.age_identity_file.as_deref(),
+                        cli.token_file.as_deref(),
+                    ),
+                ]
                 .concat(),
             )?);
             settings.fetch_interval = Duration::from_secs(fetch_interval.max(1));

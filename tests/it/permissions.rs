@@ -36,8 +36,8 @@ fn validate(f: &Fixture, env: &[(&str, &Path)]) -> (Option<i32>, String) {
         .arg(f.repo().join("policies"))
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.code(), text)
 }
 
@@ -104,7 +104,10 @@ fn the_daemons_secrets_and_data_dir_are_never_a_source_whatever_the_grants() {
     let tokens_dir = tokens.parent().unwrap().to_path_buf();
     f.commit(
         &[
-            ("a.yaml", &dir_policy("tokens-dir", &tokens_dir.to_string_lossy())),
+            (
+                "a.yaml",
+                &dir_policy("tokens-dir", &tokens_dir.to_string_lossy()),
+            ),
             ("b.yaml", &dir_policy("data-dir", "data")),
             ("c.yaml", &sqlite_policy("catalog", "data/catalog.db")),
         ],
@@ -114,7 +117,10 @@ fn the_daemons_secrets_and_data_dir_are_never_a_source_whatever_the_grants() {
     let (code, text) = validate(&f, &env);
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("a.yaml:8:"), "{text}");
-    assert!(text.contains("contains the daemon's API tokens file"), "{text}");
+    assert!(
+        text.contains("contains the daemon's API tokens file"),
+        "{text}"
+    );
     assert!(text.contains("b.yaml:8:"), "{text}");
     assert!(text.contains("is the daemon's data directory"), "{text}");
     assert!(text.contains("c.yaml:8:"), "{text}");
@@ -142,7 +148,10 @@ fn directory_sources_stay_under_the_granted_roots() {
     let (code, text) = validate(&f, &[]);
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("a.yaml:8:"), "{text}");
-    assert!(text.contains("`sourceRoots` of the grants that apply (`team-a` (line 4))"), "{text}");
+    assert!(
+        text.contains("`sourceRoots` of the grants that apply (`team-a` (line 4))"),
+        "{text}"
+    );
     assert_one_diag(&daemon_once(&f, &[]), "policies/a.yaml:8", "is not allowed");
 
     f.commit(&[("a.yaml", &dir_policy("a", "team-a/files"))], "inside");
@@ -185,21 +194,42 @@ fn secrets_and_database_hosts_belong_to_their_team() {
     let good_payments = policy(
         "pay",
         "",
-        &pg("postgres://backup@pg.payments.internal:5432/pay", "env: PAYMENTS_PG"),
+        &pg(
+            "postgres://backup@pg.payments.internal:5432/pay",
+            "env: PAYMENTS_PG",
+        ),
     );
     f.commit(
         &[
             (
                 "teams/web/env.yaml",
-                &policy("web-env", "team: web", &pg("postgres://backup@pg.web.internal/web", "env: PAYMENTS_PG")),
+                &policy(
+                    "web-env",
+                    "team: web",
+                    &pg("postgres://backup@pg.web.internal/web", "env: PAYMENTS_PG"),
+                ),
             ),
             (
                 "teams/web/file.yaml",
-                &policy("web-file", "team: web", &pg("postgres://backup@pg.web.internal/web", "file: /run/secrets/payments/pg")),
+                &policy(
+                    "web-file",
+                    "team: web",
+                    &pg(
+                        "postgres://backup@pg.web.internal/web",
+                        "file: /run/secrets/payments/pg",
+                    ),
+                ),
             ),
             (
                 "teams/web/host.yaml",
-                &policy("web-host", "team: web", &pg("postgres://backup@collector.evil.example:5432/x", "env: WEB_PG")),
+                &policy(
+                    "web-host",
+                    "team: web",
+                    &pg(
+                        "postgres://backup@collector.evil.example:5432/x",
+                        "env: WEB_PG",
+                    ),
+                ),
             ),
             ("teams/payments/pay.yaml", &good_payments),
         ],
@@ -208,11 +238,23 @@ fn secrets_and_database_hosts_belong_to_their_team() {
     let (code, text) = validate(&f, &[]);
     assert_eq!(code, Some(1), "{text}");
     for (file, what) in [
-        ("teams/web/env.yaml:10:", "environment variable `PAYMENTS_PG` is not allowed for BackupPolicy `web-env`"),
-        ("teams/web/file.yaml:10:", "secret file `/run/secrets/payments/pg` is not allowed"),
-        ("teams/web/host.yaml:9:", "database host `collector.evil.example:5432` is not allowed"),
+        (
+            "teams/web/env.yaml:10:",
+            "environment variable `PAYMENTS_PG` is not allowed for BackupPolicy `web-env`",
+        ),
+        (
+            "teams/web/file.yaml:10:",
+            "secret file `/run/secrets/payments/pg` is not allowed",
+        ),
+        (
+            "teams/web/host.yaml:9:",
+            "database host `collector.evil.example:5432` is not allowed",
+        ),
     ] {
-        assert!(text.contains(file) && text.contains(what), "{file} {what}: {text}");
+        assert!(
+            text.contains(file) && text.contains(what),
+            "{file} {what}: {text}"
+        );
     }
     assert!(!text.contains("pay.yaml"), "{text}");
     let diags = daemon_once(&f, &[]);
@@ -224,13 +266,31 @@ fn secrets_and_database_hosts_belong_to_their_team() {
         &[
             (
                 "teams/web/env.yaml",
-                &policy("web-env", "team: web", &pg("postgres://backup@pg.web.internal/web", "env: WEB_PG")),
+                &policy(
+                    "web-env",
+                    "team: web",
+                    &pg("postgres://backup@pg.web.internal/web", "env: WEB_PG"),
+                ),
             ),
             (
                 "teams/web/file.yaml",
-                &policy("web-file", "team: web", &pg("postgres://backup@db2.web.internal:6432/web", "env: WEB_OTHER")),
+                &policy(
+                    "web-file",
+                    "team: web",
+                    &pg(
+                        "postgres://backup@db2.web.internal:6432/web",
+                        "env: WEB_OTHER",
+                    ),
+                ),
             ),
-            ("teams/web/host.yaml", &good_payments.replace("name: pay", "name: pay2").replace("labels: {}", "labels: {team: web}").replace("PAYMENTS_PG", "WEB_PG").replace("pg.payments.internal:5432", "pg.web.internal")),
+            (
+                "teams/web/host.yaml",
+                &good_payments
+                    .replace("name: pay", "name: pay2")
+                    .replace("labels: {}", "labels: {team: web}")
+                    .replace("PAYMENTS_PG", "WEB_PG")
+                    .replace("pg.payments.internal:5432", "pg.web.internal"),
+            ),
         ],
         "each team its own",
     );
@@ -282,7 +342,11 @@ fn a_symlink_to_the_daemons_files_is_refused_when_the_backup_runs() {
 fn a_bad_permissions_file_stops_every_command_with_file_and_line() {
     let f = Fixture::new(&[("storage.yaml", STORAGE)]);
     f.permit("apiVersion: safepoint/v1\nkind: Permissions\ngrants:\n  - name: a\n    sourceKinds: [comand]\n    hosts: [\"db:99999\"]\n");
-    for args in [&["status"][..], &["daemon", "--once"], &["validate", "policies"]] {
+    for args in [
+        &["status"][..],
+        &["daemon", "--once"],
+        &["validate", "policies"],
+    ] {
         let out = f.cmd().args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
@@ -310,8 +374,11 @@ fn the_quick_start_runs_on_the_embedded_default() {
     for entry in std::fs::read_dir(src.join("examples/files")).unwrap() {
         let path = entry.unwrap().path();
         if path.is_file() {
-            std::fs::copy(&path, repo.join("examples/files").join(path.file_name().unwrap()))
-                .unwrap();
+            std::fs::copy(
+                &path,
+                repo.join("examples/files").join(path.file_name().unwrap()),
+            )
+            .unwrap();
         }
     }
     git(repo, &["init", "-q", "-b", "main"]);
@@ -319,10 +386,16 @@ fn the_quick_start_runs_on_the_embedded_default() {
     git(repo, &["commit", "-q", "-m", "quick start"]);
     let run = |args: &[&str]| {
         let mut cmd = assert_cmd::Command::cargo_bin("safepoint").unwrap();
-        for var in ["SAFEPOINT_DATA_DIR", "SAFEPOINT_REPO", "SAFEPOINT_PERMISSIONS"] {
+        for var in [
+            "SAFEPOINT_DATA_DIR",
+            "SAFEPOINT_REPO",
+            "SAFEPOINT_PERMISSIONS",
+        ] {
             cmd.env_remove(var);
         }
-        cmd.current_dir(repo).env("SAFEPOINT_LOG", "warn").args(args);
+        cmd.current_dir(repo)
+            .env("SAFEPOINT_LOG", "warn")
+            .args(args);
         cmd
     };
     run(&["daemon", "--once"]).assert().success();

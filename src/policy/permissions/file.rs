@@ -121,27 +121,52 @@ fn convert(sink: &mut Sink<'_>, origin: &str, value: Value) -> Option<Permission
             let mut ptr = String::new();
             for seg in e.path().iter() {
                 match seg {
-                    serde_path_to_error::Segment::Seq { index } => ptr = join(&ptr, &index.to_string()),
+                    serde_path_to_error::Segment::Seq { index } => {
+                        ptr = join(&ptr, &index.to_string())
+                    }
                     serde_path_to_error::Segment::Map { key } => ptr = join(&ptr, key),
                     _ => {}
                 }
             }
-            let shown = if ptr.is_empty() { "the file".to_owned() } else { format!("`{ptr}`") };
-            sink.err(&ptr, format!("invalid {shown}: {}", e.inner()), "see docs/permissions.md for the format".to_owned());
+            let shown = if ptr.is_empty() {
+                "the file".to_owned()
+            } else {
+                format!("`{ptr}`")
+            };
+            sink.err(
+                &ptr,
+                format!("invalid {shown}: {}", e.inner()),
+                "see docs/permissions.md for the format".to_owned(),
+            );
             return None;
         }
     };
     if raw.api_version != API_VERSION {
-        sink.err("/apiVersion", format!("unsupported apiVersion `{}`", raw.api_version), format!("set `apiVersion: {API_VERSION}`"));
+        sink.err(
+            "/apiVersion",
+            format!("unsupported apiVersion `{}`", raw.api_version),
+            format!("set `apiVersion: {API_VERSION}`"),
+        );
     }
     if raw.kind != "Permissions" {
-        sink.err("/kind", format!("this file is a `{}`, not the operator's permissions", raw.kind), "set `kind: Permissions`".to_owned());
+        sink.err(
+            "/kind",
+            format!(
+                "this file is a `{}`, not the operator's permissions",
+                raw.kind
+            ),
+            "set `kind: Permissions`".to_owned(),
+        );
     }
     let mut grants = Vec::new();
     for (i, g) in raw.grants.into_iter().enumerate() {
         let ptr = format!("/grants/{i}");
         if grants.iter().any(|x: &Grant| x.name == g.name) || g.name.trim().is_empty() {
-            sink.err(&format!("{ptr}/name"), format!("grant name `{}` is empty or used twice", g.name), "give each grant its own name, e.g. the team's".to_owned());
+            sink.err(
+                &format!("{ptr}/name"),
+                format!("grant name `{}` is empty or used twice", g.name),
+                "give each grant its own name, e.g. the team's".to_owned(),
+            );
         }
         grants.push(grant(sink, &ptr, g));
     }
@@ -150,7 +175,10 @@ fn convert(sink: &mut Sink<'_>, origin: &str, value: Value) -> Option<Permission
         .iter()
         .enumerate()
         .filter_map(|(i, p)| absolute(sink, &format!("/protectedPaths/{i}"), p))
-        .map(|path| Protected { path, what: "protected path (permissions file)".into() })
+        .map(|path| Protected {
+            path,
+            what: "protected path (permissions file)".into(),
+        })
         .collect();
     Some(Permissions {
         origin: origin.to_owned(),
@@ -168,7 +196,11 @@ fn grant(sink: &mut Sink<'_>, ptr: &str, g: RawGrant) -> Grant {
                 Some(c) => format!("did you mean `{c}`?"),
                 None => format!("use {}", one_of(&SOURCE_KINDS)),
             };
-            sink.err(&format!("{ptr}/sourceKinds/{i}"), format!("unknown source type `{k}`"), hint);
+            sink.err(
+                &format!("{ptr}/sourceKinds/{i}"),
+                format!("unknown source type `{k}`"),
+                hint,
+            );
         }
     }
     let roots = |sink: &mut Sink<'_>, field: &str, list: &[String]| -> Vec<PathBuf> {
@@ -186,23 +218,47 @@ fn grant(sink: &mut Sink<'_>, ptr: &str, g: RawGrant) -> Grant {
         .filter_map(|(i, h)| match HostPattern::parse(h) {
             Ok(p) => Some(p),
             Err(e) => {
-                sink.err(&format!("{ptr}/hosts/{i}"), format!("invalid host pattern `{h}`: {e}"), "write `db.internal`, `db.internal:5432`, `*.payments.internal` or `*`".to_owned());
+                sink.err(
+                    &format!("{ptr}/hosts/{i}"),
+                    format!("invalid host pattern `{h}`: {e}"),
+                    "write `db.internal`, `db.internal:5432`, `*.payments.internal` or `*`"
+                        .to_owned(),
+                );
                 None
             }
         })
         .collect();
     for (i, e) in g.secrets.env.iter().enumerate() {
-        if e.is_empty() || !e.chars().all(|c| c.is_ascii_alphanumeric() || "_*?[]!".contains(c)) {
-            sink.err(&format!("{ptr}/secrets/env/{i}"), format!("`{e}` is not an environment variable name or glob"), "write a name or a glob such as `PAYMENTS_*`".to_owned());
+        if e.is_empty()
+            || !e
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_*?[]!".contains(c))
+        {
+            sink.err(
+                &format!("{ptr}/secrets/env/{i}"),
+                format!("`{e}` is not an environment variable name or glob"),
+                "write a name or a glob such as `PAYMENTS_*`".to_owned(),
+            );
         }
     }
-    let files: Vec<String> = g.secrets.files.iter().enumerate().filter(|(i, f)| {
-        let ok = f.starts_with('/');
-        if !ok {
-            sink.err(&format!("{ptr}/secrets/files/{i}"), format!("secret file pattern `{f}` is not absolute"), "write a full path or glob, e.g. `/run/secrets/payments/*`".to_owned());
-        }
-        ok
-    }).map(|(_, f)| f.clone()).collect();
+    let files: Vec<String> = g
+        .secrets
+        .files
+        .iter()
+        .enumerate()
+        .filter(|(i, f)| {
+            let ok = f.starts_with('/');
+            if !ok {
+                sink.err(
+                    &format!("{ptr}/secrets/files/{i}"),
+                    format!("secret file pattern `{f}` is not absolute"),
+                    "write a full path or glob, e.g. `/run/secrets/payments/*`".to_owned(),
+                );
+            }
+            ok
+        })
+        .map(|(_, f)| f.clone())
+        .collect();
     Grant {
         name: g.name,
         line: sink.locs.value(ptr).line,
@@ -226,7 +282,11 @@ fn globs(sink: &mut Sink<'_>, ptr: &str, list: &[String]) -> Vec<Pattern> {
         .filter_map(|(i, s)| match Pattern::new(s) {
             Ok(p) => Some(p),
             Err(e) => {
-                sink.err(&format!("{ptr}/{i}"), format!("invalid glob `{s}`: {}", e.msg), "use `*` (one path segment), `**` (any depth), `?` and `[...]`".to_owned());
+                sink.err(
+                    &format!("{ptr}/{i}"),
+                    format!("invalid glob `{s}`: {}", e.msg),
+                    "use `*` (one path segment), `**` (any depth), `?` and `[...]`".to_owned(),
+                );
                 None
             }
         })
@@ -237,7 +297,11 @@ fn absolute(sink: &mut Sink<'_>, ptr: &str, p: &str) -> Option<PathBuf> {
     if p.starts_with('/') {
         Some(super::normalize(&PathBuf::from(p)))
     } else {
-        sink.err(ptr, format!("`{p}` is not an absolute path"), "write the full path, e.g. `/srv/payments`".to_owned());
+        sink.err(
+            ptr,
+            format!("`{p}` is not an absolute path"),
+            "write the full path, e.g. `/srv/payments`".to_owned(),
+        );
         None
     }
 }

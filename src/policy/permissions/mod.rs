@@ -13,7 +13,9 @@ use std::path::{Component, Path, PathBuf};
 
 use glob::{MatchOptions, Pattern};
 
-use super::model::{BackupPolicy, DrillTarget, NotifierSpec, SecretRef, Source, StorageKind, StorageSpec};
+use super::model::{
+    BackupPolicy, DrillTarget, NotifierSpec, SecretRef, Source, StorageKind, StorageSpec,
+};
 use super::validate::Sink;
 
 pub use file::parse;
@@ -150,10 +152,7 @@ impl Selector {
                     .paths
                     .iter()
                     .any(|p| p.matches_with(rel_path, PATH_MATCH)))
-            && self
-                .labels
-                .iter()
-                .all(|(k, v)| s.labels.get(k) == Some(v))
+            && self.labels.iter().all(|(k, v)| s.labels.get(k) == Some(v))
     }
 }
 
@@ -184,11 +183,25 @@ pub(crate) fn normalize(p: &Path) -> PathBuf {
 }
 
 /// Checks one validated `BackupPolicy` against the permissions.
-pub(crate) fn check_policy(sink: &mut Sink<'_>, perms: &Permissions, s: &Subject<'_>, p: &BackupPolicy) {
+pub(crate) fn check_policy(
+    sink: &mut Sink<'_>,
+    perms: &Permissions,
+    s: &Subject<'_>,
+    p: &BackupPolicy,
+) {
     let mut c = Checker::new(sink, perms, s);
     let kind = p.source.kind();
-    if !c.grants.iter().any(|g| g.source_kinds.iter().any(|k| k == kind)) {
-        c.deny("/spec/source/type", &format!("source type `{kind}`"), "sourceKinds", kind);
+    if !c
+        .grants
+        .iter()
+        .any(|g| g.source_kinds.iter().any(|k| k == kind))
+    {
+        c.deny(
+            "/spec/source/type",
+            &format!("source type `{kind}`"),
+            "sourceKinds",
+            kind,
+        );
     }
     match &p.source {
         Source::Sqlite { path } => c.path("/spec/source/path", path, Access::ReadFile),
@@ -203,7 +216,8 @@ pub(crate) fn check_policy(sink: &mut Sink<'_>, perms: &Permissions, s: &Subject
     let base = "/spec/drill/target";
     match &drill.target {
         DrillTarget::Directory { path } => c.path(&format!("{base}/path"), path, Access::Scratch),
-        DrillTarget::Postgres { url, password_from } | DrillTarget::Mysql { url, password_from } => {
+        DrillTarget::Postgres { url, password_from }
+        | DrillTarget::Mysql { url, password_from } => {
             let target_kind = match drill.target {
                 DrillTarget::Mysql { .. } => "mysql",
                 _ => "postgres",
@@ -216,16 +230,36 @@ pub(crate) fn check_policy(sink: &mut Sink<'_>, perms: &Permissions, s: &Subject
 }
 
 /// Checks the secret references of a `Storage` (S3 credentials).
-pub(crate) fn check_storage(sink: &mut Sink<'_>, perms: &Permissions, s: &Subject<'_>, st: &StorageSpec) {
-    if let StorageKind::S3 { credentials: Some(cr), .. } = &st.kind {
+pub(crate) fn check_storage(
+    sink: &mut Sink<'_>,
+    perms: &Permissions,
+    s: &Subject<'_>,
+    st: &StorageSpec,
+) {
+    if let StorageKind::S3 {
+        credentials: Some(cr),
+        ..
+    } = &st.kind
+    {
         let mut c = Checker::new(sink, perms, s);
-        c.secret("/spec/credentials/accessKeyIdFrom", Some(&cr.access_key_id_from));
-        c.secret("/spec/credentials/secretAccessKeyFrom", Some(&cr.secret_access_key_from));
+        c.secret(
+            "/spec/credentials/accessKeyIdFrom",
+            Some(&cr.access_key_id_from),
+        );
+        c.secret(
+            "/spec/credentials/secretAccessKeyFrom",
+            Some(&cr.secret_access_key_from),
+        );
     }
 }
 
 /// Checks the secret reference of a `Notifier` (webhook signing secret).
-pub(crate) fn check_notifier(sink: &mut Sink<'_>, perms: &Permissions, s: &Subject<'_>, n: &NotifierSpec) {
+pub(crate) fn check_notifier(
+    sink: &mut Sink<'_>,
+    perms: &Permissions,
+    s: &Subject<'_>,
+    n: &NotifierSpec,
+) {
     if let Some(w) = &n.webhook {
         Checker::new(sink, perms, s).secret("/spec/webhook/secretFrom", w.secret_from.as_ref());
     }
@@ -251,7 +285,12 @@ struct Checker<'s, 'a> {
 impl<'s, 'a> Checker<'s, 'a> {
     fn new(sink: &'s mut Sink<'a>, perms: &'s Permissions, subject: &'s Subject<'s>) -> Self {
         let grants = perms.applicable(subject);
-        Checker { sink, perms, subject, grants }
+        Checker {
+            sink,
+            perms,
+            subject,
+            grants,
+        }
     }
 
     /// Reports `what` as not granted: names the rule (`field` of the grants
@@ -305,7 +344,11 @@ impl<'s, 'a> Checker<'s, 'a> {
             let contains = access != Access::ReadFile && p.path.starts_with(&path);
             if inside || contains {
                 let how = if inside { "is" } else { "contains" };
-                let verb = if access == Access::Scratch { "drill scratch path" } else { "source path" };
+                let verb = if access == Access::Scratch {
+                    "drill scratch path"
+                } else {
+                    "source path"
+                };
                 self.forbid(
                     ptr,
                     format!(
@@ -319,7 +362,11 @@ impl<'s, 'a> Checker<'s, 'a> {
         }
         let grants = self.grants.clone();
         let scratch = access == Access::Scratch;
-        let field = if scratch { "scratchRoots" } else { "sourceRoots" };
+        let field = if scratch {
+            "scratchRoots"
+        } else {
+            "sourceRoots"
+        };
         let mut roots = grants.iter().flat_map(|g| {
             if scratch {
                 &g.scratch_roots
@@ -338,15 +385,22 @@ impl<'s, 'a> Checker<'s, 'a> {
 
     fn host(&mut self, ptr: &str, url: &str, default_port: u16) {
         let grants = self.grants.clone();
-        let denied = net::endpoints(url, default_port).into_iter().find(|(host, port)| {
-            !grants
-                .iter()
-                .flat_map(|g| &g.hosts)
-                .any(|h| h.allows(host, *port))
-        });
+        let denied = net::endpoints(url, default_port)
+            .into_iter()
+            .find(|(host, port)| {
+                !grants
+                    .iter()
+                    .flat_map(|g| &g.hosts)
+                    .any(|h| h.allows(host, *port))
+            });
         if let Some((host, port)) = denied {
             let endpoint = format!("{host}:{port}");
-            self.deny(ptr, &format!("database host `{endpoint}`"), "hosts", &endpoint);
+            self.deny(
+                ptr,
+                &format!("database host `{endpoint}`"),
+                "hosts",
+                &endpoint,
+            );
         }
     }
 
@@ -363,8 +417,18 @@ impl<'s, 'a> Checker<'s, 'a> {
                              (`{RESERVED_ENV_PREFIX}*` variables are its settings and secrets)"
                         ),
                     );
-                } else if !self.grants.iter().flat_map(|g| &g.env).any(|p| p.matches(name)) {
-                    self.deny(&ptr, &format!("environment variable `{name}`"), "secrets.env", name);
+                } else if !self
+                    .grants
+                    .iter()
+                    .flat_map(|g| &g.env)
+                    .any(|p| p.matches(name))
+                {
+                    self.deny(
+                        &ptr,
+                        &format!("environment variable `{name}`"),
+                        "secrets.env",
+                        name,
+                    );
                 }
             }
             Some(SecretRef::File(file)) => {
@@ -383,8 +447,16 @@ impl<'s, 'a> Checker<'s, 'a> {
                 }
                 let text = path.to_string_lossy();
                 let granted = self.grants.iter().flat_map(|g| &g.files);
-                if !granted.into_iter().any(|p| p.matches_with(&text, PATH_MATCH)) {
-                    self.deny(&ptr, &format!("secret file `{text}`"), "secrets.files", &text);
+                if !granted
+                    .into_iter()
+                    .any(|p| p.matches_with(&text, PATH_MATCH))
+                {
+                    self.deny(
+                        &ptr,
+                        &format!("secret file `{text}`"),
+                        "secrets.files",
+                        &text,
+                    );
                 }
             }
         }

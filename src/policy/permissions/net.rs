@@ -83,12 +83,11 @@ pub(crate) fn endpoints(url: &str, default_port: u16) -> Vec<(String, u16)> {
     let hostlist = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
     let mut hosts: Vec<(String, Option<u16>)> = hostlist.split(',').map(split_port).collect();
     let mut query_ports = Vec::new();
-    for (key, value) in query
-        .split('&')
-        .filter_map(|p| p.split_once('='))
-    {
+    for (key, value) in query.split('&').filter_map(|p| p.split_once('=')) {
         match key {
-            "host" | "hostaddr" => hosts.extend(value.split(',').map(|h| (normalize_host(h), None))),
+            "host" | "hostaddr" => {
+                hosts.extend(value.split(',').map(|h| (normalize_host(h), None)))
+            }
             "socket" => hosts.push(("localhost".to_owned(), None)),
             // An unparseable port connects nowhere; 0 is allowed only by `host:*` patterns.
             "port" => query_ports.extend(value.split(',').map(|p| p.trim().parse().unwrap_or(0))),
@@ -181,8 +180,16 @@ mod tests {
         assert!(!p.allows("pg.web.internal", 5432));
         let any_port = HostPattern::parse("localhost").unwrap();
         assert!(any_port.allows("localhost", 1));
-        assert!(HostPattern::parse("127.0.0.1:*").unwrap().allows("localhost", 9));
-        assert!(HostPattern::parse("[::1]:5432").unwrap().allows("localhost", 5432));
+        assert!(
+            HostPattern::parse("127.0.0.1:*")
+                .unwrap()
+                .allows("localhost", 9)
+        );
+        assert!(
+            HostPattern::parse("[::1]:5432")
+                .unwrap()
+                .allows("localhost", 5432)
+        );
         for bad in ["", "a b", "db:99999", "db:0", "::1", "[::1"] {
             assert!(HostPattern::parse(bad).is_err(), "{bad}");
         }
