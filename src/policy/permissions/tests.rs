@@ -62,7 +62,7 @@ fn the_two_team_file_parses_into_grants_with_their_lines() {
     let p = two_teams();
     let names: Vec<&str> = p.grants.iter().map(|g| g.name.as_str()).collect();
     assert_eq!(names, ["everyone", "payments", "web"]);
-    assert_eq!(p.grants[1].line, 7);
+    assert_eq!(p.grants[1].line, 6);
     assert_eq!(p.grants[1].source_roots, [PathBuf::from("/srv/payments")]);
 }
 
@@ -74,7 +74,7 @@ fn a_bad_operator_file_reports_every_problem_with_its_line() {
     assert_eq!(lines, [5, 6, 7, 8], "{diags:#?}");
     assert!(diags[0].hint.as_deref().unwrap().contains("`command`"));
     let unknown = parse("perm.yaml", "apiVersion: safepoint/v1\nkind: Permissions\ngrants:\n  - name: a\n    sourcekinds: [sqlite]\n").unwrap_err();
-    assert_eq!(unknown[0].line, 4, "{unknown:#?}");
+    assert_eq!(unknown[0].line, 5, "{unknown:#?}");
     assert!(unknown[0].message.contains("sourcekinds"), "{unknown:#?}");
 }
 
@@ -132,7 +132,7 @@ fn directory_sources_stay_inside_the_roots_of_their_team() {
             .hint
             .as_deref()
             .unwrap()
-            .contains("`payments` (line 7)")
+            .contains("`payments` (line 6)")
     );
     // Another team's file: not even the source type is granted.
     let other = check(
