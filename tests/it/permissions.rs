@@ -12,7 +12,7 @@ use crate::common::{Fixture, PERMISSIVE, STORAGE, dir_policy, git, sqlite_policy
 fn policy(name: &str, labels: &str, source: &str) -> String {
     format!(
         "apiVersion: safepoint/v1\nkind: BackupPolicy\nmetadata:\n  name: {name}\n  labels: {{{labels}}}\n\
-         spec:\n  source:\n{source}\n  storage: local\n  retention: {{keepLast: 2}}\n"
+         spec:\n  source:\n{source}\n  storage: local\n  retention: {{keepLast: 2}}\n  schedule: {{cron: \"0 * * * *\"}}\n"
     )
 }
 
@@ -95,7 +95,7 @@ fn a_command_source_is_refused_unless_the_operator_grants_it() {
     let diags = daemon_once(&f, &[]);
     assert_one_diag(&diags, "policies/steal.yaml:8", "sourceKinds");
     assert!(!marker.exists(), "a rejected revision ran its command");
-    assert!(f.backups("steal").is_empty());
+    assert!(!f.store().join("steal").exists());
 
     // The operator allows command sources: the same revision is valid and runs.
     f.permit(PERMISSIVE);
@@ -138,8 +138,8 @@ fn the_daemons_secrets_and_data_dir_are_never_a_source_whatever_the_grants() {
     let diags = daemon_once(&f, &["--api-tokens-file", &tokens_arg]);
     assert_one_diag(&diags, "policies/a.yaml:8", "API tokens file");
     assert_one_diag(&diags, "policies/b.yaml:8", "data directory");
-    assert_one_diag(&diags, "policies/c.yaml:8", "catalog");
-    assert!(f.backups("tokens-dir").is_empty());
+    assert_one_diag(&diags, "policies/c.yaml:8", "data directory");
+    assert!(!f.store().exists(), "nothing ran");
 }
 
 #[test]
