@@ -12,6 +12,7 @@ use tokio::sync::{Semaphore, watch};
 use tracing::Instrument;
 
 use crate::catalog::{Catalog, CatalogError, NewRun, RevisionRecord};
+use crate::executor::guard::PathGuard;
 use crate::executor::{self, ExecContext};
 use crate::git::{self, GitError, Revision};
 use crate::lock;
@@ -92,9 +93,19 @@ impl RepoState {
             let cfg = ctx.settings.repo.clone();
             let commit = rev.commit.clone();
             if let Ok(Ok((revision, files))) = blocking(move || git::read(&cfg, &commit)).await
-                && let Ok(desired) = policy::load(&files)
+                && let Ok(desired) = policy::load_permitted(&files, &ctx.settings.permissions)
             {
                 state.applied = Some(Applied { revision, desired });
+            }
+        }
+        // A commit rejected before may pass the operator's permissions as
+        // they are now (e.g. `command` granted since): let refresh retry it.
+        if let Some(att) = state.attempted.as_ref().filter(|a| !a.valid) {
+            let (cfg, commit) = (ctx.settings.repo.clone(), att.commit.clone());
+            if let Ok(Ok((_, files))) = blocking(move || git::read(&cfg, &commit)).await
+                && policy::load_permitted(&files, &ctx.settings.permissions).is_ok()
+            {
+                state.attempted = None;
             }
         }
         Ok(state)
@@ -136,9 +147,8 @@ pub async fn refresh(ctx: &Context, state: &mut RepoState) -> Result<bool, Recon
     let read = blocking(move || git::read(&cfg, &commit)).await?;
     let now = Utc::now();
     let result = match read {
-        Ok((_, files)) => {
-            policy::load(&files).map_err(|diags| diags.iter().map(ToString::to_string).collect())
-        }
+        Ok((_, files)) => policy::load_permitted(&files, &ctx.settings.permissions)
+            .map_err(|diags| diags.iter().map(ToString::to_string).collect()),
         Err(e @ GitError::NoPath { .. }) => Err(vec![e.to_string()]),
         Err(e) => return Err(e.into()),
     };
@@ -961,6 +971,7 @@ async fn take_backup(
         base: ctx.settings.base_dir.clone(),
         tmp_dir: ctx.settings.tmp_dir(),
         cancel: cancel.clone(),
+        guard: Arc::new(PathGuard::new(&ctx.settings.permissions.protected)),
     };
     let timeout = policy
         .timeout

@@ -29,7 +29,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     }
     if let Command::Validate { dir } = &cli.command {
         let dir = dir.clone().unwrap_or_else(|| PathBuf::from(&cli.path));
-        return validate(&dir, cli.output);
+        let permissions = validate_permissions(&cli, &dir)?;
+        return validate(&dir, &permissions, cli.output);
     }
     let settings = settings(&cli)?;
     let catalog = Catalog::open_sqlite(&settings.catalog_path).await?;
@@ -102,6 +103,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             observability,
         } => {
             let mut settings = (*ctx.settings).clone();
+            let own = observability.secret_files();
+            settings.permissions = Arc::new(super::permissions::load(
+                cli.permissions.as_deref(),
+                &settings.base_dir,
+                &cli.path,
+                &[
+                    own,
+                    super::permissions::own_paths(
+                        &settings.data_dir,
+                        &settings.catalog_path,
+                        settings.age_identity_file.as_deref(),
+                        cli.token_file.as_deref(),
+                    ),
+                ]
+                .concat(),
+            )?);
             settings.fetch_interval = Duration::from_secs(fetch_interval.max(1));
             settings.concurrency = concurrency.max(1);
             settings.shutdown_grace = Duration::from_secs(shutdown_grace);
@@ -136,11 +153,21 @@ fn settings(cli: &Cli) -> anyhow::Result<Settings> {
         base_dir.join(&cli.repo).to_string_lossy().into_owned()
     };
     let age_identity_file = cli.age_identity_file.as_ref().map(|p| base_dir.join(p));
+    let catalog_path = cli
+        .catalog
+        .clone()
+        .map_or_else(|| data_dir.join("catalog.db"), |c| base_dir.join(c));
+    let own = super::permissions::own_paths(
+        &data_dir,
+        &catalog_path,
+        age_identity_file.as_deref(),
+        cli.token_file.as_deref(),
+    );
+    let permissions =
+        super::permissions::load(cli.permissions.as_deref(), &base_dir, &cli.path, &own)?;
     Ok(Settings {
-        catalog_path: cli
-            .catalog
-            .clone()
-            .map_or_else(|| data_dir.join("catalog.db"), |c| base_dir.join(c)),
+        permissions: Arc::new(permissions),
+        catalog_path,
         repo: RepoConfig {
             location,
             branch: cli.branch.clone(),
@@ -227,14 +254,33 @@ fn read_policy_dir(dir: &Path) -> std::io::Result<Vec<PolicyFile>> {
     Ok(files)
 }
 
-fn validate(dir: &Path, output: Output) -> anyhow::Result<u8> {
+/// The permissions `validate` checks against: the daemon's, as far as the
+/// global flags and environment tell (nothing is created on disk).
+fn validate_permissions(cli: &Cli, dir: &Path) -> anyhow::Result<policy::Permissions> {
+    let base_dir = std::env::current_dir().context("cannot read the current directory")?;
+    let data_dir = base_dir.join(&cli.data_dir);
+    let catalog = cli
+        .catalog
+        .as_ref()
+        .map_or_else(|| data_dir.join("catalog.db"), |c| base_dir.join(c));
+    let own = super::permissions::own_paths(
+        &data_dir,
+        &catalog,
+        cli.age_identity_file.as_deref(),
+        cli.token_file.as_deref(),
+    );
+    let root = dir.to_string_lossy();
+    super::permissions::load(cli.permissions.as_deref(), &base_dir, &root, &own)
+}
+
+fn validate(dir: &Path, permissions: &policy::Permissions, output: Output) -> anyhow::Result<u8> {
     let files = read_policy_dir(dir).with_context(|| {
         format!(
             "cannot read policy directory {}; pass the directory holding *.yaml policies",
             dir.display()
         )
     })?;
-    let result = policy::load(&files);
+    let result = policy::load_permitted(&files, permissions);
     match (output, &result) {
         (Output::Json, Ok(d)) => {
             print_json(&serde_json::json!({"valid": true, "files": files.len(),

@@ -54,6 +54,15 @@ pub struct ObservabilityArgs {
 }
 
 impl ObservabilityArgs {
+    /// The daemon's secret files: no policy may read them.
+    pub fn secret_files(&self) -> Vec<(Option<PathBuf>, &'static str)> {
+        vec![
+            (self.api_tokens_file.clone(), "API tokens file"),
+            (self.webhook_secret_file.clone(), "webhook secret file"),
+            (self.smtp_password_file.clone(), "SMTP password file"),
+        ]
+    }
+
     pub fn options(&self, once: bool) -> anyhow::Result<MonitorOptions> {
         let mailer = match &self.smtp_host {
             None => None,

@@ -6,6 +6,7 @@
 mod commands;
 mod daemon_args;
 mod deploy;
+mod permissions;
 mod progress;
 mod rebuild;
 mod remote;
@@ -69,6 +70,12 @@ pub struct Cli {
     /// that decrypts encrypted backups for restores and drills.
     #[arg(long, global = true, env = "SAFEPOINT_AGE_IDENTITY_FILE")]
     pub age_identity_file: Option<PathBuf>,
+    /// The operator's permissions file: what policies may use (source types,
+    /// paths, database hosts, secret references), per team; never read from
+    /// the policy repository (docs/permissions.md) [default: single team:
+    /// everything except `command` sources and the daemon's own files].
+    #[arg(long, global = true, env = "SAFEPOINT_PERMISSIONS")]
+    pub permissions: Option<PathBuf>,
     #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
     /// Log format on stderr.

@@ -5,6 +5,7 @@
 
 pub mod command;
 pub mod directory;
+pub mod guard;
 pub mod mysql;
 pub mod postgres;
 pub(crate) mod process;
@@ -106,6 +107,14 @@ pub enum ExecError {
     NoDatabase(String),
     #[error(transparent)]
     Secret(#[from] secret::SecretError),
+    #[error(
+        "refusing to read {path}: it is or holds the daemon's {what} ({protected}); policies may never read the daemon's own files"
+    )]
+    Forbidden {
+        path: PathBuf,
+        what: String,
+        protected: PathBuf,
+    },
 }
 
 impl ExecError {
@@ -130,6 +139,7 @@ impl ExecError {
             ExecError::DatabaseNotEmpty { .. } => "target-not-empty",
             ExecError::NoDatabase(_) => "target",
             ExecError::Secret(e) => e.kind(),
+            ExecError::Forbidden { .. } => "forbidden-path",
         }
     }
 
@@ -171,6 +181,8 @@ pub struct ExecContext {
     /// Scratch space for consistent copies (same filesystem as the data dir).
     pub tmp_dir: PathBuf,
     pub cancel: Cancel,
+    /// The daemon's own files, refused whatever the policy says.
+    pub guard: std::sync::Arc<guard::PathGuard>,
 }
 
 impl ExecContext {
@@ -197,15 +209,26 @@ pub async fn backup<W: Write + Send + 'static>(
     ctx: &ExecContext,
     out: W,
 ) -> Result<(W, Produced), ExecError> {
+    let secret_file = |s: &Option<SecretRef>| match s {
+        Some(SecretRef::File(f)) => ctx.guard.check_file(&ctx.resolve(f)),
+        _ => Ok(()),
+    };
     match source {
-        Source::Sqlite { path } => sqlite::backup(&ctx.resolve(path), ctx, out).await,
+        Source::Sqlite { path } => {
+            ctx.guard.check_file(&ctx.resolve(path))?;
+            sqlite::backup(&ctx.resolve(path), ctx, out).await
+        }
         Source::Directory { path, exclude } => {
-            directory::backup(ctx.resolve(path), exclude.clone(), out).await
+            ctx.guard.check_tree(&ctx.resolve(path))?;
+            let guard = ctx.guard.clone();
+            directory::backup(ctx.resolve(path), exclude.clone(), guard, out).await
         }
         Source::Postgres { url, password_from } => {
+            secret_file(password_from)?;
             postgres::backup(url, password_from.as_ref(), ctx, out).await
         }
         Source::Mysql { url, password_from } => {
+            secret_file(password_from)?;
             mysql::backup(url, password_from.as_ref(), ctx, out).await
         }
         Source::Command { backup, .. } => command::backup(backup, ctx, out).await,

@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use super::backup_policy::backup_policy;
 use super::model::{BackupPolicy, DesiredState, NotifierSpec, StorageSpec};
+use super::permissions::{self, Permissions, Subject};
 use super::schema::{self, display_path};
 use super::suggest::{closest, one_of};
 use super::validate::{self, Sink};
@@ -52,6 +53,7 @@ pub(crate) fn check(
     file: &str,
     schema: &Value,
     node: &Node,
+    perms: &Permissions,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<Checked> {
     let (mut value, locs) = yaml::to_json(node);
@@ -90,20 +92,36 @@ pub(crate) fn check(
             let doc: raw::StorageDocument = deserialize(value, &mut sink, structurally_ok)?;
             let name = header(&mut sink, &doc.api_version, &doc.metadata);
             let spec = storage::storage(&mut sink, &doc.metadata.name, doc.spec);
+            let subject = subject("Storage", &doc.metadata, file);
+            if let Some(s) = &spec {
+                permissions::check_storage(&mut sink, perms, &subject, s);
+            }
             (name, Item::Storage(spec))
         }
         "Notifier" => {
             let doc: raw::NotifierDocument = deserialize(value, &mut sink, structurally_ok)?;
             let name = header(&mut sink, &doc.api_version, &doc.metadata);
             let spec = validate::notifier(&mut sink, &doc.metadata.name, doc.spec);
+            let subject = subject("Notifier", &doc.metadata, file);
+            if let Some(n) = &spec {
+                permissions::check_notifier(&mut sink, perms, &subject, n);
+            }
             (name, Item::Notifier(spec))
         }
         "BackupPolicy" => {
             let doc: raw::BackupPolicyDocument = deserialize(value, &mut sink, structurally_ok)?;
             let name = header(&mut sink, &doc.api_version, &doc.metadata);
             let refs = references(&locs, &doc.spec);
-            let policy =
-                backup_policy(&mut sink, &doc.metadata.name, doc.metadata.labels, doc.spec);
+            let subject = subject("BackupPolicy", &doc.metadata, file);
+            let policy = backup_policy(
+                &mut sink,
+                &doc.metadata.name,
+                doc.metadata.labels.clone(),
+                doc.spec,
+            );
+            if let Some(p) = &policy {
+                permissions::check_policy(&mut sink, perms, &subject, p);
+            }
             (name, Item::Policy(policy.map(Box::new), refs))
         }
         _ => return None, // reported by the schema check
@@ -114,6 +132,16 @@ pub(crate) fn check(
         name,
         item,
     })
+}
+
+/// What the operator's grants select a document by.
+fn subject<'a>(kind: &'a str, metadata: &'a raw::Metadata, file: &'a str) -> Subject<'a> {
+    Subject {
+        kind,
+        name: &metadata.name,
+        labels: &metadata.labels,
+        file,
+    }
 }
 
 /// Checks `apiVersion` and `metadata.name`; the name when it is usable.

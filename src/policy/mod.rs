@@ -5,6 +5,7 @@ mod backup_policy;
 mod document;
 mod duration;
 pub mod model;
+pub mod permissions;
 mod raw;
 mod schema;
 mod source;
@@ -19,6 +20,7 @@ mod yaml;
 pub use duration::parse_duration;
 
 pub use model::*;
+pub use permissions::Permissions;
 
 use serde::Serialize;
 
@@ -56,10 +58,21 @@ impl std::fmt::Display for Diagnostic {
     }
 }
 
-/// Parses and validates every document of every file. Returns the desired
+/// `load_permitted` with every source type, path, host and secret allowed:
+/// for trusted input only (tests, planner scenarios, benchmarks). The
+/// daemon and the CLI always pass the operator's permissions.
+pub fn load(files: &[PolicyFile]) -> Result<DesiredState, Vec<Diagnostic>> {
+    load_permitted(files, &Permissions::unrestricted())
+}
+
+/// Parses and validates every document of every file, including what the
+/// operator's `permissions` allow policies to use. Returns the desired
 /// state only when there is no diagnostic at all; otherwise every problem,
 /// sorted by file, line and column.
-pub fn load(files: &[PolicyFile]) -> Result<DesiredState, Vec<Diagnostic>> {
+pub fn load_permitted(
+    files: &[PolicyFile],
+    permissions: &Permissions,
+) -> Result<DesiredState, Vec<Diagnostic>> {
     let schema = json_schema();
     let mut diags = Vec::new();
     let mut documents = Vec::new();
@@ -75,7 +88,7 @@ pub fn load(files: &[PolicyFile]) -> Result<DesiredState, Vec<Diagnostic>> {
             });
         }
         for node in &parsed.documents {
-            if let Some(doc) = document::check(&file.path, &schema, node, &mut diags) {
+            if let Some(doc) = document::check(&file.path, &schema, node, permissions, &mut diags) {
                 documents.push(doc);
             }
         }

@@ -19,6 +19,7 @@ mod metrics;
 mod mysql;
 mod openapi;
 mod pins;
+mod permissions;
 mod plan_scenarios;
 mod postgres;
 mod prometheus;
