@@ -27,11 +27,11 @@ fn selection(policy: Vec<String>, selector: Vec<String>) -> anyhow::Result<Selec
 
 fn print(report: &DeployReport, output: Output) -> anyhow::Result<()> {
     if output == Output::Json {
-        println!("{}", serde_json::to_string_pretty(report)?);
+        outln!("{}", serde_json::to_string_pretty(report)?);
         return Ok(());
     }
     for s in &report.steps {
-        println!(
+        outln!(
             "{} {} {}{}: {}",
             if s.ok { "ok" } else { "FAILED" },
             s.action,
@@ -42,10 +42,10 @@ fn print(report: &DeployReport, output: Output) -> anyhow::Result<()> {
             s.detail
         );
         if let Some(cmd) = &s.restore_command {
-            println!("   restore with: {cmd}");
+            outln!("   restore with: {cmd}");
         }
     }
-    println!(
+    outln!(
         "release {}: {}",
         report.release,
         if report.ok {
@@ -148,6 +148,6 @@ pub async fn pin(ctx: &Context, backup_id: &str, reason: Option<&str>) -> anyhow
     ctx.catalog
         .audit(Utc::now(), kind, policy.as_deref(), &ctx.actor, &msg)
         .await?;
-    println!("{msg}");
+    outln!("{msg}");
     Ok(0)
 }

@@ -82,7 +82,7 @@ pub async fn run(ctx: &Context, output: Output) -> anyhow::Result<u8> {
         .await?;
     tracing::info!(imported, problems, "catalog rebuilt");
     if output == Output::Json {
-        println!("{}", serde_json::to_string_pretty(&reports)?);
+        outln!("{}", serde_json::to_string_pretty(&reports)?);
     } else {
         let rows: Vec<Vec<String>> = reports
             .iter()
@@ -98,7 +98,7 @@ pub async fn run(ctx: &Context, output: Output) -> anyhow::Result<u8> {
                 ]
             })
             .collect();
-        print!(
+        out!(
             "{}",
             render(
                 &[
