@@ -3,9 +3,11 @@
 //! compresses, hashes and stores them) and report tool versions and counts
 //! for the manifest. They decide nothing.
 
+pub(crate) mod classify;
 pub mod command;
 pub mod directory;
 pub mod mysql;
+pub(crate) mod pgtools;
 pub mod postgres;
 pub(crate) mod process;
 pub mod secret;
@@ -87,18 +89,16 @@ pub enum ExecError {
         transient: bool,
     },
     #[error(
-        "{tool} is not installed or not on PATH; install the client tools (see docs/restore.md)"
+        "{tool} was not found (not installed, not on PATH, or not in the policy's source.binDir); install the client tools (see docs/restore.md)"
     )]
     ToolMissing { tool: String },
-    #[error(
-        "{tool} {client} is older than the server {target} ({server}); install the client of major version {server_major} or newer"
-    )]
+    #[error("{tool} is `{client}`, older than the server {target} (PostgreSQL {server}); {hint}")]
     ToolTooOld {
         tool: String,
         client: String,
         server: String,
-        server_major: u32,
         target: String,
+        hint: String,
     },
     #[error("restore target {target} is not empty ({tables} tables); pass --force to replace it")]
     DatabaseNotEmpty { target: String, tables: u64 },
@@ -202,9 +202,11 @@ pub async fn backup<W: Write + Send + 'static>(
         Source::Directory { path, exclude } => {
             directory::backup(ctx.resolve(path), exclude.clone(), out).await
         }
-        Source::Postgres { url, password_from } => {
-            postgres::backup(url, password_from.as_ref(), ctx, out).await
-        }
+        Source::Postgres {
+            url,
+            password_from,
+            bin_dir,
+        } => postgres::backup(url, password_from.as_ref(), bin_dir.as_deref(), ctx, out).await,
         Source::Mysql { url, password_from } => {
             mysql::backup(url, password_from.as_ref(), ctx, out).await
         }
