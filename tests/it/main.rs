@@ -25,3 +25,6 @@ mod s3_backup;
 mod s3_server;
 mod s3_storage;
 mod tidy;
+mod lost_connection;
+mod hardening;
+mod pg_client;
