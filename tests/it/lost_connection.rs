@@ -106,8 +106,9 @@ fn postgres_backend_terminated_mid_copy_is_retried_and_the_backup_succeeds() {
         let pid = psql("postgres", &copying);
         (!pid.is_empty()).then_some(pid)
     });
+    let parent = child.id();
     let dump = wait_for(&mut child, "pg_dump running", || {
-        child_named(child.id(), "pg_dump")
+        child_named(parent, "pg_dump")
     });
     signal(dump, "-STOP");
     let terminated = psql(
@@ -153,8 +154,9 @@ fn mariadb_dump_connection_killed_mid_table_is_retried_and_the_backup_succeeds()
         let id = mariadb(None, &reading);
         (!id.is_empty()).then_some(id)
     });
+    let parent = child.id();
     let dump = wait_for(&mut child, "mariadb-dump running", || {
-        child_named(child.id(), "mariadb-dump")
+        child_named(parent, "mariadb-dump")
     });
     signal(dump, "-STOP");
     mariadb(None, &format!("KILL CONNECTION {connection}"));
