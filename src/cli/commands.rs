@@ -778,7 +778,9 @@ async fn drill(
     } else {
         outln!(
             "drill {} of backup {} (scratch {}):",
-            policy, outcome.backup_id, outcome.scratch
+            policy,
+            outcome.backup_id,
+            outcome.scratch
         );
         for c in &outcome.checks {
             outln!(

@@ -92,8 +92,9 @@ mod tests {
         }
     }
 
-    /// Captured from pg_dump 15 and mariadb-dump 10.11 (server killed,
-    /// backend terminated, connection dropped by a proxy or over TLS).
+    /// In the wording of pg_dump 15 / libpq and mariadb-dump 10.11 (server
+    /// killed, backend terminated, connection dropped by a proxy or over
+    /// TLS); tests/it/lost_connection.rs provokes the first kinds for real.
     const LOST: &[(&str, &str)] = &[
         (
             "pg_dump",
@@ -251,6 +252,8 @@ mod tests {
     #[test]
     fn case_does_not_matter() {
         assert!(is_transient_text("LOST CONNECTION TO SERVER DURING QUERY"));
-        assert!(!is_transient_text("ACCESS DENIED; lost connection to server"));
+        assert!(!is_transient_text(
+            "ACCESS DENIED; lost connection to server"
+        ));
     }
 }

@@ -200,7 +200,11 @@ pub async fn backup<W: Write + Send + 'static>(
     );
     let program = program.to_string_lossy().into_owned();
     let client = {
-        let mut tool = Tool::new(&program, &format!("{program} --version"), Redactor::default());
+        let mut tool = Tool::new(
+            &program,
+            &format!("{program} --version"),
+            Redactor::default(),
+        );
         tool.cmd.arg("--version");
         super::blocking(move || process::output(tool)).await?
     };

@@ -848,8 +848,15 @@ fn a_file_that_is_not_utf8_is_one_diagnostic_and_the_others_are_still_checked() 
         .find(|d| d.file == "policies/latin1.yaml")
         .unwrap();
     assert_eq!((bad.line, bad.column), (3, 21), "{bad}");
-    assert!(bad.message.contains("not UTF-8") && bad.message.contains("0xe9"), "{bad}");
-    assert!(diags.iter().any(|d| d.file == ORDERS && d.message.contains("keepDialy")));
+    assert!(
+        bad.message.contains("not UTF-8") && bad.message.contains("0xe9"),
+        "{bad}"
+    );
+    assert!(
+        diags
+            .iter()
+            .any(|d| d.file == ORDERS && d.message.contains("keepDialy"))
+    );
 }
 
 #[test]
@@ -869,13 +876,19 @@ fn bin_dir_is_a_postgres_source_field() {
     let state = load(&files).unwrap_or_else(|d| panic!("{}", render(&d)));
     match &state.policies["orders-db"].source {
         Source::Postgres { bin_dir, .. } => {
-            assert_eq!(bin_dir.as_deref(), Some(std::path::Path::new("/usr/lib/postgresql/17/bin")))
+            assert_eq!(
+                bin_dir.as_deref(),
+                Some(std::path::Path::new("/usr/lib/postgresql/17/bin"))
+            )
         }
         other => panic!("{other:?}"),
     }
     let files = policy_with(|p| {
         p.replace("type: postgres                    #", "type: mysql #")
-            .replace("postgres://backup@db.internal:5432/orders", "mysql://backup@db:3306/orders")
+            .replace(
+                "postgres://backup@db.internal:5432/orders",
+                "mysql://backup@db:3306/orders",
+            )
             .replace(
                 "    passwordFrom: {env: ORDERS_DB_PASSWORD}",
                 "    binDir: /opt/bin",

@@ -131,7 +131,8 @@ fn postgres_backend_terminated_mid_copy_is_retried_and_the_backup_succeeds() {
 fn mariadb_dump_connection_killed_mid_table_is_retried_and_the_backup_succeeds() {
     let db = MyDb::new("sp_my_kill");
     db.sql(
-        "CREATE TABLE big (id INT PRIMARY KEY, txt VARCHAR(80));
+        "SET SESSION max_recursive_iterations = 1000000;
+         CREATE TABLE big (id INT PRIMARY KEY, txt VARCHAR(80));
          INSERT INTO big
            WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < 400000)
            SELECT n, CONCAT(MD5(n), MD5(n * 7)) FROM g;",

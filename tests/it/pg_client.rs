@@ -56,9 +56,17 @@ fn a_pg_dump_older_than_the_server_fails_at_once_naming_both_versions() {
     let out = f.cmd().args(["backup", "app"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let (outcome, kind, error) = runs(&f, "app").pop().unwrap();
-    assert_eq!((outcome.as_str(), kind.as_str()), ("failed", "tool-too-old"));
+    assert_eq!(
+        (outcome.as_str(), kind.as_str()),
+        ("failed", "tool-too-old")
+    );
     let server = db.sql("SHOW server_version");
-    for needle in ["9.6.24", server.as_str(), "source.binDir", "postgresql-client-"] {
+    for needle in [
+        "9.6.24",
+        server.as_str(),
+        "source.binDir",
+        "postgresql-client-",
+    ] {
         assert!(error.contains(needle), "`{needle}` missing: {error}");
     }
     assert!(!error.contains("attempt"), "not retried: {error}");
@@ -71,7 +79,10 @@ fn a_bin_dir_without_pg_dump_fails_at_once_naming_the_path() {
     let out = f.cmd().args(["backup", "app"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let (outcome, kind, error) = runs(&f, "app").pop().unwrap();
-    assert_eq!((outcome.as_str(), kind.as_str()), ("failed", "tool-missing"));
+    assert_eq!(
+        (outcome.as_str(), kind.as_str()),
+        ("failed", "tool-missing")
+    );
     assert!(error.contains("/nonexistent/pg/bin/pg_dump"), "{error}");
     assert!(!error.contains("attempt"), "not retried: {error}");
 }
