@@ -29,7 +29,7 @@ pub(crate) fn installed(root: &Path, program: &str) -> Vec<Install> {
             program.is_file().then_some(Install { major, program })
         })
         .collect();
-    found.sort_by(|a, b| b.major.cmp(&a.major));
+    found.sort_by_key(|i| std::cmp::Reverse(i.major));
     found
 }
 
