@@ -201,7 +201,7 @@ fn why_not(plan: &crate::plan::Plan, policy: &str, default: &str) -> String {
 }
 
 fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    outln!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 
@@ -243,10 +243,8 @@ fn read_policy_dir(dir: &Path) -> std::io::Result<Vec<PolicyFile>> {
             if entry.file_type()?.is_dir() {
                 stack.push(path);
             } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
-                files.push(PolicyFile {
-                    path: path.to_string_lossy().into_owned(),
-                    text: std::fs::read_to_string(&path)?,
-                });
+                let bytes = std::fs::read(&path)?;
+                files.push(PolicyFile::from_bytes(path.to_string_lossy(), bytes));
             }
         }
     }
@@ -289,7 +287,7 @@ fn validate(dir: &Path, permissions: &policy::Permissions, output: Output) -> an
         (Output::Json, Err(diags)) => print_json(
             &serde_json::json!({"valid": false, "files": files.len(), "problems": diags}),
         )?,
-        (Output::Table, Ok(d)) => println!(
+        (Output::Table, Ok(d)) => outln!(
             "{}: valid ({} files, {} policies, {} storages, {} notifiers)",
             dir.display(),
             files.len(),
@@ -299,9 +297,9 @@ fn validate(dir: &Path, permissions: &policy::Permissions, output: Output) -> an
         ),
         (Output::Table, Err(diags)) => {
             for d in diags {
-                println!("{d}");
+                outln!("{d}");
             }
-            println!("{}: {} problem(s) found", dir.display(), diags.len());
+            outln!("{}: {} problem(s) found", dir.display(), diags.len());
         }
     }
     Ok(if result.is_ok() { 0 } else { 1 })
@@ -320,7 +318,7 @@ async fn plan(ctx: &Context, output: Output) -> anyhow::Result<u8> {
     let report = reconcile::cycle(ctx, &state, Vec::new(), Scope::All, true).await?;
     match output {
         Output::Json => print_json(&report.plan)?,
-        Output::Table => print!("{}", report.plan.render()),
+        Output::Table => out!("{}", report.plan.render()),
     }
     Ok(if report.plan.is_empty() { 0 } else { 1 })
 }
@@ -343,7 +341,7 @@ async fn show_status(ctx: &Context, output: Output) -> anyhow::Result<u8> {
         print_json(&st)?;
         return Ok(if st.ready { 0 } else { 1 });
     }
-    println!(
+    outln!(
         "repository: {} — applied {} / attempted {}",
         if st.ready {
             "Ready".to_string()
@@ -383,7 +381,7 @@ async fn show_status(ctx: &Context, output: Output) -> anyhow::Result<u8> {
             ]
         })
         .collect();
-    print!(
+    out!(
         "{}",
         render(
             &[
@@ -460,7 +458,7 @@ async fn list(ctx: &Context, policy: Option<&str>, output: Output) -> anyhow::Re
             ]
         })
         .collect();
-    print!(
+    out!(
         "{}",
         render(
             &[
@@ -509,7 +507,7 @@ fn print_outcomes(outcomes: &[reconcile::Outcome], output: Output) -> anyhow::Re
         print_json(&outcomes)?;
     } else {
         for o in outcomes {
-            println!(
+            outln!(
                 "{} {} {}{}: {}",
                 if o.ok { "ok" } else { "FAILED" },
                 o.action,
@@ -543,7 +541,7 @@ async fn prune(ctx: Context, dry_run: bool, orphans: bool, output: Output) -> an
         if output == Output::Json {
             print_json(&deletions)?;
         } else if deletions.is_empty() {
-            println!("nothing to prune");
+            outln!("nothing to prune");
         } else {
             for a in &deletions {
                 if let crate::plan::Action::Delete {
@@ -553,14 +551,14 @@ async fn prune(ctx: Context, dry_run: bool, orphans: bool, output: Output) -> an
                     ..
                 } = a
                 {
-                    println!("would delete {policy}/{backup_id} — {reason}");
+                    outln!("would delete {policy}/{backup_id} — {reason}");
                 }
             }
         }
         return Ok(0);
     }
     if report.outcomes.is_empty() && output == Output::Table {
-        println!("nothing to prune");
+        outln!("nothing to prune");
         return Ok(0);
     }
     print_outcomes(&report.outcomes, output)
@@ -683,14 +681,14 @@ async fn restore(
             "countMismatches": mismatched}),
         )?;
     } else {
-        println!(
+        outln!(
             "restored {}/{} into {target} in {:.1}s",
             manifest.policy,
             manifest.id,
             elapsed.as_secs_f64()
         );
         for m in &mismatched {
-            println!("warning: {m}");
+            outln!("warning: {m}");
         }
     }
     Ok(if mismatched.is_empty() { 0 } else { 1 })
@@ -722,9 +720,9 @@ async fn audit(ctx: &Context, command: AuditCommand, output: Output) -> anyhow::
             if output == Output::Json {
                 print_json(&verdict)?;
             } else if let Some(p) = &verdict.problem {
-                println!("audit log TAMPERED at entry {}: {}", p.seq, p.what);
+                outln!("audit log TAMPERED at entry {}: {}", p.seq, p.what);
             } else {
-                println!(
+                outln!(
                     "audit log intact: {} entries, chain verified",
                     verdict.entries
                 );
@@ -737,13 +735,13 @@ async fn audit(ctx: &Context, command: AuditCommand, output: Output) -> anyhow::
             match format {
                 ExportFormat::Jsonl => {
                     for e in &entries {
-                        println!("{}", serde_json::to_string(e)?);
+                        outln!("{}", serde_json::to_string(e)?);
                     }
                 }
                 ExportFormat::Csv => {
-                    println!("seq,at,kind,policy,actor,message,prev_hash,hash");
+                    outln!("seq,at,kind,policy,actor,message,prev_hash,hash");
                     for e in &entries {
-                        println!(
+                        outln!(
                             "{},{},{},{},{},{},{},{}",
                             e.seq,
                             e.at.to_rfc3339(),
@@ -781,7 +779,7 @@ async fn report(ctx: &Context, since: &str, format: ReportFormat) -> anyhow::Res
     });
     match format {
         ReportFormat::Json => print_json(&report)?,
-        ReportFormat::Md => print!("{}", crate::report::markdown(&report)),
+        ReportFormat::Md => out!("{}", crate::report::markdown(&report)),
     }
     Ok(0)
 }
@@ -828,19 +826,21 @@ async fn drill(
     if output == Output::Json {
         print_json(&outcome)?;
     } else {
-        println!(
+        outln!(
             "drill {} of backup {} (scratch {}):",
-            policy, outcome.backup_id, outcome.scratch
+            policy,
+            outcome.backup_id,
+            outcome.scratch
         );
         for c in &outcome.checks {
-            println!(
+            outln!(
                 "  {} {}: {}",
                 if c.passed { "ok    " } else { "FAILED" },
                 c.name,
                 c.detail
             );
         }
-        println!(
+        outln!(
             "verdict: {}",
             if outcome.passed { "PASSED" } else { "FAILED" }
         );

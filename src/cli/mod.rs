@@ -2,6 +2,27 @@
 //! `reconcile::Context` and goes through `reconcile`; output is a table by
 //! default, `--output json` everywhere. Exit codes: 0 ok / nothing to do,
 //! 1 problem found / actions pending / action failed, 2 could not run.
+//! Everything a command prints on stdout goes through `out!`/`outln!`
+//! (`write_stdout`): a closed stdout (`safepoint list | head -1`) ends the
+//! command quietly with exit 0, as Unix tools do.
+
+/// `print!` that returns a closed or failing stdout as an error (`?`).
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::write_stdout(format_args!($($arg)*))?
+    };
+}
+
+/// `println!` that returns a closed or failing stdout as an error (`?`).
+macro_rules! outln {
+    () => {
+        $crate::cli::write_stdout(format_args!("\n"))?
+    };
+    ($($arg:tt)*) => {{
+        $crate::cli::write_stdout(format_args!($($arg)*))?;
+        $crate::cli::write_stdout(format_args!("\n"))?
+    }};
+}
 
 mod commands;
 mod daemon_args;
@@ -315,11 +336,46 @@ pub fn main() -> ExitCode {
     };
     match runtime.block_on(commands::run(cli)) {
         Ok(code) => ExitCode::from(code),
+        Err(e) if is_closed_stdout(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
     }
+}
+
+/// Writing to stdout failed (its reader went away, or the disk is full).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write to stdout: {0}")]
+pub(crate) struct StdoutError(#[source] std::io::Error);
+
+/// Writes to stdout and flushes, so that a reader that went away is seen
+/// here (as `BrokenPipe`) rather than as a panic of `println!`.
+pub(crate) fn write_stdout(args: std::fmt::Arguments) -> Result<(), StdoutError> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_fmt(args)
+        .and_then(|()| stdout.flush())
+        .map_err(StdoutError)
+}
+
+/// Whether a command ended because its stdout was closed by the reader
+/// (only our own writes to stdout count, not a tool's broken pipe).
+fn is_closed_stdout(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<StdoutError>()
+            .is_some_and(|s| s.0.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Colour only for a person at a terminal: stderr is a TTY and `NO_COLOR`
+/// is unset or empty (no-color.org). Files, journald and container logs get
+/// plain text.
+fn colour_logs() -> bool {
+    use std::io::IsTerminal;
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    !no_color && std::io::stderr().is_terminal()
 }
 
 fn init_tracing(format: LogFormat, default_level: &str) {
@@ -328,6 +384,7 @@ fn init_tracing(format: LogFormat, default_level: &str) {
         EnvFilter::try_from_env("SAFEPOINT_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour_logs())
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),

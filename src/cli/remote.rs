@@ -138,9 +138,9 @@ pub async fn run(server: &str, cli: Cli) -> anyhow::Result<u8> {
     }
     if output == Output::Json || !status.is_success() && status != StatusCode::UNPROCESSABLE_ENTITY
     {
-        println!("{}", serde_json::to_string_pretty(&json)?);
+        outln!("{}", serde_json::to_string_pretty(&json)?);
     } else {
-        print_human(&json);
+        print_human(&json)?;
     }
     Ok(match status {
         s if s.is_success() => 0,
@@ -206,16 +206,16 @@ async fn follow(
 }
 
 /// Deploy reports and outcome lists as the in-process commands print them.
-fn print_human(json: &serde_json::Value) {
+fn print_human(json: &serde_json::Value) -> anyhow::Result<()> {
     let steps = json.get("steps").and_then(|s| s.as_array());
     let items = steps.or_else(|| json.as_array());
     let Some(items) = items else {
-        println!("{}", serde_json::to_string_pretty(json).unwrap_or_default());
-        return;
+        outln!("{}", serde_json::to_string_pretty(json).unwrap_or_default());
+        return Ok(());
     };
     for s in items {
         let ok = s["ok"].as_bool().unwrap_or(false);
-        println!(
+        outln!(
             "{} {} {}{}: {}",
             if ok { "ok" } else { "FAILED" },
             s["action"].as_str().unwrap_or("-"),
@@ -226,12 +226,12 @@ fn print_human(json: &serde_json::Value) {
             s["detail"].as_str().unwrap_or("")
         );
         if let Some(cmd) = s["restore_command"].as_str() {
-            println!("   restore with: {cmd}");
+            outln!("   restore with: {cmd}");
         }
     }
     if let Some(release) = json["release"].as_str() {
         let ok = json["ok"].as_bool().unwrap_or(false);
-        println!(
+        outln!(
             "release {release}: {}",
             if ok {
                 "all steps succeeded"
@@ -240,4 +240,5 @@ fn print_human(json: &serde_json::Value) {
             }
         );
     }
+    Ok(())
 }

@@ -3,10 +3,12 @@
 //! compresses, hashes and stores them) and report tool versions and counts
 //! for the manifest. They decide nothing.
 
+pub(crate) mod classify;
 pub mod command;
 pub mod directory;
 pub mod guard;
 pub mod mysql;
+pub(crate) mod pgtools;
 pub mod postgres;
 pub(crate) mod process;
 pub mod secret;
@@ -88,18 +90,16 @@ pub enum ExecError {
         transient: bool,
     },
     #[error(
-        "{tool} is not installed or not on PATH; install the client tools (see docs/restore.md)"
+        "{tool} was not found (not installed, not on PATH, or not in the policy's source.binDir); install the client tools (see docs/restore.md)"
     )]
     ToolMissing { tool: String },
-    #[error(
-        "{tool} {client} is older than the server {target} ({server}); install the client of major version {server_major} or newer"
-    )]
+    #[error("{tool} is `{client}`, older than the server {target} (PostgreSQL {server}); {hint}")]
     ToolTooOld {
         tool: String,
         client: String,
         server: String,
-        server_major: u32,
         target: String,
+        hint: String,
     },
     #[error("restore target {target} is not empty ({tables} tables); pass --force to replace it")]
     DatabaseNotEmpty { target: String, tables: u64 },
@@ -223,9 +223,13 @@ pub async fn backup<W: Write + Send + 'static>(
             let guard = ctx.guard.clone();
             directory::backup(ctx.resolve(path), exclude.clone(), guard, out).await
         }
-        Source::Postgres { url, password_from } => {
+        Source::Postgres {
+            url,
+            password_from,
+            bin_dir,
+        } => {
             secret_file(password_from)?;
-            postgres::backup(url, password_from.as_ref(), ctx, out).await
+            postgres::backup(url, password_from.as_ref(), bin_dir.as_deref(), ctx, out).await
         }
         Source::Mysql { url, password_from } => {
             secret_file(password_from)?;

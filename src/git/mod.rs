@@ -255,10 +255,7 @@ pub fn read(cfg: &RepoConfig, commit: &str) -> Result<(Revision, Vec<PolicyFile>
     let mut files = Vec::with_capacity(blobs.len());
     for (path, id) in blobs {
         let blob = repo.find_blob(id).map_err(read_err)?;
-        files.push(PolicyFile {
-            path,
-            text: String::from_utf8_lossy(blob.content()).into_owned(),
-        });
+        files.push(PolicyFile::from_bytes(path, blob.content().to_vec()));
     }
     files.sort_by(|a, b| a.path.cmp(&b.path));
     Ok((revision_of(&commit_obj), files))

@@ -110,6 +110,9 @@ pub enum Source {
     Postgres {
         url: String,
         password_from: Option<SecretRef>,
+        /// Directory of the `pg_dump` to run (`source.binDir`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        bin_dir: Option<PathBuf>,
     },
     Mysql {
         url: String,

@@ -191,7 +191,7 @@ impl SourceType {
 }
 
 /// The data source. Which fields apply depends on `type`:
-/// `postgres`/`mysql`: `url`, `passwordFrom`; `sqlite`: `path`;
+/// `postgres`/`mysql`: `url`, `passwordFrom` (`postgres` also `binDir`); `sqlite`: `path`;
 /// `directory`: `path`, `exclude`; `command`: `backupCommand`, `restoreCommand`.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -201,6 +201,10 @@ pub(crate) struct SourceSpec {
     /// Connection URL without password, e.g. `postgres://backup@db:5432/orders`.
     pub url: Option<String>,
     pub password_from: Option<SecretFrom>,
+    /// `postgres`: directory holding the `pg_dump` to use, e.g.
+    /// `/usr/lib/postgresql/17/bin` (default: the newest installed client
+    /// that is at least the server's major version).
+    pub bin_dir: Option<String>,
     /// File (`sqlite`) or directory (`directory`) to back up.
     pub path: Option<String>,
     /// `directory`: glob patterns excluded from the archive.
