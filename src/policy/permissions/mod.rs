@@ -206,7 +206,19 @@ pub(crate) fn check_policy(
     match &p.source {
         Source::Sqlite { path } => c.path("/spec/source/path", path, Access::ReadFile),
         Source::Directory { path, .. } => c.path("/spec/source/path", path, Access::ReadTree),
-        Source::Postgres { url, password_from } | Source::Mysql { url, password_from } => {
+        Source::Postgres {
+            url,
+            password_from,
+            bin_dir,
+        } => {
+            c.host("/spec/source/url", url, net::default_port(kind));
+            c.secret("/spec/source/passwordFrom", password_from.as_ref());
+            // The client tools run from there: it must be a granted root too.
+            if let Some(dir) = bin_dir {
+                c.path("/spec/source/binDir", dir, Access::ReadTree);
+            }
+        }
+        Source::Mysql { url, password_from } => {
             c.host("/spec/source/url", url, net::default_port(kind));
             c.secret("/spec/source/passwordFrom", password_from.as_ref());
         }

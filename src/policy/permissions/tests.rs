@@ -50,10 +50,7 @@ fn policy(labels: &str, source: &str) -> String {
 }
 
 fn check(perms: &Permissions, path: &str, text: &str) -> Vec<Diagnostic> {
-    let files = [PolicyFile {
-        path: path.into(),
-        text: text.into(),
-    }];
+    let files = [PolicyFile::new(path, text)];
     load_permitted(&files, perms).err().unwrap_or_default()
 }
 
