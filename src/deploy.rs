@@ -310,24 +310,28 @@ pub async fn finish(
             ctx.catalog
                 .audit(now, "alert", Some(&p.name), &ctx.actor, &msg)
                 .await?;
-            // Mailed to the policy's notifiers by the daemon (docs/operations.md).
-            let detail = format!(
-                "deploy of release {release} reported failure by {}",
-                ctx.actor
-            );
-            let next = format!("restore the pre-deploy snapshot with `{command}`");
+            // Sent to the policy's notifiers by the daemon (docs/operations.md).
+            let snapshot = pre_deploy_snapshot(ctx, &p.name, release).await?;
+            let event = crate::notify::alerts::EventDetail {
+                detail: format!(
+                    "deploy of release {release} reported failure by {}",
+                    ctx.actor
+                ),
+                next: format!("restore the pre-deploy snapshot with `{command}`"),
+                backups: snapshot.into_iter().map(|b| b.record.id).collect(),
+                restore_command: Some(command.clone()),
+            };
             if let Err(e) = crate::notify::queue_event(
                 &ctx.catalog,
                 desired,
                 &p.name,
                 "deploy-failed",
-                &detail,
-                &next,
+                event,
                 now,
             )
             .await
             {
-                tracing::error!(policy = %p.name, error = %e, "cannot queue the deploy-failed alert mail");
+                tracing::error!(policy = %p.name, error = %e, "cannot queue the deploy-failed alert");
             }
             steps.push(Step {
                 policy: p.name.clone(),
@@ -397,8 +401,13 @@ pub async fn finish(
     })
 }
 
-async fn pin_pre_deploy(ctx: &Context, policy: &str, release: &str) -> Result<Step, DeployError> {
-    let snapshot = ctx
+/// The newest verified pre-deploy snapshot of `policy` for `release`.
+async fn pre_deploy_snapshot(
+    ctx: &Context,
+    policy: &str,
+    release: &str,
+) -> Result<Option<crate::catalog::BackupRow>, DeployError> {
+    Ok(ctx
         .catalog
         .backups()
         .await?
@@ -409,7 +418,11 @@ async fn pin_pre_deploy(ctx: &Context, policy: &str, release: &str) -> Result<St
                 && b.record.release.as_deref() == Some(release)
                 && b.record.health == Health::Verified
         })
-        .max_by_key(|b| b.record.started_at);
+        .max_by_key(|b| b.record.started_at))
+}
+
+async fn pin_pre_deploy(ctx: &Context, policy: &str, release: &str) -> Result<Step, DeployError> {
+    let snapshot = pre_deploy_snapshot(ctx, policy, release).await?;
     let Some(snapshot) = snapshot else {
         return Ok(Step {
             policy: policy.to_string(),
