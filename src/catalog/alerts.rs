@@ -127,12 +127,12 @@ impl Catalog {
                 let recipients: String = row.get("recipients");
                 let target: Option<String> = row.get("target");
                 let webhook = match target {
-                    Some(t) => Some(serde_json::from_str(&t).map_err(|e| {
-                        CatalogError::Corrupt {
+                    Some(t) => {
+                        Some(serde_json::from_str(&t).map_err(|e| CatalogError::Corrupt {
                             what: "outbox.target",
                             value: e.to_string(),
-                        }
-                    })?),
+                        })?)
+                    }
                     None => None,
                 };
                 Ok(QueuedNotification {

@@ -132,7 +132,16 @@ pub fn render(policies: &[String], marks: &[Mark], now: DateTime<Utc>, days: i64
         d += step;
     }
     for m in marks {
-        mark(&mut s, m, &lanes, (deploys, drills, alerts), &x, &y, inside, now);
+        mark(
+            &mut s,
+            m,
+            &lanes,
+            (deploys, drills, alerts),
+            &x,
+            &y,
+            inside,
+            now,
+        );
     }
     s.push_str("</svg>");
     s
@@ -274,7 +283,11 @@ fn mark(
                 x0,
                 y(alerts) - 5.0,
                 (x(now) - x0).max(4.0),
-                escape(if policy.is_empty() { "repository" } else { policy }),
+                escape(if policy.is_empty() {
+                    "repository"
+                } else {
+                    policy
+                }),
                 escape(reason),
                 fmt_t(*since)
             );
@@ -308,7 +321,10 @@ mod tests {
             },
         ];
         let svg = render(&["orders".into()], &marks, now, 30);
-        assert!(svg.contains(r#"data-kind="deploy-finish" data-status="failure""#), "{svg}");
+        assert!(
+            svg.contains(r#"data-kind="deploy-finish" data-status="failure""#),
+            "{svg}"
+        );
         assert!(svg.contains("v1&lt;2&gt;"), "{svg}");
         assert!(!svg.contains("v1<2>"));
         assert!(!svg.contains("/backups/old"), "40 days ago is outside 30");

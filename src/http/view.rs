@@ -162,7 +162,11 @@ fn marks(i: &Inputs, policy: Option<&str>) -> Vec<Mark> {
             at: d.finished_at.unwrap_or(d.started_at),
         });
     }
-    for a in i.alerts.iter().filter(|a| policy.is_none() || wanted(&a.policy)) {
+    for a in i
+        .alerts
+        .iter()
+        .filter(|a| policy.is_none() || wanted(&a.policy))
+    {
         out.push(Mark::Alert {
             policy: a.policy.clone(),
             reason: a.reason.clone(),
@@ -267,8 +271,17 @@ fn alert_rows(alerts: &[ActiveAlert], now: DateTime<Utc>) -> Vec<Value> {
 
 /// `/policies/{name}`; `None` when no such policy is in force.
 pub fn policy(i: &Inputs, name: &str) -> Option<Result<String, String>> {
-    let p = i.status.as_ref()?.policies.iter().find(|p| p.name == name)?;
-    let mut backups: Vec<&BackupRow> = i.backups.iter().filter(|b| b.record.policy == name).collect();
+    let p = i
+        .status
+        .as_ref()?
+        .policies
+        .iter()
+        .find(|p| p.name == name)?;
+    let mut backups: Vec<&BackupRow> = i
+        .backups
+        .iter()
+        .filter(|b| b.record.policy == name)
+        .collect();
     backups.sort_by_key(|b| std::cmp::Reverse(b.record.started_at));
     let backups: Vec<BackupView> = backups.into_iter().map(|b| backup_view(b, i.now)).collect();
     let svg = timeline::render(&[name.to_string()], &marks(i, Some(name)), i.now, i.days);
@@ -321,8 +334,7 @@ pub fn backup(i: &Inputs, id: &str) -> Option<Result<String, String>> {
 
 /// A 404 page naming what was not found.
 pub fn missing(what: &str) -> String {
-    render("missing.html", context! { what => what })
-        .unwrap_or_else(|_| "not found".to_string())
+    render("missing.html", context! { what => what }).unwrap_or_else(|_| "not found".to_string())
 }
 
 #[cfg(test)]

@@ -13,7 +13,11 @@ fn policy(name: &str, ready: bool) -> PolicyStatus {
         name: name.into(),
         storage: "local".into(),
         ready,
-        reason: if ready { "ok".into() } else { "backup failed: <boom>".into() },
+        reason: if ready {
+            "ok".into()
+        } else {
+            "backup failed: <boom>".into()
+        },
         suspended: false,
         last_good: None,
         rpo_seconds: Some(7200),
@@ -34,7 +38,10 @@ fn inputs() -> Inputs {
             applied: Some("aaaa".into()),
             attempted: Some("bbbb".into()),
             diagnostics: vec!["policies/orders.yaml:7:3: unknown field `schedul`".into()],
-            policies: vec![policy("orders", true), policy("<script>alert(1)</script>", false)],
+            policies: vec![
+                policy("orders", true),
+                policy("<script>alert(1)</script>", false),
+            ],
         }),
         cycle_at: Some(now()),
         cycle_error: None,
@@ -60,9 +67,18 @@ fn inputs() -> Inputs {
 fn the_index_shows_policies_the_stalled_reason_and_a_deploy_mark_and_escapes_names() {
     let html = index(&inputs()).unwrap();
     assert!(html.contains(r#"data-policy="orders""#), "{html}");
-    assert!(html.contains("policies/orders.yaml:7:3: unknown field `schedul`"), "{html}");
-    assert!(html.contains(r#"data-kind="deploy-finish" data-status="failure""#), "{html}");
-    assert!(!html.contains("<script>"), "a policy name is escaped: {html}");
+    assert!(
+        html.contains("policies/orders.yaml:7:3: unknown field `schedul`"),
+        "{html}"
+    );
+    assert!(
+        html.contains(r#"data-kind="deploy-finish" data-status="failure""#),
+        "{html}"
+    );
+    assert!(
+        !html.contains("<script>"),
+        "a policy name is escaped: {html}"
+    );
     assert!(html.contains("&lt;script&gt;"), "{html}");
     assert!(html.contains("backup failed: &lt;boom&gt;"), "{html}");
 }

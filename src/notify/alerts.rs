@@ -171,7 +171,10 @@ pub fn test_notice(recipient: Recipient, now: DateTime<Utc>) -> Notice {
         kind: NoticeKind::Test,
         policy: String::new(),
         reason: "test".into(),
-        subject: format!("[safepoint] TEST notice via notifier {}", recipient.notifier),
+        subject: format!(
+            "[safepoint] TEST notice via notifier {}",
+            recipient.notifier
+        ),
         body: format!(
             "This is a test notice from safepoint ({}).\nNotifier: {}\n\nIf you read this, alerts reach you.\n\n-- \nsafepoint\n",
             now.format("%Y-%m-%d %H:%M:%S UTC"),

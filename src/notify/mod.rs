@@ -328,7 +328,12 @@ pub async fn test(
     if !recipient.to.is_empty() {
         let result = match mailer {
             Some(m) => m
-                .send(recipient.from.as_deref(), &recipient.to, &n.subject, &n.body)
+                .send(
+                    recipient.from.as_deref(),
+                    &recipient.to,
+                    &n.subject,
+                    &n.body,
+                )
                 .await
                 .map(|()| {
                     format!(

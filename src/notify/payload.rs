@@ -77,7 +77,11 @@ fn slack_escape(s: &str) -> String {
 
 /// A Slack (or Mattermost) incoming-webhook body: `{"text": ...}` in mrkdwn.
 pub fn slack(p: &Payload) -> serde_json::Value {
-    let mut text = format!("*{}*\n{}", slack_escape(&p.summary), slack_escape(&p.detail));
+    let mut text = format!(
+        "*{}*\n{}",
+        slack_escape(&p.summary),
+        slack_escape(&p.detail)
+    );
     if !p.backups.is_empty() {
         text.push_str(&format!("\nBackups: `{}`", p.backups.join("`, `")));
     }
@@ -123,12 +127,7 @@ pub enum Refused {
 
 /// Checks a signature header the way a receiver should: the timestamp is
 /// within `TOLERANCE_SECONDS` of `now` and the HMAC matches (constant time).
-pub fn verify(
-    secret: &[u8],
-    header: &str,
-    body: &[u8],
-    now: DateTime<Utc>,
-) -> Result<(), Refused> {
+pub fn verify(secret: &[u8], header: &str, body: &[u8], now: DateTime<Utc>) -> Result<(), Refused> {
     let mut t = None;
     let mut v1 = None;
     for part in header.split(',') {
@@ -181,16 +180,28 @@ mod tests {
         let header = sign(b"s3cret", body, at(0));
         assert!(header.starts_with("t=1790000000,v1="), "{header}");
         assert_eq!(verify(b"s3cret", &header, body, at(10)), Ok(()));
-        assert_eq!(verify(b"other", &header, body, at(10)), Err(Refused::Mismatch));
+        assert_eq!(
+            verify(b"other", &header, body, at(10)),
+            Err(Refused::Mismatch)
+        );
         assert_eq!(
             verify(b"s3cret", &header, br#"{"version":2}"#, at(10)),
             Err(Refused::Mismatch)
         );
-        assert_eq!(verify(b"s3cret", &header, body, at(301)), Err(Refused::Stale));
-        assert_eq!(verify(b"s3cret", "v1=00", body, at(0)), Err(Refused::Malformed));
+        assert_eq!(
+            verify(b"s3cret", &header, body, at(301)),
+            Err(Refused::Stale)
+        );
+        assert_eq!(
+            verify(b"s3cret", "v1=00", body, at(0)),
+            Err(Refused::Malformed)
+        );
         // The timestamp is signed too: moving it breaks the signature.
         let moved = header.replace("t=1790000000", "t=1790000100");
-        assert_eq!(verify(b"s3cret", &moved, body, at(100)), Err(Refused::Mismatch));
+        assert_eq!(
+            verify(b"s3cret", &moved, body, at(100)),
+            Err(Refused::Mismatch)
+        );
     }
 
     #[test]
@@ -209,11 +220,19 @@ mod tests {
 
     #[test]
     fn the_slack_body_is_one_escaped_text_with_the_restore_command() {
-        let text = slack(&deploy_failed())["text"].as_str().unwrap().to_string();
-        assert!(text.starts_with("*[safepoint] deploy-failed: policy orders*"), "{text}");
+        let text = slack(&deploy_failed())["text"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            text.starts_with("*[safepoint] deploy-failed: policy orders*"),
+            "{text}"
+        );
         assert!(text.contains("&lt;failed&gt;"), "{text}");
         assert!(
-            text.contains("Restore with: `safepoint restore --policy orders --release v1.4.0 --pre-deploy`"),
+            text.contains(
+                "Restore with: `safepoint restore --policy orders --release v1.4.0 --pre-deploy`"
+            ),
             "{text}"
         );
     }

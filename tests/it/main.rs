@@ -24,6 +24,6 @@ mod restore_docs;
 mod s3_backup;
 mod s3_server;
 mod s3_storage;
+mod status_page;
 mod tidy;
 mod webhooks;
-mod status_page;

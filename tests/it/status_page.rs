@@ -80,20 +80,52 @@ fn history(f: &Fixture) {
             f.cmd().args(["backup", p]).assert().success();
         }
         let when = if i % 2 == 0 { "schedule" } else { "manual" };
-        sqlite(&db, &format!("update backups set trigger = '{when}' where trigger = 'manual' and started_at > strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-1 hour')"));
-        backdate(&db, "backups", "started_at", "started_at > strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-1 hour')", *hours);
-        backdate(&db, "backups", "finished_at", "finished_at > strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-1 hour')", *hours);
+        sqlite(
+            &db,
+            &format!(
+                "update backups set trigger = '{when}' where trigger = 'manual' and started_at > strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-1 hour')"
+            ),
+        );
+        backdate(
+            &db,
+            "backups",
+            "started_at",
+            "started_at > strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-1 hour')",
+            *hours,
+        );
+        backdate(
+            &db,
+            "backups",
+            "finished_at",
+            "finished_at > strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-1 hour')",
+            *hours,
+        );
     }
     for (release, status, hours) in [("v1.3.0", "success", 150.0), ("v1.4.0", "failure", 2.0)] {
-        f.cmd().args(["deploy", "start", "--release", release]).assert().success();
+        f.cmd()
+            .args(["deploy", "start", "--release", release])
+            .assert()
+            .success();
         f.cmd()
             .args(["deploy", "finish", "--release", release, "--status", status])
             .output()
             .unwrap();
         let recent = "> strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-1 hour')";
         backdate(&db, "deploys", "at", &format!("at {recent}"), hours);
-        backdate(&db, "backups", "started_at", &format!("started_at {recent}"), hours);
-        backdate(&db, "backups", "finished_at", &format!("finished_at {recent}"), hours);
+        backdate(
+            &db,
+            "backups",
+            "started_at",
+            &format!("started_at {recent}"),
+            hours,
+        );
+        backdate(
+            &db,
+            "backups",
+            "finished_at",
+            &format!("finished_at {recent}"),
+            hours,
+        );
     }
     git(&f.repo(), &["tag", "v1.4.0"]);
     f.commit(
@@ -114,7 +146,10 @@ fn the_status_page_renders_policies_a_stalled_reason_and_deploy_marks_in_chromiu
     );
     let f = Fixture::new(&[
         ("storage.yaml", STORAGE),
-        ("chat.yaml", &webhook_notifier("chat", &sink.url("/hook"), "json")),
+        (
+            "chat.yaml",
+            &webhook_notifier("chat", &sink.url("/hook"), "json"),
+        ),
         ("orders.yaml", &orders),
         ("payments.yaml", &deploy_policy("payments", "chat")),
         (

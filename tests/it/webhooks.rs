@@ -171,8 +171,14 @@ fn signed_notices_survive_an_outage_and_restarts_without_duplicates_and_a_410_is
         + "  alerts: {notifiers: [chat, gone]}\n";
     let f = Fixture::new(&[
         ("storage.yaml", STORAGE),
-        ("chat.yaml", &webhook_notifier("chat", &sink.url("/hook"), "json")),
-        ("gone.yaml", &webhook_notifier("gone", &sink.url("/gone"), "json")),
+        (
+            "chat.yaml",
+            &webhook_notifier("chat", &sink.url("/hook"), "json"),
+        ),
+        (
+            "gone.yaml",
+            &webhook_notifier("gone", &sink.url("/gone"), "json"),
+        ),
         ("app.yaml", &policy),
     ]);
     let catalog = f.data().join("catalog.db");
@@ -208,7 +214,10 @@ fn signed_notices_survive_an_outage_and_restarts_without_duplicates_and_a_410_is
     assert_eq!(n["reason"], "backup-failed");
     assert!(n["detail"].as_str().unwrap().contains("app.db"), "{n}");
     assert!(
-        n["next_step"].as_str().unwrap().contains("safepoint backup app"),
+        n["next_step"]
+            .as_str()
+            .unwrap()
+            .contains("safepoint backup app"),
         "{n}"
     );
     assert_eq!(last.delivery.as_deref(), n["id"].as_str());
@@ -232,7 +241,11 @@ fn signed_notices_survive_an_outage_and_restarts_without_duplicates_and_a_410_is
     assert_eq!(sent[1]["kind"], "resolved");
     let id = f.backups("app")[0]["id"].as_str().unwrap().to_string();
     assert_eq!(sent[1]["backups"][0], id.as_str());
-    assert!(got.iter().filter(|r| r.answered == 200).all(Received::signed));
+    assert!(
+        got.iter()
+            .filter(|r| r.answered == 200)
+            .all(Received::signed)
+    );
     assert_ne!(sent[0]["id"], sent[1]["id"]);
     run_once(&f);
     assert_eq!(sink.received().len(), got.len(), "healthy: silence");
@@ -317,10 +330,7 @@ pub fn failed_deploy(addr: SocketAddr, release: &str) -> String {
     );
     // 200 when every failure step (pin, alert) worked, 422 when one did not.
     assert!(code == 200 || code == 422, "{code} {finish}");
-    start["steps"][0]["backup_id"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    start["steps"][0]["backup_id"].as_str().unwrap().to_string()
 }
 
 #[test]
@@ -328,7 +338,10 @@ fn a_failed_deploy_reaches_a_slack_webhook_at_once_though_the_outbox_poll_is_an_
     let sink = HookSink::start();
     let f = Fixture::new(&[
         ("storage.yaml", STORAGE),
-        ("chat.yaml", &webhook_notifier("chat", &sink.url("/hook"), "slack")),
+        (
+            "chat.yaml",
+            &webhook_notifier("chat", &sink.url("/hook"), "slack"),
+        ),
         ("orders.yaml", &deploy_policy("orders", "chat")),
     ]);
     std::fs::create_dir_all(f.work().join("orders-data")).unwrap();
@@ -351,10 +364,15 @@ fn a_failed_deploy_reaches_a_slack_webhook_at_once_though_the_outbox_poll_is_an_
         "{text}"
     );
     assert!(
-        text.contains("safepoint restore --policy orders --release v1.4.0 --pre-deploy --to &lt;TARGET&gt;"),
+        text.contains(
+            "safepoint restore --policy orders --release v1.4.0 --pre-deploy --to &lt;TARGET&gt;"
+        ),
         "{text}"
     );
-    assert!(text.contains(&snapshot), "names the snapshot {snapshot}: {text}");
+    assert!(
+        text.contains(&snapshot),
+        "names the snapshot {snapshot}: {text}"
+    );
 }
 
 #[test]
@@ -363,8 +381,14 @@ fn notify_test_reports_what_each_endpoint_answered() {
     let mail = "apiVersion: safepoint/v1\nkind: Notifier\nmetadata:\n  name: mail\nspec:\n  email: {to: [ops@example.com]}\n";
     let f = Fixture::new(&[
         ("storage.yaml", STORAGE),
-        ("chat.yaml", &webhook_notifier("chat", &sink.url("/hook"), "json")),
-        ("gone.yaml", &webhook_notifier("gone", &sink.url("/gone"), "json")),
+        (
+            "chat.yaml",
+            &webhook_notifier("chat", &sink.url("/hook"), "json"),
+        ),
+        (
+            "gone.yaml",
+            &webhook_notifier("gone", &sink.url("/gone"), "json"),
+        ),
         ("mail.yaml", mail),
     ]);
     let smtp = crate::alerts::Sink::start(&f.tmp.path().join("mail"));
@@ -383,7 +407,10 @@ fn notify_test_reports_what_each_endpoint_answered() {
     let (code, text) = run(&["chat"]);
     assert_eq!(code, Some(0), "{text}");
     assert!(
-        text.contains(&format!("ok webhook http://{}/…: endpoint answered 200", sink.addr)),
+        text.contains(&format!(
+            "ok webhook http://{}/…: endpoint answered 200",
+            sink.addr
+        )),
         "{text}"
     );
     let r = sink.received().pop().unwrap();
@@ -392,10 +419,20 @@ fn notify_test_reports_what_each_endpoint_answered() {
 
     let (code, text) = run(&["gone"]);
     assert_eq!(code, Some(1), "{text}");
-    assert!(text.contains("FAILED webhook") && text.contains("410"), "{text}");
+    assert!(
+        text.contains("FAILED webhook") && text.contains("410"),
+        "{text}"
+    );
 
     let port = smtp.port.to_string();
-    let smtp_args = ["--smtp-host", "127.0.0.1", "--smtp-tls", "none", "--smtp-port", &port];
+    let smtp_args = [
+        "--smtp-host",
+        "127.0.0.1",
+        "--smtp-tls",
+        "none",
+        "--smtp-port",
+        &port,
+    ];
     let (code, text) = run(&[&["mail", "--smtp-from", "sp@example.com"][..], &smtp_args].concat());
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("ok email ops@example.com"), "{text}");
