@@ -250,7 +250,7 @@ fn the_status_page_renders_policies_a_stalled_reason_and_deploy_marks_in_chromiu
         let restore = c.find(Locator::Css("pre.restore")).await.unwrap();
         let cmd = restore.text().await.unwrap();
         assert!(
-            cmd.starts_with("safepoint restore orders-") && cmd.ends_with("--to <TARGET>"),
+            cmd.starts_with("safepoint restore 20") && cmd.ends_with("--to <TARGET>"),
             "{cmd}"
         );
         c.close().await.unwrap();

@@ -310,7 +310,7 @@ pub fn post(addr: SocketAddr, path: &str, body: &str) -> (u16, serde_json::Value
 
 pub fn deploy_policy(name: &str, notifiers: &str) -> String {
     format!(
-        "apiVersion: safepoint/v1\nkind: BackupPolicy\nmetadata:\n  name: {name}\nspec:\n  source: {{type: directory, path: {name}-data}}\n  storage: local\n  rpo: 6h\n  schedule: {{cron: \"0 3 * * *\", timezone: UTC}}\n  deploy:\n    before: snapshot\n    onSuccess: baseline\n    onFailure: [pin-pre-deploy, alert]\n  retention: {{keepLast: 5}}\n  alerts: {{notifiers: [{notifiers}]}}\n"
+        "apiVersion: safepoint/v1\nkind: BackupPolicy\nmetadata:\n  name: {name}\nspec:\n  source: {{type: directory, path: {name}-data}}\n  storage: local\n  rpo: 6h\n  schedule: {{cron: \"0 3 * * *\", timezone: UTC}}\n  deploy:\n    before: snapshot\n    onSuccess: baseline\n    onFailure: [pin-pre-deploy, alert]\n  retention: {{keepLast: 20}}\n  alerts: {{notifiers: [{notifiers}]}}\n"
     )
 }
 
