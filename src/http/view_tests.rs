@@ -68,7 +68,7 @@ fn the_index_shows_policies_the_stalled_reason_and_a_deploy_mark_and_escapes_nam
     let html = index(&inputs()).unwrap();
     assert!(html.contains(r#"data-policy="orders""#), "{html}");
     assert!(
-        html.contains("policies/orders.yaml:7:3: unknown field `schedul`"),
+        html.contains("orders.yaml:7:3: unknown field `schedul`"),
         "{html}"
     );
     assert!(
