@@ -280,6 +280,8 @@ pub fn daemon(f: &Fixture, extra: &[&str]) -> Daemon {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
+    // Owned (killed and waited for on drop) before anything can fail.
+    let mut d = Daemon(child, SocketAddr::from(([127, 0, 0, 1], 0)));
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -288,7 +290,8 @@ pub fn daemon(f: &Fixture, extra: &[&str]) -> Daemon {
             v["fields"]["addr"].as_str()?.parse().ok()
         });
         if let Some(addr) = found {
-            return Daemon(child, addr);
+            d.1 = addr;
+            return d;
         }
         assert!(Instant::now() < deadline, "no listener: {text}");
         std::thread::sleep(Duration::from_millis(50));
