@@ -91,6 +91,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Unpin { backup_id } => super::deploy::pin(&ctx, &backup_id, None).await?,
         Command::Audit { command } => audit(&ctx, command, cli.output).await?,
         Command::Report { since, format } => report(&ctx, &since, format).await?,
+        Command::Notify(super::NotifyCommand::Test { notifier, smtp }) => {
+            super::notify_test::run(&ctx, &notifier, &smtp, cli.output).await?
+        }
         Command::Catalog(super::CatalogCommand::Rebuild) => {
             super::rebuild::run(&ctx, cli.output).await?
         }

@@ -27,6 +27,7 @@ macro_rules! outln {
 mod commands;
 mod daemon_args;
 mod deploy;
+mod notify_test;
 mod permissions;
 mod progress;
 mod rebuild;
@@ -281,6 +282,11 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = ReportFormat::Md)]
         format: ReportFormat,
     },
+    /// Send a test notice through NOTIFIER (email with the --smtp-* options,
+    /// webhook) and print what each endpoint answered (exit 1 when one
+    /// refused, 4 when there is no such notifier).
+    #[command(subcommand)]
+    Notify(NotifyCommand),
     /// Run the reconcile loop until SIGTERM/SIGINT.
     Daemon {
         /// How often a remote policy repository is fetched, in seconds.
@@ -302,6 +308,16 @@ pub enum Command {
         once: bool,
         #[command(flatten)]
         observability: daemon_args::ObservabilityArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NotifyCommand {
+    /// Send a test notice through a Notifier of the policies in force.
+    Test {
+        notifier: String,
+        #[command(flatten)]
+        smtp: daemon_args::SmtpArgs,
     },
 }
 

@@ -1,5 +1,5 @@
-//! IO: the daemon's HTTP listener (loopback by default). Read-only for now:
-//! `GET /metrics` (OpenMetrics text, or the classic text format when the
+//! IO: the daemon's HTTP listener (loopback by default). The status pages
+//! (`/`, `/policies/{name}`, `/backups/{id}`, in `pages`), `GET /metrics` (OpenMetrics text, or the classic text format when the
 //! scraper does not ask for OpenMetrics), `/healthz` (the process answers),
 //! `/readyz` (a valid revision is applied and the last cycle did not fail),
 //! `/api/v1/status`, `/api/v1/plan` (both from the daemon's last cycle) and
@@ -22,6 +22,9 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
 pub mod api;
+mod pages;
+pub mod timeline;
+pub mod view;
 
 use crate::catalog::Catalog;
 use crate::metrics::Metrics;
@@ -169,6 +172,9 @@ pub fn router_with(state: ApiState, read_timeout: Duration) -> Router {
             api::MAX_WAIT + read_timeout,
         ));
     Router::new()
+        .route("/", get(pages::index))
+        .route("/policies/{name}", get(pages::policy))
+        .route("/backups/{id}", get(pages::backup))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -69,11 +69,23 @@ pub struct EmailNotifier {
 pub struct WebhookNotifier {
     pub url: String,
     pub secret_from: Option<SecretRef>,
+    pub format: WebhookFormat,
+}
+
+/// The body a webhook notifier posts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    /// The versioned safepoint JSON payload (docs/webhook-payload.schema.json).
+    #[default]
+    Json,
+    /// A Slack/Mattermost incoming-webhook message (`{"text": ...}`).
+    Slack,
 }
 
 /// A reference to a secret held outside Git. The value is never stored in
 /// the model, only where to read it from at execution time.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SecretRef {
     Env(String),

@@ -134,6 +134,16 @@ pub(crate) struct Webhook {
     pub url: String,
     /// HMAC-SHA256 signing secret, by reference.
     pub secret_from: Option<SecretFrom>,
+    /// Body format: `json` (the versioned safepoint payload, default) or
+    /// `slack` (a Slack/Mattermost incoming-webhook message).
+    pub format: Option<WebhookFormat>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum WebhookFormat {
+    Json,
+    Slack,
 }
 
 /// A secret held outside Git: exactly one of `env` or `file`.

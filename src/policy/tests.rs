@@ -203,6 +203,7 @@ fn spec_example_loads_into_the_expected_model() {
             webhook: Some(WebhookNotifier {
                 url: "https://hooks.example.com/safepoint".into(),
                 secret_from: Some(SecretRef::Env("WEBHOOK_SECRET".into())),
+                format: crate::policy::model::WebhookFormat::Json,
             }),
         }
     );

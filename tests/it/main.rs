@@ -30,4 +30,6 @@ mod restore_docs;
 mod s3_backup;
 mod s3_server;
 mod s3_storage;
+mod status_page;
 mod tidy;
+mod webhooks;
