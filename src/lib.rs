@@ -21,6 +21,7 @@ pub mod notify;
 pub mod observed;
 pub mod plan;
 pub mod policy;
+pub mod preview;
 pub mod reconcile;
 pub mod report;
 pub mod settings;

@@ -48,6 +48,8 @@ pub struct MonitorOptions {
     pub reminder: TimeDelta,
     /// API tokens and the Git webhook secret.
     pub auth: Arc<crate::http::api::Auth>,
+    /// The planner's options (previews use them, as the daemon does).
+    pub plan: crate::plan::PlanOptions,
 }
 
 pub struct Monitor {
@@ -65,6 +67,7 @@ pub struct Monitor {
     pub jobs: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<crate::jobs::Job>>>,
     /// Rung by the Git push webhook: fetch now.
     pub git_wake: Arc<Notify>,
+    plan: crate::plan::PlanOptions,
 }
 
 impl Monitor {
@@ -127,6 +130,7 @@ impl Monitor {
             local_addr,
             jobs: std::sync::Mutex::new(Some(jobs_rx)),
             git_wake,
+            plan: options.plan,
         })
     }
 
@@ -192,11 +196,24 @@ impl Monitor {
             Some(Err(e)) => (self.snapshot.borrow().plan.clone(), Some(e.to_string())),
             None => (None, None),
         };
+        let in_force = state.applied.as_ref().map(|a| {
+            let previous = self.snapshot.borrow().in_force.clone();
+            previous
+                .filter(|f| f.commit == a.revision.commit)
+                .unwrap_or_else(|| {
+                    Arc::new(crate::http::InForce {
+                        commit: a.revision.commit.clone(),
+                        desired: a.desired.clone(),
+                        options: self.plan.clone(),
+                    })
+                })
+        });
         self.snapshot.send_replace(Arc::new(Snapshot {
             at: Some(now),
             status: Some(st),
             plan,
             cycle_error,
+            in_force,
         }));
     }
 

@@ -109,6 +109,7 @@ impl ObservabilityArgs {
             mailer,
             reminder: TimeDelta::seconds(self.alert_reminder.max(0)),
             auth: std::sync::Arc::new(crate::http::api::Auth::new(tokens, webhook_secret)),
+            plan: crate::plan::PlanOptions::default(),
         })
     }
 }

@@ -19,6 +19,7 @@ mod mysql;
 mod openapi;
 mod plan_scenarios;
 mod postgres;
+mod preview;
 mod prometheus;
 mod restore_docs;
 mod s3_backup;
