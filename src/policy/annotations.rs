@@ -34,14 +34,14 @@ pub(crate) fn read(sink: &mut Sink<'_>, kind: &str, metadata: &Metadata) -> Ack 
             ALLOW_DELETIONS if kind != "BackupPolicy" => sink.err_key(
                 &ptr,
                 format!("`{ALLOW_DELETIONS}` only applies to a BackupPolicy"),
-                format!("move it to the BackupPolicy whose backups the change deletes"),
+                "move it to the BackupPolicy whose backups the change deletes".to_string(),
             ),
             ALLOW_DELETIONS => match value.trim().parse::<u32>() {
                 Ok(n) => ack.deletions = Some(n),
                 Err(_) => sink.err(
                     &ptr,
                     format!("`{ALLOW_DELETIONS}` must be a number of backups, not `{value}`"),
-                    format!("write the count the preview reports, quoted: `\"23\"`"),
+                    "write the count the preview reports, quoted: `\"23\"`".to_string(),
                 ),
             },
             ALLOW_ORPHANS => {
