@@ -52,6 +52,10 @@ pub struct MonitorOptions {
     pub outbox_poll: Duration,
     /// API tokens and the Git webhook secret.
     pub auth: Arc<crate::http::api::Auth>,
+    /// The planner's options (previews use them, as the daemon does).
+    pub plan: crate::plan::PlanOptions,
+    /// The operator's permissions (previews validate with them, as the daemon does).
+    pub permissions: Arc<crate::policy::Permissions>,
 }
 
 pub struct Monitor {
@@ -72,6 +76,8 @@ pub struct Monitor {
     after_cycle: tokio::sync::Mutex<()>,
     /// Rung by the Git push webhook: fetch now.
     pub git_wake: Arc<Notify>,
+    plan: crate::plan::PlanOptions,
+    permissions: Arc<crate::policy::Permissions>,
 }
 
 /// The requested lane's queue: jobs from the API and jobs back from waiting.
@@ -150,6 +156,8 @@ impl Monitor {
             jobs: std::sync::Mutex::new(Some((jobs_tx, jobs_rx))),
             after_cycle: tokio::sync::Mutex::new(()),
             git_wake,
+            plan: options.plan,
+            permissions: options.permissions,
         })
     }
 
@@ -216,11 +224,25 @@ impl Monitor {
             Some(Err(e)) => (self.snapshot.borrow().plan.clone(), Some(e.to_string())),
             None => (None, None),
         };
+        let in_force = state.applied.as_ref().map(|a| {
+            let previous = self.snapshot.borrow().in_force.clone();
+            previous
+                .filter(|f| f.commit == a.revision.commit)
+                .unwrap_or_else(|| {
+                    Arc::new(crate::http::InForce {
+                        commit: a.revision.commit.clone(),
+                        desired: a.desired.clone(),
+                        options: self.plan.clone(),
+                        permissions: self.permissions.clone(),
+                    })
+                })
+        });
         self.snapshot.send_replace(Arc::new(Snapshot {
             at: Some(now),
             status: Some(st),
             plan,
             cycle_error,
+            in_force,
         }));
     }
 

@@ -152,6 +152,15 @@ pub async fn refresh(ctx: &Context, state: &mut RepoState) -> Result<bool, Recon
         Err(e @ GitError::NoPath { .. }) => Err(vec![e.to_string()]),
         Err(e) => return Err(e.into()),
     };
+    // The deletion guard: unacknowledged destructive consequences reject the
+    // revision like validation problems (docs/policy-reference.md).
+    let result = match result {
+        Ok(desired) => {
+            let current = state.applied.as_ref().map(|a| &a.desired);
+            crate::preview::guard(&ctx.catalog, current, desired, now, &ctx.settings.plan).await?
+        }
+        Err(diags) => Err(diags),
+    };
     let record = RevisionRecord {
         commit: head.commit.clone(),
         branch: ctx.settings.repo.branch.clone(),

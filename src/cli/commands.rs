@@ -24,13 +24,17 @@ use crate::status;
 use crate::storage::{self, pipeline};
 
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
-    if let Some(server) = cli.server.clone() {
-        return super::remote::run(&server, cli).await;
-    }
+    // Validation reads files only: it runs here even with --server (CI).
     if let Command::Validate { dir } = &cli.command {
         let dir = dir.clone().unwrap_or_else(|| PathBuf::from(&cli.path));
         let permissions = validate_permissions(&cli, &dir)?;
         return validate(&dir, &permissions, cli.output);
+    }
+    if let Some(server) = cli.server.clone() {
+        if let Command::Preview { git_ref } = &cli.command {
+            return super::preview::remote(&server, &cli, git_ref).await;
+        }
+        return super::remote::run(&server, cli).await;
     }
     let settings = settings(&cli)?;
     let catalog = Catalog::open_sqlite(&settings.catalog_path).await?;
@@ -48,6 +52,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     let code = match cli.command {
         Command::Validate { .. } => unreachable!("handled above"),
         Command::Plan => plan(&ctx, cli.output).await?,
+        Command::Preview { git_ref } => super::preview::run(&ctx, &git_ref, cli.output).await?,
         Command::Status => show_status(&ctx, cli.output).await?,
         Command::List { policy } => list(&ctx, policy.as_deref(), cli.output).await?,
         Command::Backup { policy } => backup(&ctx, &policy, cli.output).await?,
@@ -129,7 +134,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
                 settings: Arc::new(settings),
                 ..ctx.clone()
             };
-            let monitor = Monitor::start(&ctx.catalog, observability.options(once)?).await?;
+            let mut options = observability.options(once)?;
+            options.plan = ctx.settings.plan.clone();
+            options.permissions = ctx.settings.permissions.clone();
+            let monitor = Monitor::start(&ctx.catalog, options).await?;
             let result =
                 daemon::run(ctx.clone(), stop_tx, once, request_concurrency, &monitor).await;
             monitor.shutdown().await;
@@ -183,7 +191,10 @@ fn settings(cli: &Cli) -> anyhow::Result<Settings> {
         concurrency: 2,
         verify_interval: TimeDelta::seconds(cli.verify_interval.max(0)),
         shutdown_grace: Duration::from_secs(30),
-        plan: PlanOptions::default(),
+        plan: PlanOptions {
+            deletion_guard: cli.deletion_guard,
+            ..PlanOptions::default()
+        },
         age_identity_file,
     })
 }

@@ -75,6 +75,8 @@ impl ObservabilityArgs {
             mailer,
             reminder: TimeDelta::seconds(self.alert_reminder.max(0)),
             outbox_poll: Duration::from_secs(self.outbox_poll.max(1)),
+            plan: crate::plan::PlanOptions::default(),
+            permissions: std::sync::Arc::new(crate::policy::Permissions::single_team()),
             auth: std::sync::Arc::new(crate::http::api::Auth::new(tokens, webhook_secret)),
         })
     }

@@ -29,6 +29,7 @@ mod daemon_args;
 mod deploy;
 mod notify_test;
 mod permissions;
+mod preview;
 mod progress;
 mod rebuild;
 mod remote;
@@ -98,6 +99,16 @@ pub struct Cli {
     /// everything except `command` sources and the daemon's own files].
     #[arg(long, global = true, env = "SAFEPOINT_PERMISSIONS")]
     pub permissions: Option<PathBuf>,
+    /// Deletion guard: a policy revision may delete at most this many backups
+    /// of one policy unless it acknowledges them (`safepoint.io/allow-deletions`);
+    /// `preview` and the daemon apply the same guard.
+    #[arg(
+        long,
+        global = true,
+        env = "SAFEPOINT_DELETION_GUARD",
+        default_value_t = 0
+    )]
+    pub deletion_guard: usize,
     #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
     /// Log format on stderr.
@@ -195,6 +206,16 @@ pub enum Command {
     },
     /// Print what the daemon would do now and why (exit 1 when actions are pending).
     Plan,
+    /// What merging the policy revision at --ref would do: policy diff,
+    /// deletions, new backups, schedules, orphans; never executed. Markdown
+    /// (a pull-request comment) or --output json; exit 1 when the deletion
+    /// guard refuses it.
+    Preview {
+        /// The proposed revision: a commit, branch or tag of --repo (with
+        /// --server: of the local checkout, whose files are uploaded).
+        #[arg(long = "ref", default_value = "HEAD")]
+        git_ref: String,
+    },
     /// Per policy: last good backup, RPO, next run, revision, Ready/Stalled.
     Status,
     /// List backups with trigger, size, checksum state and why each is kept.

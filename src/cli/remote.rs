@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 
 use super::{Cli, Command, DeployCommand, DeployStatus, Output};
 
-fn token(cli: &Cli) -> anyhow::Result<String> {
+pub(super) fn token(cli: &Cli) -> anyhow::Result<String> {
     if let Some(path) = &cli.token_file {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read --token-file {}", path.display()))?;

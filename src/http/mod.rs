@@ -23,6 +23,7 @@ use tower_http::timeout::TimeoutLayer;
 
 pub mod api;
 mod pages;
+pub mod preview;
 pub mod timeline;
 pub mod view;
 
@@ -48,6 +49,19 @@ pub struct Snapshot {
     pub plan: Option<Plan>,
     /// Why the last cycle failed, if it did.
     pub cycle_error: Option<String>,
+    /// The revision in force, for `POST /api/v1/previews`.
+    #[serde(skip)]
+    pub in_force: Option<Arc<InForce>>,
+}
+
+/// The revision in force and the planner's options (previews compare a
+/// proposal with it).
+#[derive(Debug)]
+pub struct InForce {
+    pub commit: String,
+    pub desired: crate::policy::DesiredState,
+    pub options: crate::plan::PlanOptions,
+    pub permissions: Arc<crate::policy::Permissions>,
 }
 
 impl Snapshot {
@@ -75,7 +89,7 @@ pub struct ApiState {
     pub control: api::Control,
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
+pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
 }
 
@@ -189,8 +203,24 @@ pub fn router_with(state: ApiState, read_timeout: Duration) -> Router {
         ))
         .merge(jobs)
         .fallback(not_found)
-        .with_state(state)
+        .with_state(state.clone())
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+        .merge(previews(state, read_timeout))
+}
+
+/// `POST /api/v1/previews` takes a whole policy repository: its own body limit.
+fn previews(state: ApiState, read_timeout: Duration) -> Router {
+    Router::new()
+        .route("/api/v1/previews", post(preview::preview))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            read_timeout,
+        ))
+        .with_state(state)
+        .layer(axum::extract::DefaultBodyLimit::max(
+            preview::PREVIEW_BODY_LIMIT,
+        ))
+        .layer(RequestBodyLimitLayer::new(preview::PREVIEW_BODY_LIMIT))
 }
 
 /// Serves `router` on `listener` until `stop` turns true; requests in flight

@@ -1,6 +1,7 @@
 //! Pure: the policy repository format (SPEC §2): YAML documents in, a typed
 //! `DesiredState` or every problem at once (file:line + hint) out.
 
+pub mod annotations;
 mod backup_policy;
 mod document;
 mod duration;

@@ -14,6 +14,21 @@ pub struct DesiredState {
     pub storages: BTreeMap<String, StorageSpec>,
     pub notifiers: BTreeMap<String, NotifierSpec>,
     pub policies: BTreeMap<String, BackupPolicy>,
+    /// Destructive consequences this revision acknowledges (annotations).
+    pub acknowledged: Acknowledged,
+}
+
+/// What a revision acknowledges in its own documents, so that a reviewed
+/// line, not a flag, lets a destructive change through the deletion guard
+/// (`plan::preview::guard`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Acknowledged {
+    /// Policy -> how many of its backups the change may delete
+    /// (`safepoint.io/allow-deletions` on the BackupPolicy).
+    pub deletions: BTreeMap<String, u32>,
+    /// Removed policies whose history may become orphaned
+    /// (`safepoint.io/allow-orphans` on any document).
+    pub orphans: std::collections::BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -28,6 +28,13 @@ pub(crate) struct Metadata {
     /// Free-form labels, e.g. `team: payments` (used by `--selector`).
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Free-form annotations. safepoint reads two (docs/policy-reference.md):
+    /// `safepoint.io/allow-deletions: "N"` (BackupPolicy: this change may
+    /// delete up to N of its backups) and `safepoint.io/allow-orphans:
+    /// "a, b"` (any document: this change may orphan the history of the
+    /// removed policies `a` and `b`).
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]

@@ -25,6 +25,7 @@ mod pg_client;
 mod pins;
 mod plan_scenarios;
 mod postgres;
+mod preview;
 mod prometheus;
 mod restore_docs;
 mod s3_backup;
