@@ -330,24 +330,28 @@ pub async fn finish(
             ctx.catalog
                 .audit(now, AuditKind::Alert, Some(&p.name), &ctx.actor, &msg)
                 .await?;
-            // Mailed to the policy's notifiers by the daemon (docs/operations.md).
-            let detail = format!(
-                "deploy of release {release} reported failure by {}",
-                ctx.actor
-            );
-            let next = format!("restore the pre-deploy snapshot with `{command}`");
+            // Sent to the policy's notifiers by the daemon (docs/operations.md).
+            let snapshot = pre_deploy_snapshot(ctx, &p.name, release).await?;
+            let event = crate::notify::alerts::EventDetail {
+                detail: format!(
+                    "deploy of release {release} reported failure by {}",
+                    ctx.actor
+                ),
+                next: format!("restore the pre-deploy snapshot with `{command}`"),
+                backups: snapshot.into_iter().map(|b| b.record.id).collect(),
+                restore_command: Some(command.clone()),
+            };
             if let Err(e) = crate::notify::queue_event(
                 &ctx.catalog,
                 desired,
                 &p.name,
                 "deploy-failed",
-                &detail,
-                &next,
+                event,
                 now,
             )
             .await
             {
-                tracing::error!(policy = %p.name, error = %e, "cannot queue the deploy-failed alert mail");
+                tracing::error!(policy = %p.name, error = %e, "cannot queue the deploy-failed alert");
             }
             steps.push(Step {
                 policy: p.name.clone(),
@@ -423,6 +427,16 @@ pub async fn finish(
     })
 }
 
+/// The newest verified pre-deploy snapshot of `policy` for `release`.
+async fn pre_deploy_snapshot(
+    ctx: &Context,
+    policy: &str,
+    release: &str,
+) -> Result<Option<crate::catalog::BackupRow>, DeployError> {
+    let rows = ctx.catalog.backups().await?;
+    Ok(crate::engine::restore::latest_pre_deploy(&rows, policy, release).cloned())
+}
+
 /// Pins the newest verified pre-deploy snapshot of `release`, in the catalog
 /// and as a marker in storage (`crate::pins`), so the pin survives the loss
 /// of the catalog. The step fails when there is no snapshot, or when the
@@ -434,8 +448,7 @@ async fn pin_pre_deploy(
     policy: &str,
     release: &str,
 ) -> Result<Step, DeployError> {
-    let rows = ctx.catalog.backups().await?;
-    let snapshot = crate::engine::restore::latest_pre_deploy(&rows, policy, release).cloned();
+    let snapshot = pre_deploy_snapshot(ctx, policy, release).await?;
     let Some(snapshot) = snapshot else {
         return Ok(Step {
             policy: policy.to_string(),

@@ -194,12 +194,12 @@ impl Board {
         let Ok(mut inner) = self.inner.lock() else {
             return Job::new(0, kind, caller);
         };
-        inner.0 += 1;
-        let id = inner.0;
-        let (job, rx) = Job::new(id, kind, caller);
-        inner.1.insert(id, rx.clone());
-        while inner.1.len() > Board::KEEP {
-            inner.1.pop_first();
+        let (next, jobs) = &mut *inner;
+        *next += 1;
+        let (job, rx) = Job::new(*next, kind, caller);
+        jobs.insert(*next, rx.clone());
+        while jobs.len() > Board::KEEP {
+            jobs.pop_first();
         }
         (job, rx)
     }

@@ -24,6 +24,7 @@ pub mod observed;
 pub mod pins;
 pub mod plan;
 pub mod policy;
+pub mod preview;
 pub mod reconcile;
 pub mod report;
 pub mod settings;

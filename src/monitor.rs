@@ -1,8 +1,9 @@
 //! IO wiring: what the daemon reports after each cycle. Derives the status
 //! from the catalog (after execution, so a backup that just failed or
 //! succeeded counts), sets the metrics, publishes the snapshot the HTTP API
-//! serves, runs the alert state machine and wakes mail delivery. Also owns
-//! the HTTP listener and the delivery task, and stops them with the daemon.
+//! serves and runs the alert state machine. Also owns the HTTP listener and
+//! the notice delivery task (woken by the catalog's outbox bell whenever this
+//! process queues a notice), and stops them with the daemon.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -16,7 +17,7 @@ use tokio::task::JoinHandle;
 use crate::catalog::{Catalog, CatalogError};
 use crate::http::{self, ApiState, Snapshot};
 use crate::metrics::Metrics;
-use crate::notify::{self, Mailer};
+use crate::notify::{self, Channels, Mailer};
 use crate::observed::{BackupRecord, ObservedState};
 use crate::policy::DesiredState;
 use crate::reconcile::{CycleReport, ReconcileError, RepoState};
@@ -46,17 +47,23 @@ pub struct MonitorOptions {
     pub mailer: Option<Mailer>,
     /// Re-notify a persisting problem after this long (0 = never).
     pub reminder: TimeDelta,
+    /// How often the delivery task looks for notices queued by another
+    /// process (the CLI); notices this process queues go out at once.
+    pub outbox_poll: Duration,
     /// API tokens and the Git webhook secret.
     pub auth: Arc<crate::http::api::Auth>,
+    /// The planner's options (previews use them, as the daemon does).
+    pub plan: crate::plan::PlanOptions,
+    /// The operator's permissions (previews validate with them, as the daemon does).
+    pub permissions: Arc<crate::policy::Permissions>,
 }
 
 pub struct Monitor {
     pub metrics: Arc<Metrics>,
     catalog: Catalog,
     snapshot: watch::Sender<Arc<Snapshot>>,
-    mailer: Option<Mailer>,
+    channels: Option<Channels>,
     reminder: TimeDelta,
-    wake_delivery: Arc<Notify>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     /// The address actually bound (for `--listen 127.0.0.1:0`).
@@ -69,6 +76,8 @@ pub struct Monitor {
     after_cycle: tokio::sync::Mutex<()>,
     /// Rung by the Git push webhook: fetch now.
     pub git_wake: Arc<Notify>,
+    plan: crate::plan::PlanOptions,
+    permissions: Arc<crate::policy::Permissions>,
 }
 
 /// The requested lane's queue: jobs from the API and jobs back from waiting.
@@ -79,7 +88,7 @@ pub type JobQueue = (
 
 impl Monitor {
     /// Binds the listener (failing loudly when it cannot) and starts the
-    /// HTTP server and, with a mailer and a listener, the delivery task.
+    /// HTTP server and, with a listener, the notice delivery task.
     pub async fn start(
         catalog: &Catalog,
         options: MonitorOptions,
@@ -87,7 +96,16 @@ impl Monitor {
         let metrics = Arc::new(Metrics::new());
         let (snapshot, snapshot_rx) = watch::channel(Arc::new(Snapshot::default()));
         let (stop, stop_rx) = watch::channel(false);
-        let wake_delivery = Arc::new(Notify::new());
+        let channels = match notify::Poster::new() {
+            Ok(poster) => Some(Channels {
+                mailer: options.mailer.clone(),
+                poster,
+            }),
+            Err(e) => {
+                tracing::error!(error = %e, "webhook notices cannot be sent");
+                None
+            }
+        };
         let mut tasks = Vec::new();
         let mut local_addr = None;
         let (jobs_tx, jobs_rx) = tokio::sync::mpsc::channel(1024);
@@ -116,12 +134,12 @@ impl Monitor {
                     tracing::error!(error = %e, "http api stopped");
                 }
             }));
-            if let Some(mailer) = options.mailer.clone() {
+            if let Some(channels) = channels.clone() {
                 tasks.push(tokio::spawn(delivery_loop(
                     catalog.clone(),
-                    mailer,
+                    channels,
                     metrics.clone(),
-                    wake_delivery.clone(),
+                    options.outbox_poll,
                     stop_rx,
                 )));
             }
@@ -130,15 +148,16 @@ impl Monitor {
             metrics,
             catalog: catalog.clone(),
             snapshot,
-            mailer: options.mailer,
+            channels,
             reminder: options.reminder,
-            wake_delivery,
             stop,
             tasks,
             local_addr,
             jobs: std::sync::Mutex::new(Some((jobs_tx, jobs_rx))),
             after_cycle: tokio::sync::Mutex::new(()),
             git_wake,
+            plan: options.plan,
+            permissions: options.permissions,
         })
     }
 
@@ -189,11 +208,11 @@ impl Monitor {
             &st,
             now,
             self.reminder,
-            self.mailer.is_some(),
+            self.channels.as_ref().is_some_and(|c| c.mailer.is_some()),
         )
         .await
         {
-            Ok(notices) if !notices.is_empty() => self.wake_delivery.notify_one(),
+            // Queued notices ring the outbox bell themselves.
             Ok(_) => {}
             Err(e) => {
                 tracing::error!(error = %e, "alert evaluation failed; it is retried after the next cycle");
@@ -205,11 +224,25 @@ impl Monitor {
             Some(Err(e)) => (self.snapshot.borrow().plan.clone(), Some(e.to_string())),
             None => (None, None),
         };
+        let in_force = state.applied.as_ref().map(|a| {
+            let previous = self.snapshot.borrow().in_force.clone();
+            previous
+                .filter(|f| f.commit == a.revision.commit)
+                .unwrap_or_else(|| {
+                    Arc::new(crate::http::InForce {
+                        commit: a.revision.commit.clone(),
+                        desired: a.desired.clone(),
+                        options: self.plan.clone(),
+                        permissions: self.permissions.clone(),
+                    })
+                })
+        });
         self.snapshot.send_replace(Arc::new(Snapshot {
             at: Some(now),
             status: Some(st),
             plan,
             cycle_error,
+            in_force,
         }));
     }
 
@@ -221,11 +254,11 @@ impl Monitor {
         for task in self.tasks {
             let _ = task.await;
         }
-        if let Some(mailer) = &self.mailer {
-            match notify::deliver(&self.catalog, mailer, &self.metrics, Utc::now(), true).await {
+        if let Some(channels) = &self.channels {
+            match notify::deliver(&self.catalog, channels, &self.metrics, Utc::now(), true).await {
                 Ok(d) if d.pending > 0 => tracing::warn!(
                     pending = d.pending,
-                    "alert mails still queued; they are sent when the daemon runs again"
+                    "alert notices still queued; they are sent when the daemon runs again"
                 ),
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "alert delivery failed"),
@@ -258,30 +291,38 @@ async fn observed_from_catalog(catalog: &Catalog) -> Result<ObservedState, Catal
     })
 }
 
-/// Sends queued mail: everything at start, then whatever falls due or is
-/// queued by a cycle, until stopped.
+/// Sends queued notices: everything at start, then at once whatever this
+/// process queues (the catalog's outbox bell), retries when they fall due,
+/// and notices queued by other processes within `poll`, until stopped.
 async fn delivery_loop(
     catalog: Catalog,
-    mailer: Mailer,
+    channels: Channels,
     metrics: Arc<Metrics>,
-    wake: Arc<Notify>,
+    poll: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
+    let bell = catalog.outbox_bell();
     let mut first = true;
     loop {
+        // Armed before the pass, so a notice queued during it is not missed.
+        let rung = bell.notified();
+        tokio::pin!(rung);
+        rung.as_mut().enable();
         let now = Utc::now();
-        if let Err(e) = notify::deliver(&catalog, &mailer, &metrics, now, first).await {
+        if let Err(e) = notify::deliver(&catalog, &channels, &metrics, now, first).await {
             tracing::error!(error = %e, "alert delivery failed");
         }
         first = false;
-        let next = catalog.next_notification_at().await.ok().flatten();
+        let email = channels.mailer.is_some();
+        let next = catalog.next_notification_at(email).await.ok().flatten();
+        let poll = poll.max(Duration::from_millis(500));
         let wait = next
             .and_then(|t| (t - Utc::now()).to_std().ok())
-            .unwrap_or(Duration::from_secs(60))
-            .clamp(Duration::from_millis(500), Duration::from_secs(60));
+            .unwrap_or(poll)
+            .clamp(Duration::from_millis(500), poll);
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = wake.notified() => {}
+            _ = &mut rung => {}
             _ = stop.wait_for(|s| *s) => return,
         }
     }

@@ -311,10 +311,10 @@ mod tests {
 
     #[test]
     fn report_over_a_scripted_history_is_pinned() {
-        let desired = load(&[PolicyFile {
-            path: "policies/orders.yaml".into(),
-            text: "apiVersion: safepoint/v1\nkind: Storage\nmetadata: {name: local}\nspec: {type: local, path: /b}\n---\napiVersion: safepoint/v1\nkind: BackupPolicy\nmetadata: {name: orders}\nspec:\n  source: {type: sqlite, path: /d/orders.db}\n  storage: local\n  schedule: {cron: \"0 */6 * * *\"}\n  rpo: 6h\n  retention: {keepLast: 2}\n".into(),
-        }])
+        let desired = load(&[PolicyFile::new(
+            "policies/orders.yaml",
+            "apiVersion: safepoint/v1\nkind: Storage\nmetadata: {name: local}\nspec: {type: local, path: /b}\n---\napiVersion: safepoint/v1\nkind: BackupPolicy\nmetadata: {name: orders}\nspec:\n  source: {type: sqlite, path: /d/orders.db}\n  storage: local\n  schedule: {cron: \"0 */6 * * *\"}\n  rpo: 6h\n  retention: {keepLast: 2}\n",
+        )])
         .unwrap();
         // Backups every 6h for two days, one gap of 12h (RPO missed for ~6h),
         // one pre-deploy snapshot, two pruned by retention.

@@ -2,12 +2,14 @@
 //! see `cli`), resolved into absolute paths once.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::TimeDelta;
 
 use crate::git::RepoConfig;
 use crate::plan::PlanOptions;
+use crate::policy::Permissions;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -30,6 +32,9 @@ pub struct Settings {
     /// age identity (key file) that decrypts encrypted artifacts for
     /// restores and drills; never in Git.
     pub age_identity_file: Option<PathBuf>,
+    /// What policies may use (the operator's `--permissions` file or the
+    /// single-team default), with the daemon's own paths protected.
+    pub permissions: Arc<Permissions>,
 }
 
 impl Settings {

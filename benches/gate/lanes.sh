@@ -66,6 +66,9 @@ setup() {
   sqlite3 "$dir/small.db" "CREATE TABLE orders (id INTEGER PRIMARY KEY, customer TEXT, total REAL);
     WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000)
     INSERT INTO orders SELECT i, 'customer-' || (i % 97), i * 1.5 FROM n;"
+  # `command` sources are opt-in: the operator's permissions file (outside the repo).
+  printf 'apiVersion: safepoint/v1\nkind: Permissions\ngrants:\n  - name: bench\n    sourceKinds: [sqlite, command]\n    sourceRoots: ["%s"]\n' \
+    "$dir" >"$dir/permissions.yaml"
   git -C "$dir" init -q -b main
   git_c "$dir" add -A policies
   git_c "$dir" commit -q -m policies
@@ -74,7 +77,7 @@ setup() {
 start_daemon() {
   local dir=$1
   printf 'bench %s\n' "$token" >"$dir/tokens"
-  (cd "$dir" && exec "$bin" --repo "$dir" --data-dir "$dir/.safepoint" --log-format json \
+  (cd "$dir" && exec "$bin" --permissions "$dir/permissions.yaml" --repo "$dir" --data-dir "$dir/.safepoint" --log-format json \
     daemon --listen 127.0.0.1:0 --api-tokens-file tokens --concurrency "$conc" \
     --shutdown-grace 1 >/dev/null 2>"$dir/daemon.log") &
   pid=$!

@@ -1,12 +1,14 @@
-//! IO: the catalog's alert tables (migration 0002): open alerts and the
-//! notification outbox. Saving an evaluation (new alert state plus the
-//! notifications it produced) is one transaction.
+//! IO: the catalog's alert tables (migrations 0002, 0007): open alerts and
+//! the notification outbox (email and webhook). Saving an evaluation (new
+//! alert state plus the notifications it produced) is one transaction, and
+//! every commit that queues something rings the outbox bell (`Catalog::
+//! outbox_bell`), so the daemon's delivery task sends it at once.
 
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
 use super::{Catalog, CatalogError, q};
-use crate::model::{ActiveAlert, Recipient};
+use crate::model::{ActiveAlert, Recipient, WebhookTarget};
 
 /// A notification to queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,7 +21,10 @@ pub struct NewNotification {
     pub sender: Option<String>,
     pub recipients: Vec<String>,
     pub subject: String,
+    /// The mail text, or for a webhook the version-1 JSON payload.
     pub body: String,
+    /// Where a webhook notice goes (`channel = "webhook"`).
+    pub webhook: Option<WebhookTarget>,
 }
 
 /// A queued notification.
@@ -65,6 +70,7 @@ impl Catalog {
         let mut tx = self.pool.begin().await.map_err(q("begin queue"))?;
         insert_notifications(&mut tx, queue, now).await?;
         tx.commit().await.map_err(q("commit queue"))?;
+        self.ring_outbox(queue);
         Ok(())
     }
 
@@ -97,6 +103,7 @@ impl Catalog {
         }
         insert_notifications(&mut tx, queue, now).await?;
         tx.commit().await.map_err(q("commit alerts"))?;
+        self.ring_outbox(queue);
         Ok(())
     }
 
@@ -118,6 +125,16 @@ impl Catalog {
         rows.into_iter()
             .map(|row| {
                 let recipients: String = row.get("recipients");
+                let target: Option<String> = row.get("target");
+                let webhook = match target {
+                    Some(t) => {
+                        Some(serde_json::from_str(&t).map_err(|e| CatalogError::Corrupt {
+                            what: "outbox.target",
+                            value: e.to_string(),
+                        })?)
+                    }
+                    None => None,
+                };
                 Ok(QueuedNotification {
                     id: row.get("id"),
                     attempts: row.get("attempts"),
@@ -136,6 +153,7 @@ impl Catalog {
                         })?,
                         subject: row.get("subject"),
                         body: row.get("body"),
+                        webhook,
                     },
                 })
             })
@@ -181,6 +199,19 @@ impl Catalog {
         Ok(())
     }
 
+    /// Wakes the delivery task when something was queued.
+    fn ring_outbox(&self, queue: &[NewNotification]) {
+        if !queue.is_empty() {
+            self.outbox_bell.notify_one();
+        }
+    }
+
+    /// Rung after every commit that queued a notification (by this
+    /// process); the delivery task waits on it.
+    pub fn outbox_bell(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.outbox_bell.clone()
+    }
+
     pub async fn pending_notifications(&self) -> Result<i64, CatalogError> {
         sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE state = 'pending'")
             .fetch_one(&self.pool)
@@ -188,10 +219,17 @@ impl Catalog {
             .map_err(q("count pending notifications"))
     }
 
-    /// When the earliest pending notification is due.
-    pub async fn next_notification_at(&self) -> Result<Option<DateTime<Utc>>, CatalogError> {
-        sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending'")
-            .fetch_one(&self.pool)
+    /// When the earliest pending notification is due (mail only counts
+    /// when `email`: without an SMTP server it waits for a daemon with one).
+    pub async fn next_notification_at(
+        &self,
+        email: bool,
+    ) -> Result<Option<DateTime<Utc>>, CatalogError> {
+        sqlx::query_scalar(
+            "SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending' AND (? OR channel != 'email')",
+        )
+        .bind(email)
+        .fetch_one(&self.pool)
             .await
             .map_err(q("select next notification"))
     }
@@ -205,8 +243,8 @@ async fn insert_notifications(
     for n in queue {
         sqlx::query(
             "INSERT INTO outbox (created_at, channel, kind, policy, reason, notifier, sender,
-                                     recipients, subject, body, next_attempt_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                     recipients, subject, body, next_attempt_at, target)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(now)
         .bind(&n.channel)
@@ -219,6 +257,11 @@ async fn insert_notifications(
         .bind(&n.subject)
         .bind(&n.body)
         .bind(now)
+        .bind(
+            n.webhook
+                .as_ref()
+                .map(|t| serde_json::to_string(t).unwrap_or_default()),
+        )
         .execute(&mut **tx)
         .await
         .map_err(q("queue notification"))?;

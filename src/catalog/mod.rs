@@ -106,6 +106,8 @@ pub struct Catalog {
     /// Newest audit (seq, hash), kept outside the database so that removing
     /// the newest entries is detectable (`<catalog>.audit-head`).
     audit_head: std::path::PathBuf,
+    /// Rung when this process queues a notification (catalog/alerts.rs).
+    outbox_bell: std::sync::Arc<tokio::sync::Notify>,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -166,6 +168,7 @@ impl Catalog {
         Ok(Catalog {
             pool,
             audit_head: path.with_extension("audit-head"),
+            outbox_bell: Default::default(),
         })
     }
 

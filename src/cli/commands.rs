@@ -24,12 +24,17 @@ use crate::settings::Settings;
 use crate::status;
 
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
-    if let Some(server) = cli.server.clone() {
-        return super::remote::run(&server, cli).await;
-    }
+    // Validation reads files only: it runs here even with --server (CI).
     if let Command::Validate { dir } = &cli.command {
         let dir = dir.clone().unwrap_or_else(|| PathBuf::from(&cli.path));
-        return validate(&dir, cli.output);
+        let permissions = validate_permissions(&cli, &dir)?;
+        return validate(&dir, &permissions, cli.output);
+    }
+    if let Some(server) = cli.server.clone() {
+        if let Command::Preview { git_ref } = &cli.command {
+            return super::preview::remote(&server, &cli, git_ref).await;
+        }
+        return super::remote::run(&server, cli).await;
     }
     let settings = settings(&cli)?;
     let catalog = Catalog::open_sqlite(&settings.catalog_path).await?;
@@ -47,6 +52,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     let code = match cli.command {
         Command::Validate { .. } => unreachable!("handled above"),
         Command::Plan => plan(&ctx, cli.output).await?,
+        Command::Preview { git_ref } => super::preview::run(&ctx, &git_ref, cli.output).await?,
         Command::Status => show_status(&ctx, cli.output).await?,
         Command::List { policy } => list(&ctx, policy.as_deref(), cli.output).await?,
         Command::Backup { policy } => backup(&ctx, &policy, cli.output).await?,
@@ -90,6 +96,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Unpin { backup_id } => super::deploy::pin(&ctx, &backup_id, None).await?,
         Command::Audit { command } => audit(&ctx, command, cli.output).await?,
         Command::Report { since, format } => report(&ctx, &since, format).await?,
+        Command::Notify(super::NotifyCommand::Test { notifier, smtp }) => {
+            super::notify_test::run(&ctx, &notifier, &smtp, cli.output).await?
+        }
         Command::Catalog(super::CatalogCommand::Rebuild) => {
             super::rebuild::run(&ctx, cli.output).await?
         }
@@ -102,6 +111,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             observability,
         } => {
             let mut settings = (*ctx.settings).clone();
+            let own = observability.secret_files();
+            settings.permissions = Arc::new(super::permissions::load(
+                cli.permissions.as_deref(),
+                &settings.base_dir,
+                &cli.path,
+                &[
+                    own,
+                    super::permissions::own_paths(
+                        &settings.data_dir,
+                        &settings.catalog_path,
+                        settings.age_identity_file.as_deref(),
+                        cli.token_file.as_deref(),
+                    ),
+                ]
+                .concat(),
+            )?);
             settings.fetch_interval = Duration::from_secs(fetch_interval.max(1));
             settings.concurrency = concurrency.max(1);
             settings.shutdown_grace = Duration::from_secs(shutdown_grace);
@@ -109,7 +134,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
                 settings: Arc::new(settings),
                 ..ctx.clone()
             };
-            let monitor = Monitor::start(&ctx.catalog, observability.options(once)?).await?;
+            let mut options = observability.options(once)?;
+            options.plan = ctx.settings.plan.clone();
+            options.permissions = ctx.settings.permissions.clone();
+            let monitor = Monitor::start(&ctx.catalog, options).await?;
             let result =
                 daemon::run(ctx.clone(), stop_tx, once, request_concurrency, &monitor).await;
             monitor.shutdown().await;
@@ -136,11 +164,21 @@ fn settings(cli: &Cli) -> anyhow::Result<Settings> {
         base_dir.join(&cli.repo).to_string_lossy().into_owned()
     };
     let age_identity_file = cli.age_identity_file.as_ref().map(|p| base_dir.join(p));
+    let catalog_path = cli
+        .catalog
+        .clone()
+        .map_or_else(|| data_dir.join("catalog.db"), |c| base_dir.join(c));
+    let own = super::permissions::own_paths(
+        &data_dir,
+        &catalog_path,
+        age_identity_file.as_deref(),
+        cli.token_file.as_deref(),
+    );
+    let permissions =
+        super::permissions::load(cli.permissions.as_deref(), &base_dir, &cli.path, &own)?;
     Ok(Settings {
-        catalog_path: cli
-            .catalog
-            .clone()
-            .map_or_else(|| data_dir.join("catalog.db"), |c| base_dir.join(c)),
+        permissions: Arc::new(permissions),
+        catalog_path,
         repo: RepoConfig {
             location,
             branch: cli.branch.clone(),
@@ -153,7 +191,10 @@ fn settings(cli: &Cli) -> anyhow::Result<Settings> {
         concurrency: 2,
         verify_interval: TimeDelta::seconds(cli.verify_interval.max(0)),
         shutdown_grace: Duration::from_secs(30),
-        plan: PlanOptions::default(),
+        plan: PlanOptions {
+            deletion_guard: cli.deletion_guard,
+            ..PlanOptions::default()
+        },
         age_identity_file,
     })
 }
@@ -174,7 +215,7 @@ fn why_not(plan: &crate::plan::Plan, policy: &str, default: &str) -> String {
 }
 
 fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    outln!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 
@@ -216,10 +257,8 @@ fn read_policy_dir(dir: &Path) -> std::io::Result<Vec<PolicyFile>> {
             if entry.file_type()?.is_dir() {
                 stack.push(path);
             } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
-                files.push(PolicyFile {
-                    path: path.to_string_lossy().into_owned(),
-                    text: std::fs::read_to_string(&path)?,
-                });
+                let bytes = std::fs::read(&path)?;
+                files.push(PolicyFile::from_bytes(path.to_string_lossy(), bytes));
             }
         }
     }
@@ -227,14 +266,33 @@ fn read_policy_dir(dir: &Path) -> std::io::Result<Vec<PolicyFile>> {
     Ok(files)
 }
 
-fn validate(dir: &Path, output: Output) -> anyhow::Result<u8> {
+/// The permissions `validate` checks against: the daemon's, as far as the
+/// global flags and environment tell (nothing is created on disk).
+fn validate_permissions(cli: &Cli, dir: &Path) -> anyhow::Result<policy::Permissions> {
+    let base_dir = std::env::current_dir().context("cannot read the current directory")?;
+    let data_dir = base_dir.join(&cli.data_dir);
+    let catalog = cli
+        .catalog
+        .as_ref()
+        .map_or_else(|| data_dir.join("catalog.db"), |c| base_dir.join(c));
+    let own = super::permissions::own_paths(
+        &data_dir,
+        &catalog,
+        cli.age_identity_file.as_deref(),
+        cli.token_file.as_deref(),
+    );
+    let root = dir.to_string_lossy();
+    super::permissions::load(cli.permissions.as_deref(), &base_dir, &root, &own)
+}
+
+fn validate(dir: &Path, permissions: &policy::Permissions, output: Output) -> anyhow::Result<u8> {
     let files = read_policy_dir(dir).with_context(|| {
         format!(
             "cannot read policy directory {}; pass the directory holding *.yaml policies",
             dir.display()
         )
     })?;
-    let result = policy::load(&files);
+    let result = policy::load_permitted(&files, permissions);
     match (output, &result) {
         (Output::Json, Ok(d)) => {
             print_json(&serde_json::json!({"valid": true, "files": files.len(),
@@ -243,7 +301,7 @@ fn validate(dir: &Path, output: Output) -> anyhow::Result<u8> {
         (Output::Json, Err(diags)) => print_json(
             &serde_json::json!({"valid": false, "files": files.len(), "problems": diags}),
         )?,
-        (Output::Table, Ok(d)) => println!(
+        (Output::Table, Ok(d)) => outln!(
             "{}: valid ({} files, {} policies, {} storages, {} notifiers)",
             dir.display(),
             files.len(),
@@ -253,9 +311,9 @@ fn validate(dir: &Path, output: Output) -> anyhow::Result<u8> {
         ),
         (Output::Table, Err(diags)) => {
             for d in diags {
-                println!("{d}");
+                outln!("{d}");
             }
-            println!("{}: {} problem(s) found", dir.display(), diags.len());
+            outln!("{}: {} problem(s) found", dir.display(), diags.len());
         }
     }
     Ok(if result.is_ok() { 0 } else { 1 })
@@ -274,7 +332,7 @@ async fn plan(ctx: &Context, output: Output) -> anyhow::Result<u8> {
     let report = reconcile::cycle(ctx, &state, Vec::new(), Scope::All, true).await?;
     match output {
         Output::Json => print_json(&report.plan)?,
-        Output::Table => print!("{}", report.plan.render()),
+        Output::Table => out!("{}", report.plan.render()),
     }
     Ok(if report.plan.is_empty() { 0 } else { 1 })
 }
@@ -297,7 +355,7 @@ async fn show_status(ctx: &Context, output: Output) -> anyhow::Result<u8> {
         print_json(&st)?;
         return Ok(if st.ready { 0 } else { 1 });
     }
-    println!(
+    outln!(
         "repository: {} — applied {} / attempted {}",
         if st.ready {
             "Ready".to_string()
@@ -337,7 +395,7 @@ async fn show_status(ctx: &Context, output: Output) -> anyhow::Result<u8> {
             ]
         })
         .collect();
-    print!(
+    out!(
         "{}",
         render(
             &[
@@ -414,7 +472,7 @@ async fn list(ctx: &Context, policy: Option<&str>, output: Output) -> anyhow::Re
             ]
         })
         .collect();
-    print!(
+    out!(
         "{}",
         render(
             &[
@@ -463,7 +521,7 @@ fn print_outcomes(outcomes: &[reconcile::Outcome], output: Output) -> anyhow::Re
         print_json(&outcomes)?;
     } else {
         for o in outcomes {
-            println!(
+            outln!(
                 "{} {} {}{}: {}",
                 if o.ok { "ok" } else { "FAILED" },
                 o.action,
@@ -497,7 +555,7 @@ async fn prune(ctx: Context, dry_run: bool, orphans: bool, output: Output) -> an
         if output == Output::Json {
             print_json(&deletions)?;
         } else if deletions.is_empty() {
-            println!("nothing to prune");
+            outln!("nothing to prune");
         } else {
             for a in &deletions {
                 if let crate::plan::Action::Delete {
@@ -507,14 +565,14 @@ async fn prune(ctx: Context, dry_run: bool, orphans: bool, output: Output) -> an
                     ..
                 } = a
                 {
-                    println!("would delete {policy}/{backup_id} — {reason}");
+                    outln!("would delete {policy}/{backup_id} — {reason}");
                 }
             }
         }
         return Ok(0);
     }
     if report.outcomes.is_empty() && output == Output::Table {
-        println!("nothing to prune");
+        outln!("nothing to prune");
         return Ok(0);
     }
     print_outcomes(&report.outcomes, output)
@@ -580,12 +638,14 @@ async fn restore(
             "countMismatches": mismatched}),
         )?;
     } else {
-        println!(
+        outln!(
             "restored {}/{} into {target} in {:.1}s",
-            manifest.policy, manifest.id, seconds
+            manifest.policy,
+            manifest.id,
+            seconds
         );
         for m in &mismatched {
-            println!("warning: {m}");
+            outln!("warning: {m}");
         }
     }
     Ok(if mismatched.is_empty() { 0 } else { 1 })
@@ -617,9 +677,9 @@ async fn audit(ctx: &Context, command: AuditCommand, output: Output) -> anyhow::
             if output == Output::Json {
                 print_json(&verdict)?;
             } else if let Some(p) = &verdict.problem {
-                println!("audit log TAMPERED at entry {}: {}", p.seq, p.what);
+                outln!("audit log TAMPERED at entry {}: {}", p.seq, p.what);
             } else {
-                println!(
+                outln!(
                     "audit log intact: {} entries, chain verified",
                     verdict.entries
                 );
@@ -632,13 +692,13 @@ async fn audit(ctx: &Context, command: AuditCommand, output: Output) -> anyhow::
             match format {
                 ExportFormat::Jsonl => {
                     for e in &entries {
-                        println!("{}", serde_json::to_string(e)?);
+                        outln!("{}", serde_json::to_string(e)?);
                     }
                 }
                 ExportFormat::Csv => {
-                    println!("seq,at,kind,policy,actor,message,prev_hash,hash");
+                    outln!("seq,at,kind,policy,actor,message,prev_hash,hash");
                     for e in &entries {
-                        println!(
+                        outln!(
                             "{},{},{},{},{},{},{},{}",
                             e.seq,
                             e.at.to_rfc3339(),
@@ -676,7 +736,7 @@ async fn report(ctx: &Context, since: &str, format: ReportFormat) -> anyhow::Res
     });
     match format {
         ReportFormat::Json => print_json(&report)?,
-        ReportFormat::Md => print!("{}", crate::report::markdown(&report)),
+        ReportFormat::Md => out!("{}", crate::report::markdown(&report)),
     }
     Ok(0)
 }
@@ -723,19 +783,21 @@ async fn drill(
     if output == Output::Json {
         print_json(&outcome)?;
     } else {
-        println!(
+        outln!(
             "drill {} of backup {} (scratch {}):",
-            policy, outcome.backup_id, outcome.scratch
+            policy,
+            outcome.backup_id,
+            outcome.scratch
         );
         for c in &outcome.checks {
-            println!(
+            outln!(
                 "  {} {}: {}",
                 if c.passed { "ok    " } else { "FAILED" },
                 c.name,
                 c.detail
             );
         }
-        println!(
+        outln!(
             "verdict: {}",
             if outcome.passed { "PASSED" } else { "FAILED" }
         );

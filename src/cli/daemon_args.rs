@@ -25,6 +25,66 @@ pub struct ObservabilityArgs {
     /// X-Hub-Signature-256). Without it, the webhook answers 401.
     #[arg(long, env = "SAFEPOINT_WEBHOOK_SECRET_FILE")]
     pub webhook_secret_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub smtp: SmtpArgs,
+    /// Seconds between looks for alert notices queued by another process
+    /// (e.g. a local `deploy finish`); notices the daemon queues itself are
+    /// sent at once.
+    #[arg(long, env = "SAFEPOINT_OUTBOX_POLL", default_value_t = 60)]
+    pub outbox_poll: u64,
+    /// Re-notify a problem that persists after this many seconds (0 = never).
+    #[arg(long, env = "SAFEPOINT_ALERT_REMINDER", default_value_t = 86_400)]
+    pub alert_reminder: i64,
+}
+
+impl ObservabilityArgs {
+    /// The daemon's secret files: no policy may read them.
+    pub fn secret_files(&self) -> Vec<(Option<PathBuf>, &'static str)> {
+        vec![
+            (self.api_tokens_file.clone(), "API tokens file"),
+            (self.webhook_secret_file.clone(), "webhook secret file"),
+            (self.smtp.smtp_password_file.clone(), "SMTP password file"),
+        ]
+    }
+
+    pub fn options(&self, once: bool) -> anyhow::Result<MonitorOptions> {
+        let mailer = self.smtp.mailer()?;
+        let tokens = match &self.api_tokens_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read --api-tokens-file {}", path.display()))?;
+                crate::http::api::parse_tokens(&text)
+                    .map_err(|e| anyhow::anyhow!("--api-tokens-file {}: {e}", path.display()))?
+            }
+            None => Vec::new(),
+        };
+        let webhook_secret = match &self.webhook_secret_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| {
+                        format!("cannot read --webhook-secret-file {}", path.display())
+                    })?
+                    .trim()
+                    .as_bytes()
+                    .to_vec(),
+            ),
+            None => None,
+        };
+        Ok(MonitorOptions {
+            listen: (!once).then_some(self.listen),
+            mailer,
+            reminder: TimeDelta::seconds(self.alert_reminder.max(0)),
+            outbox_poll: Duration::from_secs(self.outbox_poll.max(1)),
+            plan: crate::plan::PlanOptions::default(),
+            permissions: std::sync::Arc::new(crate::policy::Permissions::single_team()),
+            auth: std::sync::Arc::new(crate::http::api::Auth::new(tokens, webhook_secret)),
+        })
+    }
+}
+
+/// SMTP settings (daemon and `notify test`).
+#[derive(Debug, Args)]
+pub struct SmtpArgs {
     /// SMTP server for alert mails; without it no mail is sent.
     #[arg(long, env = "SAFEPOINT_SMTP_HOST")]
     pub smtp_host: Option<String>,
@@ -48,14 +108,12 @@ pub struct ObservabilityArgs {
     /// Seconds to wait for the SMTP server per mail.
     #[arg(long, env = "SAFEPOINT_SMTP_TIMEOUT", default_value_t = 10)]
     pub smtp_timeout: u64,
-    /// Re-notify a problem that persists after this many seconds (0 = never).
-    #[arg(long, env = "SAFEPOINT_ALERT_REMINDER", default_value_t = 86_400)]
-    pub alert_reminder: i64,
 }
 
-impl ObservabilityArgs {
-    pub fn options(&self, once: bool) -> anyhow::Result<MonitorOptions> {
-        let mailer = match &self.smtp_host {
+impl SmtpArgs {
+    /// The configured mailer; `None` without --smtp-host.
+    pub fn mailer(&self) -> anyhow::Result<Option<Mailer>> {
+        Ok(match &self.smtp_host {
             None => None,
             Some(host) => {
                 let password = match &self.smtp_password_file {
@@ -82,33 +140,6 @@ impl ObservabilityArgs {
                     timeout: Duration::from_secs(self.smtp_timeout.max(1)),
                 })?)
             }
-        };
-        let tokens = match &self.api_tokens_file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read --api-tokens-file {}", path.display()))?;
-                crate::http::api::parse_tokens(&text)
-                    .map_err(|e| anyhow::anyhow!("--api-tokens-file {}: {e}", path.display()))?
-            }
-            None => Vec::new(),
-        };
-        let webhook_secret = match &self.webhook_secret_file {
-            Some(path) => Some(
-                std::fs::read_to_string(path)
-                    .with_context(|| {
-                        format!("cannot read --webhook-secret-file {}", path.display())
-                    })?
-                    .trim()
-                    .as_bytes()
-                    .to_vec(),
-            ),
-            None => None,
-        };
-        Ok(MonitorOptions {
-            listen: (!once).then_some(self.listen),
-            mailer,
-            reminder: TimeDelta::seconds(self.alert_reminder.max(0)),
-            auth: std::sync::Arc::new(crate::http::api::Auth::new(tokens, webhook_secret)),
         })
     }
 }

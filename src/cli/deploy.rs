@@ -28,11 +28,11 @@ fn selection(policy: Vec<String>, selector: Vec<String>) -> anyhow::Result<Selec
 
 fn print(report: &DeployReport, output: Output) -> anyhow::Result<()> {
     if output == Output::Json {
-        println!("{}", serde_json::to_string_pretty(report)?);
+        outln!("{}", serde_json::to_string_pretty(report)?);
         return Ok(());
     }
     for s in &report.steps {
-        println!(
+        outln!(
             "{} {} {}{}: {}",
             if s.ok { "ok" } else { "FAILED" },
             s.action,
@@ -43,10 +43,10 @@ fn print(report: &DeployReport, output: Output) -> anyhow::Result<()> {
             s.detail
         );
         if let Some(cmd) = &s.restore_command {
-            println!("   restore with: {cmd}");
+            outln!("   restore with: {cmd}");
         }
     }
-    println!(
+    outln!(
         "release {}: {}",
         report.release,
         if report.ok {
@@ -147,7 +147,7 @@ pub async fn pin(ctx: &Context, backup_id: &str, reason: Option<&str>) -> anyhow
     };
     match result {
         Ok((message, false)) => {
-            println!("{message}");
+            outln!("{message}");
             Ok(0)
         }
         Ok((message, true)) => {

@@ -2,10 +2,34 @@
 //! `reconcile::Context` and goes through `reconcile`; output is a table by
 //! default, `--output json` everywhere. Exit codes: 0 ok / nothing to do,
 //! 1 problem found / actions pending / action failed, 2 could not run.
+//! Everything a command prints on stdout goes through `out!`/`outln!`
+//! (`write_stdout`): a closed stdout (`safepoint list | head -1`) ends the
+//! command quietly with exit 0, as Unix tools do.
+
+/// `print!` that returns a closed or failing stdout as an error (`?`).
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::write_stdout(format_args!($($arg)*))?
+    };
+}
+
+/// `println!` that returns a closed or failing stdout as an error (`?`).
+macro_rules! outln {
+    () => {
+        $crate::cli::write_stdout(format_args!("\n"))?
+    };
+    ($($arg:tt)*) => {{
+        $crate::cli::write_stdout(format_args!($($arg)*))?;
+        $crate::cli::write_stdout(format_args!("\n"))?
+    }};
+}
 
 mod commands;
 mod daemon_args;
 mod deploy;
+mod notify_test;
+mod permissions;
+mod preview;
 mod progress;
 mod rebuild;
 mod remote;
@@ -69,6 +93,22 @@ pub struct Cli {
     /// that decrypts encrypted backups for restores and drills.
     #[arg(long, global = true, env = "SAFEPOINT_AGE_IDENTITY_FILE")]
     pub age_identity_file: Option<PathBuf>,
+    /// The operator's permissions file: what policies may use (source types,
+    /// paths, database hosts, secret references), per team; never read from
+    /// the policy repository (docs/permissions.md) [default: single team:
+    /// everything except `command` sources and the daemon's own files].
+    #[arg(long, global = true, env = "SAFEPOINT_PERMISSIONS")]
+    pub permissions: Option<PathBuf>,
+    /// Deletion guard: a policy revision may delete at most this many backups
+    /// of one policy unless it acknowledges them (`safepoint.io/allow-deletions`);
+    /// `preview` and the daemon apply the same guard.
+    #[arg(
+        long,
+        global = true,
+        env = "SAFEPOINT_DELETION_GUARD",
+        default_value_t = 0
+    )]
+    pub deletion_guard: usize,
     #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
     /// Log format on stderr.
@@ -164,6 +204,16 @@ pub enum Command {
     },
     /// Print what the daemon would do now and why (exit 1 when actions are pending).
     Plan,
+    /// What merging the policy revision at --ref would do: policy diff,
+    /// deletions, new backups, schedules, orphans; never executed. Markdown
+    /// (a pull-request comment) or --output json; exit 1 when the deletion
+    /// guard refuses it.
+    Preview {
+        /// The proposed revision: a commit, branch or tag of --repo (with
+        /// --server: of the local checkout, whose files are uploaded).
+        #[arg(long = "ref", default_value = "HEAD")]
+        git_ref: String,
+    },
     /// Per policy: last good backup, RPO, next run, revision, Ready/Stalled.
     Status,
     /// List backups with trigger, size, checksum state and why each is kept.
@@ -251,6 +301,11 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = ReportFormat::Md)]
         format: ReportFormat,
     },
+    /// Send a test notice through NOTIFIER (email with the --smtp-* options,
+    /// webhook) and print what each endpoint answered (exit 1 when one
+    /// refused, 4 when there is no such notifier).
+    #[command(subcommand)]
+    Notify(NotifyCommand),
     /// Run the reconcile loop until SIGTERM/SIGINT.
     Daemon {
         /// How often a remote policy repository is fetched, in seconds.
@@ -272,6 +327,16 @@ pub enum Command {
         once: bool,
         #[command(flatten)]
         observability: daemon_args::ObservabilityArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NotifyCommand {
+    /// Send a test notice through a Notifier of the policies in force.
+    Test {
+        notifier: String,
+        #[command(flatten)]
+        smtp: daemon_args::SmtpArgs,
     },
 }
 
@@ -306,11 +371,46 @@ pub fn main() -> ExitCode {
     };
     match runtime.block_on(commands::run(cli)) {
         Ok(code) => ExitCode::from(code),
+        Err(e) if is_closed_stdout(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
     }
+}
+
+/// Writing to stdout failed (its reader went away, or the disk is full).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write to stdout: {0}")]
+pub(crate) struct StdoutError(#[source] std::io::Error);
+
+/// Writes to stdout and flushes, so that a reader that went away is seen
+/// here (as `BrokenPipe`) rather than as a panic of `println!`.
+pub(crate) fn write_stdout(args: std::fmt::Arguments) -> Result<(), StdoutError> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_fmt(args)
+        .and_then(|()| stdout.flush())
+        .map_err(StdoutError)
+}
+
+/// Whether a command ended because its stdout was closed by the reader
+/// (only our own writes to stdout count, not a tool's broken pipe).
+fn is_closed_stdout(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<StdoutError>()
+            .is_some_and(|s| s.0.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Colour only for a person at a terminal: stderr is a TTY and `NO_COLOR`
+/// is unset or empty (no-color.org). Files, journald and container logs get
+/// plain text.
+fn colour_logs() -> bool {
+    use std::io::IsTerminal;
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    !no_color && std::io::stderr().is_terminal()
 }
 
 fn init_tracing(format: LogFormat, default_level: &str) {
@@ -319,6 +419,7 @@ fn init_tracing(format: LogFormat, default_level: &str) {
         EnvFilter::try_from_env("SAFEPOINT_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour_logs())
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),

@@ -105,7 +105,7 @@ pub async fn run(ctx: &Context, output: Output) -> anyhow::Result<u8> {
         .await?;
     tracing::info!(imported, pins, problems, "catalog rebuilt");
     if output == Output::Json {
-        println!("{}", serde_json::to_string_pretty(&reports)?);
+        outln!("{}", serde_json::to_string_pretty(&reports)?);
     } else {
         let rows: Vec<Vec<String>> = reports
             .iter()
@@ -122,7 +122,7 @@ pub async fn run(ctx: &Context, output: Output) -> anyhow::Result<u8> {
                 ]
             })
             .collect();
-        print!(
+        out!(
             "{}",
             render(
                 &[

@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 
 use super::{Cli, Command, DeployCommand, DeployStatus, Output};
 
-fn token(cli: &Cli) -> anyhow::Result<String> {
+pub(super) fn token(cli: &Cli) -> anyhow::Result<String> {
     if let Some(path) = &cli.token_file {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read --token-file {}", path.display()))?;
@@ -137,9 +137,9 @@ pub async fn run(server: &str, cli: Cli) -> anyhow::Result<u8> {
     }
     if output == Output::Json || !status.is_success() && status != StatusCode::UNPROCESSABLE_ENTITY
     {
-        println!("{}", serde_json::to_string_pretty(&json)?);
+        outln!("{}", serde_json::to_string_pretty(&json)?);
     } else {
-        print_human(&json);
+        print_human(&json)?;
     }
     Ok(match status {
         s if s.is_success() => 0,
@@ -183,10 +183,10 @@ async fn follow(
             .with_context(|| format!("cannot reach {url} while following the job"))?
             .error_for_status()
             .with_context(|| format!("{url} refused to report the job"))?
-            .text()
+            .bytes()
             .await
-            .ok()
-            .and_then(|text| serde_json::from_str(&text).ok())
+            .map_err(anyhow::Error::from)
+            .and_then(|b| serde_json::from_slice(&b).map_err(anyhow::Error::from))
             .with_context(|| format!("{url} answered no job"))?;
         let messages = view["messages"].as_array().cloned().unwrap_or_default();
         for m in messages.iter().skip(printed) {
@@ -205,16 +205,16 @@ async fn follow(
 }
 
 /// Deploy reports and outcome lists as the in-process commands print them.
-fn print_human(json: &serde_json::Value) {
+fn print_human(json: &serde_json::Value) -> anyhow::Result<()> {
     let steps = json.get("steps").and_then(|s| s.as_array());
     let items = steps.or_else(|| json.as_array());
     let Some(items) = items else {
-        println!("{}", serde_json::to_string_pretty(json).unwrap_or_default());
-        return;
+        outln!("{}", serde_json::to_string_pretty(json).unwrap_or_default());
+        return Ok(());
     };
     for s in items {
         let ok = s["ok"].as_bool().unwrap_or(false);
-        println!(
+        outln!(
             "{} {} {}{}: {}",
             if ok { "ok" } else { "FAILED" },
             s["action"].as_str().unwrap_or("-"),
@@ -225,12 +225,12 @@ fn print_human(json: &serde_json::Value) {
             s["detail"].as_str().unwrap_or("")
         );
         if let Some(cmd) = s["restore_command"].as_str() {
-            println!("   restore with: {cmd}");
+            outln!("   restore with: {cmd}");
         }
     }
     if let Some(release) = json["release"].as_str() {
         let ok = json["ok"].as_bool().unwrap_or(false);
-        println!(
+        outln!(
             "release {release}: {}",
             if ok {
                 "all steps succeeded"
@@ -239,4 +239,5 @@ fn print_human(json: &serde_json::Value) {
             }
         );
     }
+    Ok(())
 }

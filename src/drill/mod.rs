@@ -107,12 +107,28 @@ fn scratch_for(ctx: &Context, spec: &DrillSpec, name: &str) -> Result<Scratch, S
             name: name.to_string(),
         }
     };
+    // Defence in depth: validation already rejected the daemon's own paths.
+    let guard = crate::executor::guard::PathGuard::new(&ctx.settings.permissions.protected);
+    let secret_file = |p: &Option<crate::policy::SecretRef>| match p {
+        Some(crate::policy::SecretRef::File(f)) => guard
+            .check_file(&ctx.settings.base_dir.join(f))
+            .map_err(|e| e.to_string()),
+        _ => Ok(()),
+    };
     Ok(match &spec.target {
         DrillTarget::Directory { path } => {
-            Scratch::Dir(ctx.settings.base_dir.join(path).join(name))
+            let root = ctx.settings.base_dir.join(path);
+            guard.check_tree(&root).map_err(|e| e.to_string())?;
+            Scratch::Dir(root.join(name))
         }
-        DrillTarget::Postgres { url, password_from } => db("postgres", url, password_from),
-        DrillTarget::Mysql { url, password_from } => db("mysql", url, password_from),
+        DrillTarget::Postgres { url, password_from } => {
+            secret_file(password_from)?;
+            db("postgres", url, password_from)
+        }
+        DrillTarget::Mysql { url, password_from } => {
+            secret_file(password_from)?;
+            db("mysql", url, password_from)
+        }
     })
 }
 

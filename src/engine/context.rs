@@ -79,9 +79,19 @@ impl RepoState {
             let cfg = ctx.settings.repo.clone();
             let commit = rev.commit.clone();
             if let Ok(Ok((revision, files))) = blocking(move || git::read(&cfg, &commit)).await
-                && let Ok(desired) = policy::load(&files)
+                && let Ok(desired) = policy::load_permitted(&files, &ctx.settings.permissions)
             {
                 state.applied = Some(Applied { revision, desired });
+            }
+        }
+        // A commit rejected before may pass the operator's permissions as
+        // they are now (e.g. `command` granted since): let refresh retry it.
+        if let Some(att) = state.attempted.as_ref().filter(|a| !a.valid) {
+            let (cfg, commit) = (ctx.settings.repo.clone(), att.commit.clone());
+            if let Ok(Ok((_, files))) = blocking(move || git::read(&cfg, &commit)).await
+                && policy::load_permitted(&files, &ctx.settings.permissions).is_ok()
+            {
+                state.attempted = None;
             }
         }
         Ok(state)

@@ -5,19 +5,24 @@ use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+use super::guard::PathGuard;
 use super::{ExecError, Produced, blocking};
 
+/// Tars `root`; refuses (through `guard`) any entry that is one of the
+/// daemon's own files or directories, also when reached by a hard link.
 pub async fn backup<W: Write + Send + 'static>(
     root: PathBuf,
     exclude: Vec<String>,
+    guard: std::sync::Arc<PathGuard>,
     out: W,
 ) -> Result<(W, Produced), ExecError> {
-    blocking(move || backup_blocking(&root, &exclude, out)).await
+    blocking(move || backup_blocking(&root, &exclude, &guard, out)).await
 }
 
 fn backup_blocking<W: Write>(
     root: &Path,
     exclude: &[String],
+    guard: &PathGuard,
     out: W,
 ) -> Result<(W, Produced), ExecError> {
     let meta = fs::metadata(root).map_err(|e| match e.kind() {
@@ -60,12 +65,14 @@ fn backup_blocking<W: Write>(
                 continue;
             }
             let path = entry.path();
-            let ft = entry
-                .file_type()
+            let meta = entry
+                .metadata()
                 .map_err(|source| ExecError::SourceUnreadable {
                     path: path.clone(),
                     source,
                 })?;
+            guard.check_entry(&path, &meta)?;
+            let ft = meta.file_type();
             if ft.is_dir() {
                 tar.append_dir(&rel_path, &path)
                     .map_err(ExecError::from_write)?;

@@ -3,9 +3,12 @@
 //! compresses, hashes and stores them) and report tool versions and counts
 //! for the manifest. They decide nothing.
 
+pub(crate) mod classify;
 pub mod command;
 pub mod directory;
+pub mod guard;
 pub mod mysql;
+pub(crate) mod pgtools;
 pub mod postgres;
 pub(crate) mod process;
 pub mod secret;
@@ -88,18 +91,16 @@ pub enum ExecError {
         transient: bool,
     },
     #[error(
-        "{tool} is not installed or not on PATH; install the client tools (see docs/restore.md)"
+        "{tool} was not found (not installed, not on PATH, or not in the policy's source.binDir); install the client tools (see docs/restore.md)"
     )]
     ToolMissing { tool: String },
-    #[error(
-        "{tool} {client} is older than the server {target} ({server}); install the client of major version {server_major} or newer"
-    )]
+    #[error("{tool} is `{client}`, older than the server {target} (PostgreSQL {server}); {hint}")]
     ToolTooOld {
         tool: String,
         client: String,
         server: String,
-        server_major: u32,
         target: String,
+        hint: String,
     },
     #[error("restore target {target} is not empty ({tables} tables); pass --force to replace it")]
     DatabaseNotEmpty { target: String, tables: u64 },
@@ -107,6 +108,14 @@ pub enum ExecError {
     NoDatabase(String),
     #[error(transparent)]
     Secret(#[from] secret::SecretError),
+    #[error(
+        "refusing to read {path}: it is or holds the daemon's {what} ({protected}); policies may never read the daemon's own files"
+    )]
+    Forbidden {
+        path: PathBuf,
+        what: String,
+        protected: PathBuf,
+    },
 }
 
 impl ExecError {
@@ -131,6 +140,7 @@ impl ExecError {
             ExecError::DatabaseNotEmpty { .. } => "target-not-empty",
             ExecError::NoDatabase(_) => "target",
             ExecError::Secret(e) => e.kind(),
+            ExecError::Forbidden { .. } => "forbidden-path",
         }
     }
 
@@ -172,6 +182,8 @@ pub struct ExecContext {
     /// Scratch space for consistent copies (same filesystem as the data dir).
     pub tmp_dir: PathBuf,
     pub cancel: Cancel,
+    /// The daemon's own files, refused whatever the policy says.
+    pub guard: std::sync::Arc<guard::PathGuard>,
 }
 
 impl ExecContext {
@@ -198,15 +210,30 @@ pub async fn backup<W: Write + Send + 'static>(
     ctx: &ExecContext,
     out: W,
 ) -> Result<(W, Produced), ExecError> {
+    let secret_file = |s: &Option<SecretRef>| match s {
+        Some(SecretRef::File(f)) => ctx.guard.check_file(&ctx.resolve(f)),
+        _ => Ok(()),
+    };
     match source {
-        Source::Sqlite { path } => sqlite::backup(&ctx.resolve(path), ctx, out).await,
-        Source::Directory { path, exclude } => {
-            directory::backup(ctx.resolve(path), exclude.clone(), out).await
+        Source::Sqlite { path } => {
+            ctx.guard.check_file(&ctx.resolve(path))?;
+            sqlite::backup(&ctx.resolve(path), ctx, out).await
         }
-        Source::Postgres { url, password_from } => {
-            postgres::backup(url, password_from.as_ref(), ctx, out).await
+        Source::Directory { path, exclude } => {
+            ctx.guard.check_tree(&ctx.resolve(path))?;
+            let guard = ctx.guard.clone();
+            directory::backup(ctx.resolve(path), exclude.clone(), guard, out).await
+        }
+        Source::Postgres {
+            url,
+            password_from,
+            bin_dir,
+        } => {
+            secret_file(password_from)?;
+            postgres::backup(url, password_from.as_ref(), bin_dir.as_deref(), ctx, out).await
         }
         Source::Mysql { url, password_from } => {
+            secret_file(password_from)?;
             mysql::backup(url, password_from.as_ref(), ctx, out).await
         }
         Source::Command { backup, .. } => command::backup(backup, ctx, out).await,

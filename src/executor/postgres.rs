@@ -7,12 +7,15 @@
 //! Passwords reach the tools through PGPASSWORD in the child's environment.
 
 use std::io::{Read, Write};
+use std::path::Path;
 use std::str::FromStr;
 
 use sqlx::PgConnection;
 use sqlx::postgres::PgConnectOptions;
 
-use super::process::{self, Tool, is_transient_text};
+use super::classify::is_transient_text;
+use super::pgtools;
+use super::process::{self, Tool};
 use super::secret::Redactor;
 use super::sql::{self, Dialect, TargetState};
 use super::{ExecContext, ExecError, Produced, until_cancelled};
@@ -185,15 +188,11 @@ pub(crate) fn client_major(version: &str) -> Option<u32> {
 pub async fn backup<W: Write + Send + 'static>(
     url: &str,
     password_from: Option<&SecretRef>,
+    bin_dir: Option<&Path>,
     ctx: &ExecContext,
     out: W,
 ) -> Result<(W, Produced), ExecError> {
     let server = Server::new(url, password_from)?;
-    let client = {
-        let mut tool = Tool::new("pg_dump", "pg_dump --version", Redactor::default());
-        tool.cmd.arg("--version");
-        super::blocking(move || process::output(tool)).await?
-    };
     let cancel = &ctx.cancel;
     let mut conn = until_cancelled(cancel, server.connect(&server.opts)).await?;
     let (version, version_num): (String, String) = until_cancelled(cancel, async {
@@ -206,13 +205,29 @@ pub async fn backup<W: Write + Send + 'static>(
     })
     .await?;
     let server_major = version_num.parse::<u32>().unwrap_or(0) / 10_000;
+    let program = pgtools::program_for(
+        Path::new(pgtools::LAYOUT_ROOT),
+        bin_dir,
+        "pg_dump",
+        server_major,
+    );
+    let program = program.to_string_lossy().into_owned();
+    let client = {
+        let mut tool = Tool::new(
+            &program,
+            &format!("{program} --version"),
+            Redactor::default(),
+        );
+        tool.cmd.arg("--version");
+        super::blocking(move || process::output(tool)).await?
+    };
     if client_major(&client).is_some_and(|c| c < server_major) {
         return Err(ExecError::ToolTooOld {
-            tool: "pg_dump".into(),
+            tool: program,
             client,
             server: version,
-            server_major,
             target: server.target().to_string(),
+            hint: pgtools::fix_hint("pg_dump", server_major),
         });
     }
     let snapshot: String = until_cancelled(cancel, async {
@@ -229,7 +244,7 @@ pub async fn backup<W: Write + Send + 'static>(
 
     // pg_dump streams while the transaction holding the snapshot stays open
     // and counts rows in that same snapshot.
-    let mut tool = tool(&server, "pg_dump");
+    let mut tool = tool(&server, &program);
     tool.cmd
         .args(["--format=custom", "--compress=0"])
         .arg(format!("--snapshot={snapshot}"));
@@ -295,7 +310,9 @@ pub async fn restore(
         .ok_or_else(|| ExecError::NoDatabase(server.target().to_string()))?
         .to_string();
     server.prepare_target(&db, force).await?;
-    let mut tool = tool(&server, "pg_restore");
+    // The newest installed pg_restore reads dumps of every older pg_dump.
+    let program = pgtools::program_for(Path::new(pgtools::LAYOUT_ROOT), None, "pg_restore", 0);
+    let mut tool = tool(&server, &program.to_string_lossy());
     tool.cmd.args(["--no-owner", "--single-transaction"]);
     super::blocking(move || process::feed_stdin(tool, &mut input)).await?;
     let mut conn = server.connect(&server.opts).await?;

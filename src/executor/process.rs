@@ -14,6 +14,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::ExecError;
+use super::classify::is_transient_text;
 use super::secret::Redactor;
 use crate::storage::pipeline::Cancel;
 
@@ -258,45 +259,6 @@ pub(crate) fn output(tool: Tool) -> Result<String, ExecError> {
     Ok(String::from_utf8_lossy(&out).trim().to_string())
 }
 
-/// Whether a tool's or server's error text describes a passing condition
-/// (the server is unreachable, restarting, overloaded or a lock timed out)
-/// rather than one that needs a human (bad password, missing table, bug).
-pub(crate) fn is_transient_text(text: &str) -> bool {
-    const PERMANENT: &[&str] = &[
-        "password authentication failed",
-        "access denied",
-        "authentication failed",
-        "no password supplied",
-        "does not exist",
-        "permission denied",
-    ];
-    const TRANSIENT: &[&str] = &[
-        "connection refused",
-        "could not connect to server",
-        "server closed the connection unexpectedly",
-        "connection to server was lost",
-        "terminating connection due to administrator command",
-        "the database system is starting up",
-        "the database system is shutting down",
-        "the database system is in recovery mode",
-        "too many clients",
-        "too many connections",
-        "lock wait timeout",
-        "lock timeout",
-        "canceling statement due to lock timeout",
-        "deadlock",
-        "lost connection to",
-        "can't connect to",
-        "server has gone away",
-        "connection reset",
-        "broken pipe",
-        "timeout expired",
-        "temporary failure in name resolution",
-    ];
-    let lower = text.to_lowercase();
-    !PERMANENT.iter().any(|p| lower.contains(p)) && TRANSIENT.iter().any(|p| lower.contains(p))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -341,22 +303,5 @@ mod tests {
         let err = feed_stdin(sh("echo 'no such table' >&2; exit 1"), &mut &big[..]).unwrap_err();
         assert!(err.to_string().contains("no such table"), "{err}");
         assert!(!err.is_transient());
-    }
-
-    #[test]
-    fn transient_texts_are_told_from_permanent_ones() {
-        assert!(is_transient_text(
-            "pg_dump: error: connection to server at \"127.0.0.1\", port 1 failed: Connection refused"
-        ));
-        assert!(is_transient_text(
-            "server closed the connection unexpectedly"
-        ));
-        assert!(!is_transient_text(
-            "FATAL: password authentication failed for user \"x\""
-        ));
-        assert!(!is_transient_text(
-            "ERROR 1045 (28000): Access denied for user"
-        ));
-        assert!(!is_transient_text("syntax error at or near"));
     }
 }

@@ -36,6 +36,15 @@ pub enum GitError {
         "commit {commit} has no directory `{path}`; pass --path DIR (the policy directory inside the repository)"
     )]
     NoPath { commit: String, path: String },
+    #[error(
+        "no commit, branch or tag `{reference}` in {location}: {source}; pass --ref with a commit id, a branch or a tag of that repository"
+    )]
+    NoRef {
+        location: String,
+        reference: String,
+        #[source]
+        source: git2::Error,
+    },
     #[error("cannot read commit {commit} of {location}: {source}")]
     Read {
         location: String,
@@ -52,6 +61,7 @@ impl GitError {
             GitError::NoBranch { .. } => "no-branch",
             GitError::Fetch { .. } => "fetch",
             GitError::NoPath { .. } => "no-path",
+            GitError::NoRef { .. } => "no-ref",
             GitError::Read { .. } => "read",
         }
     }
@@ -207,6 +217,20 @@ fn revision_of(commit: &git2::Commit<'_>) -> Revision {
     }
 }
 
+/// The commit a ref names: a commit id (or a unique prefix), a branch, a
+/// tag, `HEAD`, or anything else `git rev-parse` accepts (`origin/feature`).
+pub fn resolve(cfg: &RepoConfig, reference: &str) -> Result<String, GitError> {
+    let repo = open(cfg)?;
+    let no_ref = |source| GitError::NoRef {
+        location: cfg.location.clone(),
+        reference: reference.to_string(),
+        source,
+    };
+    let object = repo.revparse_single(reference).map_err(no_ref)?;
+    let commit = object.peel_to_commit().map_err(no_ref)?;
+    Ok(commit.id().to_string())
+}
+
 /// Every `*.yaml`/`*.yml` under `cfg.path` at `commit`, sorted by path.
 pub fn read(cfg: &RepoConfig, commit: &str) -> Result<(Revision, Vec<PolicyFile>), GitError> {
     let repo = open(cfg)?;
@@ -255,10 +279,7 @@ pub fn read(cfg: &RepoConfig, commit: &str) -> Result<(Revision, Vec<PolicyFile>
     let mut files = Vec::with_capacity(blobs.len());
     for (path, id) in blobs {
         let blob = repo.find_blob(id).map_err(read_err)?;
-        files.push(PolicyFile {
-            path,
-            text: String::from_utf8_lossy(blob.content()).into_owned(),
-        });
+        files.push(PolicyFile::from_bytes(path, blob.content().to_vec()));
     }
     files.sort_by(|a, b| a.path.cmp(&b.path));
     Ok((revision_of(&commit_obj), files))

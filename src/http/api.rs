@@ -43,7 +43,7 @@ impl Auth {
     }
 
     /// The name of the token presented, if it is one of ours.
-    fn caller(&self, headers: &HeaderMap) -> Option<&str> {
+    pub(crate) fn caller(&self, headers: &HeaderMap) -> Option<&str> {
         let presented = headers
             .get(header::AUTHORIZATION)?
             .to_str()
@@ -102,7 +102,7 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
 }
 
-fn unauthorized() -> Response {
+pub(crate) fn unauthorized() -> Response {
     (
         StatusCode::UNAUTHORIZED,
         [(header::WWW_AUTHENTICATE, "Bearer")],

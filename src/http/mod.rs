@@ -1,5 +1,5 @@
-//! IO: the daemon's HTTP listener (loopback by default). Read-only for now:
-//! `GET /metrics` (OpenMetrics text, or the classic text format when the
+//! IO: the daemon's HTTP listener (loopback by default). The status pages
+//! (`/`, `/policies/{name}`, `/backups/{id}`, in `pages`), `GET /metrics` (OpenMetrics text, or the classic text format when the
 //! scraper does not ask for OpenMetrics), `/healthz` (the process answers),
 //! `/readyz` (a valid revision is applied and the last cycle did not fail),
 //! `/api/v1/status`, `/api/v1/plan` (both from the daemon's last cycle) and
@@ -22,6 +22,10 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
 pub mod api;
+mod pages;
+pub mod preview;
+pub mod timeline;
+pub mod view;
 
 use crate::catalog::Catalog;
 use crate::metrics::Metrics;
@@ -45,6 +49,19 @@ pub struct Snapshot {
     pub plan: Option<Plan>,
     /// Why the last cycle failed, if it did.
     pub cycle_error: Option<String>,
+    /// The revision in force, for `POST /api/v1/previews`.
+    #[serde(skip)]
+    pub in_force: Option<Arc<InForce>>,
+}
+
+/// The revision in force and the planner's options (previews compare a
+/// proposal with it).
+#[derive(Debug)]
+pub struct InForce {
+    pub commit: String,
+    pub desired: crate::policy::DesiredState,
+    pub options: crate::plan::PlanOptions,
+    pub permissions: Arc<crate::policy::Permissions>,
 }
 
 impl Snapshot {
@@ -72,7 +89,7 @@ pub struct ApiState {
     pub control: api::Control,
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
+pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
 }
 
@@ -169,6 +186,9 @@ pub fn router_with(state: ApiState, read_timeout: Duration) -> Router {
             api::MAX_WAIT + read_timeout,
         ));
     Router::new()
+        .route("/", get(pages::index))
+        .route("/policies/{name}", get(pages::policy))
+        .route("/backups/{id}", get(pages::backup))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -183,8 +203,24 @@ pub fn router_with(state: ApiState, read_timeout: Duration) -> Router {
         ))
         .merge(jobs)
         .fallback(not_found)
-        .with_state(state)
+        .with_state(state.clone())
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+        .merge(previews(state, read_timeout))
+}
+
+/// `POST /api/v1/previews` takes a whole policy repository: its own body limit.
+fn previews(state: ApiState, read_timeout: Duration) -> Router {
+    Router::new()
+        .route("/api/v1/previews", post(preview::preview))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            read_timeout,
+        ))
+        .with_state(state)
+        .layer(axum::extract::DefaultBodyLimit::max(
+            preview::PREVIEW_BODY_LIMIT,
+        ))
+        .layer(RequestBodyLimitLayer::new(preview::PREVIEW_BODY_LIMIT))
 }
 
 /// Serves `router` on `listener` until `stop` turns true; requests in flight

@@ -107,6 +107,7 @@ named! {
         PinMarkerRewritten => "pin-marker-rewritten",
         Alert => "alert",
         AlertSent => "alert-sent",
+        AlertDropped => "alert-dropped",
         CatalogRebuilt => "catalog-rebuilt",
     }
 }

@@ -12,4 +12,7 @@ mod records;
 
 pub use expectation::Expectation;
 pub use kinds::{ActionKind, ArtifactProblem, AuditKind, DriftKind, Health, RunOutcome, Trigger};
-pub use records::{ActiveAlert, CheckResult, DrillOutcome, Outcome, Recipient, RevisionRecord};
+pub use records::{
+    ActiveAlert, CheckResult, DrillOutcome, Outcome, Recipient, RevisionRecord, SecretRef,
+    WebhookFormat, WebhookTarget,
+};

@@ -6,6 +6,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use std::path::PathBuf;
+
 use super::{ActionKind, Trigger};
 
 /// The result of one executed action.
@@ -54,13 +56,48 @@ pub struct RevisionRecord {
     pub diagnostics: Vec<String>,
 }
 
-/// Who a policy's notices go to: one `Notifier` document.
+/// Who a policy's notices go to: one `Notifier` document (its email
+/// addresses, its webhook, or both).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Recipient {
     pub notifier: String,
     /// `spec.email.from`; the daemon's `--smtp-from` when absent.
     pub from: Option<String>,
+    /// `spec.email.to`; empty without `email`.
     pub to: Vec<String>,
+    /// `spec.webhook`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookTarget>,
+}
+
+/// Where and how a webhook notice is posted (the secret by reference only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookTarget {
+    pub url: String,
+    #[serde(default)]
+    pub secret_from: Option<SecretRef>,
+    #[serde(default)]
+    pub format: WebhookFormat,
+}
+
+/// The body a webhook notifier posts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    /// The versioned safepoint JSON payload (docs/webhook-payload.schema.json).
+    #[default]
+    Json,
+    /// A Slack/Mattermost incoming-webhook message (`{"text": ...}`).
+    Slack,
+}
+
+/// A reference to a secret held outside Git. The value is never stored in
+/// the model, only where to read it from at execution time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecretRef {
+    Env(String),
+    File(PathBuf),
 }
 
 /// An open alert, as persisted between cycles.

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::model::DriftKind;
-pub use crate::model::{ActiveAlert, Recipient};
+pub use crate::model::{ActiveAlert, Recipient, WebhookTarget};
 use crate::policy::DesiredState;
 use crate::status::Status;
 
@@ -31,6 +31,8 @@ pub enum NoticeKind {
     Resolved,
     /// A one-off event (`event_notice`).
     Event,
+    /// `safepoint notify test`.
+    Test,
 }
 
 impl NoticeKind {
@@ -40,11 +42,13 @@ impl NoticeKind {
             NoticeKind::Reminder => "REMINDER",
             NoticeKind::Resolved => "RESOLVED",
             NoticeKind::Event => "EVENT",
+            NoticeKind::Test => "TEST",
         }
     }
 }
 
-/// One message to deliver to each of `recipients`.
+/// One message to deliver to each of `recipients`: the rendered mail
+/// (`subject`, `body`) and the structured fields the webhook payload carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notice {
     pub kind: NoticeKind,
@@ -53,6 +57,28 @@ pub struct Notice {
     pub subject: String,
     pub body: String,
     pub recipients: Vec<Recipient>,
+    /// What failed (or failed until it resolved).
+    pub detail: String,
+    /// What to run next; `None` when there is nothing to do (resolved).
+    pub next: Option<String>,
+    /// When the problem started (the event time for an event).
+    pub since: DateTime<Utc>,
+    /// When this notice was decided.
+    pub at: DateTime<Utc>,
+    /// The backups involved: the policy's newest verified backup, or for a
+    /// deploy failure the pre-deploy snapshot.
+    pub backups: Vec<String>,
+    /// The exact command restoring the backup involved (deploy failures).
+    pub restore_command: Option<String>,
+}
+
+/// What an event notice says besides its reason (`event_notice`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventDetail {
+    pub detail: String,
+    pub next: String,
+    pub backups: Vec<String>,
+    pub restore_command: Option<String>,
 }
 
 /// What one evaluation decided.
@@ -62,7 +88,7 @@ pub struct Step {
     pub state: Vec<ActiveAlert>,
 }
 
-/// The email recipients of a policy's `spec.alerts.notifiers`.
+/// The recipients of a policy's `spec.alerts.notifiers`.
 pub fn policy_recipients(desired: &DesiredState, policy: &str) -> Vec<Recipient> {
     desired
         .policies
@@ -75,14 +101,15 @@ pub fn policy_recipients(desired: &DesiredState, policy: &str) -> Vec<Recipient>
 pub fn event_notice(
     policy: &str,
     reason: &str,
-    detail: &str,
-    next: &str,
+    event: EventDetail,
     recipients: Vec<Recipient>,
     now: DateTime<Utc>,
 ) -> Notice {
     let body = format!(
-        "Policy:     {policy}\nEvent:      {reason}\nAt:         {}\n\nWhat failed: {detail}\n\nNext step: {next}\n\n-- \nsafepoint\n",
-        now.format("%Y-%m-%d %H:%M:%S UTC")
+        "Policy:     {policy}\nEvent:      {reason}\nAt:         {}\n\nWhat failed: {}\n\nNext step: {}\n\n-- \nsafepoint\n",
+        now.format("%Y-%m-%d %H:%M:%S UTC"),
+        event.detail,
+        event.next,
     );
     Notice {
         kind: NoticeKind::Event,
@@ -91,6 +118,41 @@ pub fn event_notice(
         subject: format!("[safepoint] {reason}: policy {policy}"),
         body,
         recipients,
+        detail: event.detail,
+        next: Some(event.next),
+        since: now,
+        at: now,
+        backups: event.backups,
+        restore_command: event.restore_command,
+    }
+}
+
+/// A test notice (`safepoint notify test`) for one notifier.
+pub fn test_notice(recipient: Recipient, now: DateTime<Utc>) -> Notice {
+    let detail = format!(
+        "a test notice sent with `safepoint notify test {}`; nothing is wrong",
+        recipient.notifier
+    );
+    Notice {
+        kind: NoticeKind::Test,
+        policy: String::new(),
+        reason: "test".into(),
+        subject: format!(
+            "[safepoint] TEST notice via notifier {}",
+            recipient.notifier
+        ),
+        body: format!(
+            "This is a test notice from safepoint ({}).\nNotifier: {}\n\nIf you read this, alerts reach you.\n\n-- \nsafepoint\n",
+            now.format("%Y-%m-%d %H:%M:%S UTC"),
+            recipient.notifier
+        ),
+        recipients: vec![recipient],
+        detail,
+        next: None,
+        since: now,
+        at: now,
+        backups: Vec::new(),
+        restore_command: None,
     }
 }
 
@@ -98,15 +160,23 @@ fn recipients(desired: &DesiredState, notifiers: &[String]) -> Vec<Recipient> {
     notifiers
         .iter()
         .filter_map(|n| desired.notifiers.get(n))
-        .filter_map(|n| {
-            n.email.as_ref().map(|e| Recipient {
-                notifier: n.name.clone(),
-                from: e.from.clone(),
-                to: e.to.clone(),
-            })
-        })
-        .filter(|r| !r.to.is_empty())
+        .map(recipient)
+        .filter(|r| !r.to.is_empty() || r.webhook.is_some())
         .collect()
+}
+
+/// One notifier as a recipient.
+pub fn recipient(n: &crate::policy::NotifierSpec) -> Recipient {
+    Recipient {
+        notifier: n.name.clone(),
+        from: n.email.as_ref().and_then(|e| e.from.clone()),
+        to: n.email.as_ref().map_or_else(Vec::new, |e| e.to.clone()),
+        webhook: n.webhook.as_ref().map(|w| WebhookTarget {
+            url: w.url.clone(),
+            secret_from: w.secret_from.clone(),
+            format: w.format,
+        }),
+    }
 }
 
 fn short(commit: &str) -> &str {
@@ -285,7 +355,7 @@ fn body(
     }
     b.push('\n');
     match kind {
-        NoticeKind::Resolved | NoticeKind::Event => {
+        NoticeKind::Resolved | NoticeKind::Event | NoticeKind::Test => {
             b.push_str(&format!("What failed: {}\n", alert.detail));
             b.push_str("\nNothing to do; `safepoint status` shows the current state.\n");
         }
@@ -370,13 +440,24 @@ fn notice(
     last_good: &BTreeMap<String, String>,
     now: DateTime<Utc>,
 ) -> Notice {
+    let good = last_good.get(&alert.policy);
     Notice {
         kind,
         policy: alert.policy.clone(),
         reason: alert.reason.clone(),
         subject: subject(kind, &alert.policy, &alert.reason),
-        body: body(kind, alert, last_good.get(&alert.policy), now),
+        body: body(kind, alert, good, now),
         recipients: alert.recipients.clone(),
+        detail: alert.detail.clone(),
+        next: (kind != NoticeKind::Resolved).then(|| next_step(&alert.policy, &alert.reason)),
+        since: alert.since,
+        at: now,
+        // `last_good_lines` starts each line with the backup id.
+        backups: good
+            .and_then(|l| l.split(',').next())
+            .map(|id| vec![id.to_string()])
+            .unwrap_or_default(),
+        restore_command: None,
     }
 }
 

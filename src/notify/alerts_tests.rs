@@ -12,6 +12,7 @@ fn oncall() -> Vec<Recipient> {
         notifier: "oncall".into(),
         from: None,
         to: vec!["ops@example.com".into()],
+        webhook: None,
     }]
 }
 

@@ -1,11 +1,16 @@
 //! IO: alerting. `evaluate` runs the pure state machine (`alerts`) on the
 //! current status, persists the new alert state and queues the notices in the
-//! catalog's outbox in one transaction; `deliver` sends what is due by SMTP
-//! and reschedules failures with exponential backoff, so an SMTP outage
-//! delays mails but never loses them or stops the daemon.
+//! catalog's outbox in one transaction (one row per notifier and channel:
+//! email, webhook); `deliver` sends what is due by SMTP or HTTP and
+//! reschedules transient failures with exponential backoff, so an outage
+//! delays notices but never loses them or stops the daemon; a permanent
+//! refusal (SMTP 5xx, HTTP 4xx) is dropped with its reason recorded.
+//! `test` sends one test notice straight through a notifier (`notify test`).
 
 pub mod alerts;
+pub mod payload;
 pub mod smtp;
+pub mod webhook;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
@@ -13,8 +18,10 @@ use crate::catalog::{Catalog, CatalogError, NewNotification};
 use crate::metrics::Metrics;
 use crate::policy::DesiredState;
 use crate::status::Status;
-use alerts::Notice;
+use alerts::{EventDetail, Notice, Recipient};
+use payload::Payload;
 pub use smtp::{Mailer, SmtpSettings, SmtpTls};
+pub use webhook::{Answer, Poster};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NotifyError {
@@ -32,6 +39,10 @@ pub enum NotifyError {
         "no sender address: set --smtp-from (SAFEPOINT_SMTP_FROM) or the Notifier's email.from"
     )]
     NoSender,
+    #[error(
+        "no SMTP server configured: pass --smtp-host (SAFEPOINT_SMTP_HOST) and the other --smtp-* options"
+    )]
+    NoSmtp,
     #[error("cannot build the mail: {0}")]
     Build(String),
     #[error("smtp server {host}: {source}")]
@@ -42,6 +53,16 @@ pub enum NotifyError {
         #[source]
         source: lettre::transport::smtp::Error,
     },
+    /// `url` is shown without path or query (`webhook::redacted`).
+    #[error("webhook {url}: {message}")]
+    Webhook {
+        url: String,
+        /// A 4xx answer or a setup error: retrying cannot help.
+        permanent: bool,
+        message: String,
+    },
+    #[error("cannot encode the webhook payload: {0}")]
+    Payload(#[from] serde_json::Error),
 }
 
 impl NotifyError {
@@ -50,23 +71,29 @@ impl NotifyError {
             NotifyError::Catalog(_) => "catalog",
             NotifyError::Address { .. } => "address",
             NotifyError::NoSender => "no-sender",
+            NotifyError::NoSmtp => "no-smtp",
             NotifyError::Build(_) => "build",
             NotifyError::Smtp { .. } => "smtp",
+            NotifyError::Webhook { .. } => "webhook",
+            NotifyError::Payload(_) => "payload",
         }
     }
 
     /// Whether a later attempt may succeed.
     pub fn is_transient(&self) -> bool {
         match self {
-            NotifyError::Smtp { permanent, .. } => !permanent,
+            NotifyError::Smtp { permanent, .. } | NotifyError::Webhook { permanent, .. } => {
+                !permanent
+            }
             NotifyError::Catalog(_) => true,
             _ => false,
         }
     }
 }
 
-/// Runs the alert state machine on `status` and queues its notices (as
-/// email, when `email` is configured). Returns the notices decided.
+/// Runs the alert state machine on `status` and queues its notices: to
+/// each recipient's webhook, and by email when `email` (an SMTP server is
+/// configured). Returns the notices decided.
 pub async fn evaluate(
     catalog: &Catalog,
     desired: &DesiredState,
@@ -82,9 +109,7 @@ pub async fn evaluate(
     let mut queue = Vec::new();
     for n in &step.notices {
         log_notice(n);
-        if email {
-            queue.extend(notifications(n));
-        }
+        queue.extend(notifications(n, email)?);
     }
     catalog.save_alerts(&step.state, &queue, now).await?;
     Ok(step.notices)
@@ -99,40 +124,58 @@ fn log_notice(n: &Notice) {
     tracing::warn!(policy = %what, reason = %n.reason, kind = n.kind.as_str(), recipients = n.recipients.len(), "alert");
 }
 
-/// One email per recipient notifier.
-fn notifications(n: &Notice) -> Vec<NewNotification> {
-    n.recipients
-        .iter()
-        .map(|r| NewNotification {
-            channel: "email".into(),
+/// One email per recipient notifier with addresses (when `email`), one
+/// webhook post per recipient notifier with a webhook.
+fn notifications(n: &Notice, email: bool) -> Result<Vec<NewNotification>, NotifyError> {
+    let mut out = Vec::new();
+    for r in &n.recipients {
+        let row = |channel: &str| NewNotification {
+            channel: channel.into(),
             kind: n.kind.as_str().into(),
             policy: n.policy.clone(),
             reason: n.reason.clone(),
             notifier: r.notifier.clone(),
-            sender: r.from.clone(),
-            recipients: r.to.clone(),
+            sender: None,
+            recipients: Vec::new(),
             subject: n.subject.clone(),
-            body: n.body.clone(),
-        })
-        .collect()
+            body: String::new(),
+            webhook: None,
+        };
+        if email && !r.to.is_empty() {
+            out.push(NewNotification {
+                sender: r.from.clone(),
+                recipients: r.to.clone(),
+                body: n.body.clone(),
+                ..row("email")
+            });
+        }
+        if let Some(target) = &r.webhook {
+            out.push(NewNotification {
+                body: serde_json::to_string(&Payload::new(n, &r.notifier))?,
+                webhook: Some(target.clone()),
+                ..row("webhook")
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// Queues a one-off event notice (e.g. a failed deploy) for the policy's
-/// email notifiers. Any process may queue; the daemon delivers it (within a
-/// minute). Returns the number of mails queued.
+/// notifiers (email and webhook). Any process may queue; the daemon
+/// delivers it: at once when it queued it itself (the outbox bell), within
+/// `--outbox-poll` when another process did. Returns the number queued.
 pub async fn queue_event(
     catalog: &Catalog,
     desired: &DesiredState,
     policy: &str,
     reason: &str,
-    detail: &str,
-    next: &str,
+    event: EventDetail,
     now: DateTime<Utc>,
 ) -> Result<usize, NotifyError> {
     let recipients = alerts::policy_recipients(desired, policy);
-    let n = alerts::event_notice(policy, reason, detail, next, recipients, now);
+    let n = alerts::event_notice(policy, reason, event, recipients, now);
     log_notice(&n);
-    let queue = notifications(&n);
+    let queue = notifications(&n, true)?;
     catalog.queue_notifications(&queue, now).await?;
     Ok(queue.len())
 }
@@ -153,43 +196,90 @@ pub struct Delivery {
     pub pending: i64,
 }
 
-/// Sends the due notifications (every pending one when `ignore_backoff`, as
-/// on startup). Stops the pass at the first transient failure: the server is
-/// probably down, and everything stays queued for the next pass.
-pub async fn deliver(
-    catalog: &Catalog,
-    mailer: &Mailer,
-    metrics: &Metrics,
-    now: DateTime<Utc>,
-    ignore_backoff: bool,
-) -> Result<Delivery, NotifyError> {
-    let mut report = Delivery::default();
-    for queued in catalog.due_notifications(now, ignore_backoff).await? {
-        let n = &queued.item;
-        let result = mailer
-            .send(n.sender.as_deref(), &n.recipients, &n.subject, &n.body)
-            .await;
-        let at = Utc::now();
-        match result {
-            Ok(()) => {
-                catalog.notification_sent(queued.id, at).await?;
-                metrics.record_notification("email", true);
-                report.sent += 1;
-                let msg = format!(
+/// How notices leave: SMTP (when configured) and HTTP.
+#[derive(Clone)]
+pub struct Channels {
+    pub mailer: Option<Mailer>,
+    pub poster: Poster,
+}
+
+impl Channels {
+    /// Sends one queued notification; `Ok` carries a line for the log.
+    async fn send(&self, id: i64, n: &NewNotification) -> Result<String, NotifyError> {
+        match (&n.webhook, &self.mailer) {
+            (Some(target), _) => {
+                let mut p: Payload = serde_json::from_str(&n.body)?;
+                p.id = format!("{}-{id}", n.notifier);
+                let answer = self.poster.post(target, &p, Utc::now()).await?;
+                Ok(format!(
+                    "posted {} {} webhook via notifier {} to {} ({})",
+                    n.kind,
+                    n.reason,
+                    n.notifier,
+                    webhook::redacted(&target.url),
+                    answer.status
+                ))
+            }
+            (None, Some(mailer)) => {
+                mailer
+                    .send(n.sender.as_deref(), &n.recipients, &n.subject, &n.body)
+                    .await?;
+                Ok(format!(
                     "sent {} {} mail via notifier {} to {}",
                     n.kind,
                     n.reason,
                     n.notifier,
                     n.recipients.join(", ")
-                );
+                ))
+            }
+            (None, None) => Err(NotifyError::NoSmtp),
+        }
+    }
+
+    /// Whether this process can send `n` (email needs an SMTP server).
+    fn can_send(&self, n: &NewNotification) -> bool {
+        n.webhook.is_some() || self.mailer.is_some()
+    }
+}
+
+/// Sends the due notifications (every pending one when `ignore_backoff`, as
+/// on startup). After a transient failure the rest of that destination (the
+/// SMTP server, or one notifier's webhook) waits for the next pass: it is
+/// probably down, and everything stays queued. Mail stays queued while no
+/// SMTP server is configured.
+pub async fn deliver(
+    catalog: &Catalog,
+    channels: &Channels,
+    metrics: &Metrics,
+    now: DateTime<Utc>,
+    ignore_backoff: bool,
+) -> Result<Delivery, NotifyError> {
+    let mut report = Delivery::default();
+    let mut down = std::collections::BTreeSet::new();
+    for queued in catalog.due_notifications(now, ignore_backoff).await? {
+        let n = &queued.item;
+        let destination = match n.webhook {
+            Some(_) => n.notifier.clone(),
+            None => String::new(),
+        };
+        if !channels.can_send(n) || down.contains(&(n.channel.clone(), destination.clone())) {
+            continue;
+        }
+        let result = channels.send(queued.id, n).await;
+        let at = Utc::now();
+        let policy = Some(n.policy.as_str()).filter(|p| !p.is_empty());
+        match result {
+            Ok(msg) => {
+                catalog.notification_sent(queued.id, at).await?;
+                metrics.record_notification(&n.channel, true);
+                report.sent += 1;
                 tracing::info!(policy = %n.policy, "{msg}");
-                let policy = Some(n.policy.as_str()).filter(|p| !p.is_empty());
                 catalog
                     .event(at, crate::model::AuditKind::AlertSent, policy, &msg)
                     .await?;
             }
             Err(e) => {
-                metrics.record_notification("email", false);
+                metrics.record_notification(&n.channel, false);
                 report.failed += 1;
                 let transient = e.is_transient();
                 let retry = transient.then(|| at + backoff(queued.attempts + 1, queued.id));
@@ -198,14 +288,19 @@ pub async fn deliver(
                     .await?;
                 match retry {
                     Some(t) => {
-                        tracing::warn!(error = %e, retry_at = %t, subject = %n.subject, "alert mail not delivered; queued for retry")
+                        tracing::warn!(error = %e, retry_at = %t, channel = %n.channel, subject = %n.subject, "alert notice not delivered; queued for retry");
+                        down.insert((n.channel.clone(), destination));
                     }
                     None => {
-                        tracing::error!(error = %e, subject = %n.subject, "alert mail cannot be delivered; dropped")
+                        tracing::error!(error = %e, channel = %n.channel, subject = %n.subject, "alert notice cannot be delivered; dropped");
+                        let msg = format!(
+                            "dropped {} {} {} via notifier {}: {e}",
+                            n.kind, n.reason, n.channel, n.notifier
+                        );
+                        catalog
+                            .event(at, crate::model::AuditKind::AlertDropped, policy, &msg)
+                            .await?;
                     }
-                }
-                if transient {
-                    break;
                 }
             }
         }
@@ -213,6 +308,67 @@ pub async fn deliver(
     report.pending = catalog.pending_notifications().await?;
     metrics.set_queued(report.pending);
     Ok(report)
+}
+
+/// What one channel of a notifier answered to a test notice.
+#[derive(Debug)]
+pub struct TestOutcome {
+    pub channel: &'static str,
+    /// The addresses, or the webhook URL without path.
+    pub destination: String,
+    pub result: Result<String, NotifyError>,
+}
+
+/// Sends a test notice straight through `recipient` (not via the outbox),
+/// on each of its channels; email only when `mailer` is set.
+pub async fn test(
+    recipient: &Recipient,
+    mailer: Option<&Mailer>,
+    poster: &Poster,
+    now: DateTime<Utc>,
+) -> Vec<TestOutcome> {
+    let n = alerts::test_notice(recipient.clone(), now);
+    let mut out = Vec::new();
+    if !recipient.to.is_empty() {
+        let result = match mailer {
+            Some(m) => m
+                .send(
+                    recipient.from.as_deref(),
+                    &recipient.to,
+                    &n.subject,
+                    &n.body,
+                )
+                .await
+                .map(|()| {
+                    format!(
+                        "accepted by the SMTP server {}:{}",
+                        m.settings().host,
+                        m.settings().port
+                    )
+                }),
+            None => Err(NotifyError::NoSmtp),
+        };
+        out.push(TestOutcome {
+            channel: "email",
+            destination: recipient.to.join(", "),
+            result,
+        });
+    }
+    if let Some(target) = &recipient.webhook {
+        let mut p = Payload::new(&n, &recipient.notifier);
+        p.id = format!("{}-test-{}", recipient.notifier, now.timestamp());
+        let result = poster.post(target, &p, now).await.map(|a| {
+            format!("endpoint answered {} {}", a.status, a.body)
+                .trim_end()
+                .to_string()
+        });
+        out.push(TestOutcome {
+            channel: "webhook",
+            destination: webhook::redacted(&target.url),
+            result,
+        });
+    }
+    out
 }
 
 #[cfg(test)]

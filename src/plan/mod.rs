@@ -6,6 +6,8 @@
 mod backup;
 mod decide;
 mod drill;
+pub mod preview;
+mod preview_render;
 mod prune;
 mod render;
 pub mod retention;
@@ -39,6 +41,10 @@ pub struct PlanOptions {
     pub max_deletions: usize,
     /// `prune --orphans`: also delete backups of policies no longer in Git.
     pub prune_orphans: bool,
+    /// The deletion guard (`preview`): a revision may delete at most this
+    /// many backups of one policy without acknowledging it
+    /// (`safepoint.io/allow-deletions`); `--deletion-guard`.
+    pub deletion_guard: usize,
     /// Wait at least this long after a failed attempt before retrying
     /// (doubled per consecutive failure, capped at `max_retry_backoff`).
     #[serde(skip)]
@@ -52,6 +58,7 @@ impl Default for PlanOptions {
         PlanOptions {
             max_deletions: 100,
             prune_orphans: false,
+            deletion_guard: 0,
             retry_backoff: TimeDelta::minutes(1),
             max_retry_backoff: TimeDelta::hours(1),
         }

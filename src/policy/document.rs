@@ -6,8 +6,10 @@ use std::collections::BTreeMap;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use super::annotations;
 use super::backup_policy::backup_policy;
 use super::model::{BackupPolicy, DesiredState, NotifierSpec, StorageSpec};
+use super::permissions::{self, Permissions, Subject};
 use super::schema::{self, display_path};
 use super::suggest::{closest, one_of};
 use super::validate::{self, Sink};
@@ -23,6 +25,7 @@ pub(crate) struct Checked {
     name: Option<String>,
     pos: Pos,
     item: Item,
+    ack: annotations::Ack,
 }
 
 enum Item {
@@ -52,6 +55,7 @@ pub(crate) fn check(
     file: &str,
     schema: &Value,
     node: &Node,
+    perms: &Permissions,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<Checked> {
     let (mut value, locs) = yaml::to_json(node);
@@ -85,26 +89,45 @@ pub(crate) fn check(
     }
     // A bad name is reported, and the spec is still checked; the document
     // only takes part in the cross-document checks when its name is usable.
-    let (name, item) = match kind.as_str() {
+    let (name, item, ack) = match kind.as_str() {
         "Storage" => {
             let doc: raw::StorageDocument = deserialize(value, &mut sink, structurally_ok)?;
             let name = header(&mut sink, &doc.api_version, &doc.metadata);
+            let ack = annotations::read(&mut sink, "Storage", &doc.metadata);
             let spec = storage::storage(&mut sink, &doc.metadata.name, doc.spec);
-            (name, Item::Storage(spec))
+            let subject = subject("Storage", &doc.metadata, file);
+            if let Some(s) = &spec {
+                permissions::check_storage(&mut sink, perms, &subject, s);
+            }
+            (name, Item::Storage(spec), ack)
         }
         "Notifier" => {
             let doc: raw::NotifierDocument = deserialize(value, &mut sink, structurally_ok)?;
             let name = header(&mut sink, &doc.api_version, &doc.metadata);
+            let ack = annotations::read(&mut sink, "Notifier", &doc.metadata);
             let spec = validate::notifier(&mut sink, &doc.metadata.name, doc.spec);
-            (name, Item::Notifier(spec))
+            let subject = subject("Notifier", &doc.metadata, file);
+            if let Some(n) = &spec {
+                permissions::check_notifier(&mut sink, perms, &subject, n);
+            }
+            (name, Item::Notifier(spec), ack)
         }
         "BackupPolicy" => {
             let doc: raw::BackupPolicyDocument = deserialize(value, &mut sink, structurally_ok)?;
             let name = header(&mut sink, &doc.api_version, &doc.metadata);
             let refs = references(&locs, &doc.spec);
-            let policy =
-                backup_policy(&mut sink, &doc.metadata.name, doc.metadata.labels, doc.spec);
-            (name, Item::Policy(policy.map(Box::new), refs))
+            let subject = subject("BackupPolicy", &doc.metadata, file);
+            let ack = annotations::read(&mut sink, "BackupPolicy", &doc.metadata);
+            let policy = backup_policy(
+                &mut sink,
+                &doc.metadata.name,
+                doc.metadata.labels.clone(),
+                doc.spec,
+            );
+            if let Some(p) = &policy {
+                permissions::check_policy(&mut sink, perms, &subject, p);
+            }
+            (name, Item::Policy(policy.map(Box::new), refs), ack)
         }
         _ => return None, // reported by the schema check
     };
@@ -113,7 +136,18 @@ pub(crate) fn check(
         pos: locs.value("/metadata/name"),
         name,
         item,
+        ack,
     })
+}
+
+/// What the operator's grants select a document by.
+fn subject<'a>(kind: &'a str, metadata: &'a raw::Metadata, file: &'a str) -> Subject<'a> {
+    Subject {
+        kind,
+        name: &metadata.name,
+        labels: &metadata.labels,
+        file,
+    }
 }
 
 /// Checks `apiVersion` and `metadata.name`; the name when it is usable.
@@ -205,6 +239,11 @@ pub(crate) fn assemble(docs: Vec<Checked>, diags: &mut Vec<Diagnostic>) -> Desir
     let notifiers = names("Notifier");
     let mut state = DesiredState::default();
     for doc in unique {
+        let ack = &mut state.acknowledged;
+        ack.orphans.extend(doc.ack.orphans);
+        if let (Some(n), Some(name), Item::Policy(..)) = (doc.ack.deletions, &doc.name, &doc.item) {
+            ack.deletions.insert(name.clone(), n);
+        }
         match doc.item {
             Item::Storage(Some(s)) => {
                 state.storages.insert(s.name.clone(), s);

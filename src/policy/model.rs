@@ -14,6 +14,21 @@ pub struct DesiredState {
     pub storages: BTreeMap<String, StorageSpec>,
     pub notifiers: BTreeMap<String, NotifierSpec>,
     pub policies: BTreeMap<String, BackupPolicy>,
+    /// Destructive consequences this revision acknowledges (annotations).
+    pub acknowledged: Acknowledged,
+}
+
+/// What a revision acknowledges in its own documents, so that a reviewed
+/// line, not a flag, lets a destructive change through the deletion guard
+/// (`plan::preview::guard`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Acknowledged {
+    /// Policy -> how many of its backups the change may delete
+    /// (`safepoint.io/allow-deletions` on the BackupPolicy).
+    pub deletions: BTreeMap<String, u32>,
+    /// Removed policies whose history may become orphaned
+    /// (`safepoint.io/allow-orphans` on any document).
+    pub orphans: std::collections::BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -69,16 +84,10 @@ pub struct EmailNotifier {
 pub struct WebhookNotifier {
     pub url: String,
     pub secret_from: Option<SecretRef>,
+    pub format: WebhookFormat,
 }
 
-/// A reference to a secret held outside Git. The value is never stored in
-/// the model, only where to read it from at execution time.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SecretRef {
-    Env(String),
-    File(PathBuf),
-}
+pub use crate::model::{SecretRef, WebhookFormat};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BackupPolicy {
@@ -110,6 +119,9 @@ pub enum Source {
     Postgres {
         url: String,
         password_from: Option<SecretRef>,
+        /// Directory of the `pg_dump` to run (`source.binDir`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        bin_dir: Option<PathBuf>,
     },
     Mysql {
         url: String,

@@ -28,6 +28,13 @@ pub(crate) struct Metadata {
     /// Free-form labels, e.g. `team: payments` (used by `--selector`).
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Free-form annotations. safepoint reads two (docs/policy-reference.md):
+    /// `safepoint.io/allow-deletions: "N"` (BackupPolicy: this change may
+    /// delete up to N of its backups) and `safepoint.io/allow-orphans:
+    /// "a, b"` (any document: this change may orphan the history of the
+    /// removed policies `a` and `b`).
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -134,6 +141,16 @@ pub(crate) struct Webhook {
     pub url: String,
     /// HMAC-SHA256 signing secret, by reference.
     pub secret_from: Option<SecretFrom>,
+    /// Body format: `json` (the versioned safepoint payload, default) or
+    /// `slack` (a Slack/Mattermost incoming-webhook message).
+    pub format: Option<WebhookFormat>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum WebhookFormat {
+    Json,
+    Slack,
 }
 
 /// A secret held outside Git: exactly one of `env` or `file`.
@@ -191,7 +208,7 @@ impl SourceType {
 }
 
 /// The data source. Which fields apply depends on `type`:
-/// `postgres`/`mysql`: `url`, `passwordFrom`; `sqlite`: `path`;
+/// `postgres`/`mysql`: `url`, `passwordFrom` (`postgres` also `binDir`); `sqlite`: `path`;
 /// `directory`: `path`, `exclude`; `command`: `backupCommand`, `restoreCommand`.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -201,6 +218,10 @@ pub(crate) struct SourceSpec {
     /// Connection URL without password, e.g. `postgres://backup@db:5432/orders`.
     pub url: Option<String>,
     pub password_from: Option<SecretFrom>,
+    /// `postgres`: directory holding the `pg_dump` to use, e.g.
+    /// `/usr/lib/postgresql/17/bin` (default: the newest installed client
+    /// that is at least the server's major version).
+    pub bin_dir: Option<String>,
     /// File (`sqlite`) or directory (`directory`) to back up.
     pub path: Option<String>,
     /// `directory`: glob patterns excluded from the archive.

@@ -13,7 +13,8 @@ pub(crate) fn source(sink: &mut Sink<'_>, s: raw::SourceSpec) -> Option<model::S
     let base = "/spec/source";
     let kind = s.kind.name();
     let uses = match s.kind {
-        raw::SourceType::Postgres | raw::SourceType::Mysql => "`url` and `passwordFrom`",
+        raw::SourceType::Postgres => "`url`, `passwordFrom` and `binDir`",
+        raw::SourceType::Mysql => "`url` and `passwordFrom`",
         raw::SourceType::Sqlite => "`path`",
         raw::SourceType::Directory => "`path` and `exclude`",
         raw::SourceType::Command => "`backupCommand` and `restoreCommand`",
@@ -25,6 +26,11 @@ pub(crate) fn source(sink: &mut Sink<'_>, s: raw::SourceSpec) -> Option<model::S
     for (field, present, allowed) in [
         ("url", s.url.is_some(), is_db),
         ("passwordFrom", s.password_from.is_some(), is_db),
+        (
+            "binDir",
+            s.bin_dir.is_some(),
+            s.kind == raw::SourceType::Postgres,
+        ),
         ("path", s.path.is_some(), is_file),
         (
             "exclude",
@@ -76,9 +82,25 @@ pub(crate) fn source(sink: &mut Sink<'_>, s: raw::SourceSpec) -> Option<model::S
             let password_from = s
                 .password_from
                 .and_then(|p| secret_ref(sink, &format!("{base}/passwordFrom"), p, &mut ok));
+            let bin_dir = match s.bin_dir {
+                Some(d) if d.trim().is_empty() => {
+                    ok = false;
+                    sink.err(
+                        &format!("{base}/binDir"),
+                        "`binDir` is empty".to_owned(),
+                        "write it like `binDir: /usr/lib/postgresql/17/bin`, or remove it to use the newest installed client".to_owned(),
+                    );
+                    None
+                }
+                d => d.map(PathBuf::from),
+            };
             let url = url?;
             if s.kind == raw::SourceType::Postgres {
-                model::Source::Postgres { url, password_from }
+                model::Source::Postgres {
+                    url,
+                    password_from,
+                    bin_dir,
+                }
             } else {
                 model::Source::Mysql { url, password_from }
             }

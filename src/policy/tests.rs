@@ -78,10 +78,7 @@ spec:
 "#;
 
 fn file(path: &str, text: &str) -> PolicyFile {
-    PolicyFile {
-        path: path.to_owned(),
-        text: text.to_owned(),
-    }
+    PolicyFile::new(path, text)
 }
 
 fn base() -> Vec<PolicyFile> {
@@ -133,6 +130,7 @@ fn spec_example_loads_into_the_expected_model() {
         source: Source::Postgres {
             url: "postgres://backup@db.internal:5432/orders".into(),
             password_from: Some(SecretRef::Env("ORDERS_DB_PASSWORD".into())),
+            bin_dir: None,
         },
         storage: "primary".into(),
         schedule: Some(Schedule {
@@ -205,6 +203,7 @@ fn spec_example_loads_into_the_expected_model() {
             webhook: Some(WebhookNotifier {
                 url: "https://hooks.example.com/safepoint".into(),
                 secret_from: Some(SecretRef::Env("WEBHOOK_SECRET".into())),
+                format: crate::policy::model::WebhookFormat::Json,
             }),
         }
     );
@@ -599,7 +598,7 @@ fn source_field_that_does_not_apply_is_an_error() {
     assert!(
         d.hint
             .as_deref()
-            .is_some_and(|h| h.contains("`url` and `passwordFrom`"))
+            .is_some_and(|h| h.contains("`url`, `passwordFrom` and `binDir`"))
     );
 }
 
@@ -858,4 +857,71 @@ fn drill_expectations_use_the_grammar_drills_evaluate() {
         let d = only(&diags, ORDERS, 38, part);
         assert!(d.message.starts_with("invalid expectation"), "{d}");
     }
+}
+
+#[test]
+fn a_file_that_is_not_utf8_is_one_diagnostic_and_the_others_are_still_checked() {
+    let mut files = policy_with(|p| p.replace("keepDaily", "keepDialy"));
+    let mut latin1 = b"apiVersion: safepoint/v1\nkind: Storage\nmetadata: {name: caf".to_vec();
+    latin1.extend_from_slice(b"\xe9}\nspec: {type: local, path: /x}\n");
+    files.push(PolicyFile::from_bytes("policies/latin1.yaml", latin1));
+    let diags = problems(&files);
+    assert_eq!(diags.len(), 2, "{}", render(&diags));
+    let bad = diags
+        .iter()
+        .find(|d| d.file == "policies/latin1.yaml")
+        .unwrap();
+    assert_eq!((bad.line, bad.column), (3, 21), "{bad}");
+    assert!(
+        bad.message.contains("not UTF-8") && bad.message.contains("0xe9"),
+        "{bad}"
+    );
+    assert!(
+        diags
+            .iter()
+            .any(|d| d.file == ORDERS && d.message.contains("keepDialy"))
+    );
+}
+
+#[test]
+fn utf8_bytes_decode_unchanged() {
+    let f = PolicyFile::from_bytes("a.yaml", "name: ädä ✓\n".as_bytes().to_vec());
+    assert_eq!(f, PolicyFile::new("a.yaml", "name: ädä ✓\n"));
+}
+
+#[test]
+fn bin_dir_is_a_postgres_source_field() {
+    let files = policy_with(|p| {
+        p.replace(
+            "    passwordFrom: {env: ORDERS_DB_PASSWORD}",
+            "    passwordFrom: {env: ORDERS_DB_PASSWORD}\n    binDir: /usr/lib/postgresql/17/bin",
+        )
+    });
+    let state = load(&files).unwrap_or_else(|d| panic!("{}", render(&d)));
+    match &state.policies["orders-db"].source {
+        Source::Postgres { bin_dir, .. } => {
+            assert_eq!(
+                bin_dir.as_deref(),
+                Some(std::path::Path::new("/usr/lib/postgresql/17/bin"))
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    let files = policy_with(|p| {
+        p.replace("type: postgres                    #", "type: mysql #")
+            .replace(
+                "postgres://backup@db.internal:5432/orders",
+                "mysql://backup@db:3306/orders",
+            )
+            .replace(
+                "    passwordFrom: {env: ORDERS_DB_PASSWORD}",
+                "    binDir: /opt/bin",
+            )
+    });
+    let diags = problems(&files);
+    assert!(
+        diags.iter().any(|d| d.message.contains("binDir")),
+        "{}",
+        render(&diags)
+    );
 }

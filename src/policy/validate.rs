@@ -146,6 +146,10 @@ pub(crate) fn notifier(
         model::WebhookNotifier {
             url: w.url,
             secret_from,
+            format: match w.format {
+                Some(raw::WebhookFormat::Slack) => model::WebhookFormat::Slack,
+                Some(raw::WebhookFormat::Json) | None => model::WebhookFormat::Json,
+            },
         }
     });
     ok.then(|| model::NotifierSpec {

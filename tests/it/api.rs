@@ -33,7 +33,11 @@ pub(crate) fn daemon(f: &Fixture, repo: &str, extra: &[&str]) -> (Daemon, Socket
     std::fs::write(f.work().join("tokens"), format!("ci {TOKEN}\n")).unwrap();
     std::fs::write(f.work().join("hook-secret"), "hook-secret-value\n").unwrap();
     let log = f.tmp.path().join("daemon.log");
-    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("safepoint"))
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("safepoint"));
+    if f.permissions_file().exists() {
+        cmd.arg("--permissions").arg(f.permissions_file());
+    }
+    let child = cmd
         .current_dir(f.work())
         .args(["--repo", repo, "--data-dir"])
         .arg(f.data())

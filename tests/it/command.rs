@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::{Fixture, STORAGE};
+use crate::common::{Fixture, PERMISSIVE, STORAGE};
 use crate::dbs::{assert_failed_cleanly, backup_dirs};
 
 fn command_policy(name: &str, backup: &str, restore: &str, extra: &str) -> String {
@@ -36,6 +36,7 @@ fn command_backup_streams_stdout_and_restores_through_stdin() {
             &command_policy("tarball", "tar -c -C files .", TAR_IN, ""),
         ),
     ]);
+    f.permit(PERMISSIVE);
     std::fs::create_dir_all(f.work().join("files/sub")).unwrap();
     std::fs::write(f.work().join("files/sub/a.txt"), "through a pipe ✓\n").unwrap();
     f.cmd().args(["backup", "tarball"]).assert().success();
@@ -68,6 +69,7 @@ fn failing_command_records_its_stderr_with_url_passwords_redacted() {
             &command_policy("flaky", "echo data", "cat > /dev/null", ""),
         ),
     ]);
+    f.permit(PERMISSIVE);
     f.cmd().args(["backup", "flaky"]).assert().success();
     let before = backup_dirs(&f, "flaky");
     let failing =
@@ -104,6 +106,7 @@ fn hanging_command_is_killed_at_its_timeout() {
             ),
         ),
     ]);
+    f.permit(PERMISSIVE);
     let started = Instant::now();
     let out = f.cmd().args(["backup", "hang"]).output().unwrap();
     assert!(

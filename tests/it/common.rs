@@ -21,6 +21,21 @@ spec:
   path: store
 "#;
 
+/// An operator permissions file that allows everything policies can ask
+/// for (`command` sources included); the daemon's own files stay protected.
+pub const PERMISSIVE: &str = r#"apiVersion: safepoint/v1
+kind: Permissions
+grants:
+  - name: everything
+    sourceKinds: [postgres, mysql, sqlite, directory, command]
+    sourceRoots: [/]
+    scratchRoots: [/]
+    hosts: ["*"]
+    secrets:
+      env: ["*"]
+      files: ["/**"]
+"#;
+
 pub fn sqlite_policy(name: &str, path: &str) -> String {
     format!(
         r#"apiVersion: safepoint/v1
@@ -121,6 +136,18 @@ impl Fixture {
         self.work().join("store")
     }
 
+    /// Where `permit` writes the operator's permissions file.
+    pub fn permissions_file(&self) -> PathBuf {
+        self.tmp.path().join("permissions.yaml")
+    }
+
+    /// Every later command of this fixture (`cmd`, `spawn`) runs with
+    /// `--permissions` = this text, e.g. `PERMISSIVE` for `command` sources.
+    pub fn permit(&self, permissions: &str) -> &Self {
+        std::fs::write(self.permissions_file(), permissions).unwrap();
+        self
+    }
+
     /// Writes `policies/<name>` files and commits them on `main`.
     pub fn commit(&self, files: &[(&str, &str)], message: &str) {
         for (name, text) in files {
@@ -159,9 +186,13 @@ impl Fixture {
         cmd.current_dir(self.work())
             .env_remove("SAFEPOINT_DATA_DIR")
             .env_remove("SAFEPOINT_REPO")
+            .env_remove("SAFEPOINT_PERMISSIONS")
             .env("SAFEPOINT_LOG", "warn")
             .arg("--data-dir")
             .arg(self.data());
+        if self.permissions_file().exists() {
+            cmd.arg("--permissions").arg(self.permissions_file());
+        }
         cmd
     }
 
@@ -214,8 +245,11 @@ pub fn incompressible_dir(dir: &Path, mib: usize) {
 
 /// Spawns the real binary with the fixture's repo and data dir.
 pub fn spawn(f: &Fixture, args: &[&str]) -> std::process::Child {
-    std::process::Command::new(assert_cmd::cargo::cargo_bin("safepoint"))
-        .current_dir(f.work())
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("safepoint"));
+    if f.permissions_file().exists() {
+        cmd.arg("--permissions").arg(f.permissions_file());
+    }
+    cmd.current_dir(f.work())
         .arg("--repo")
         .arg(f.repo())
         .arg("--data-dir")

@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use crate::api::{TOKEN, daemon, gate_policy};
-use crate::common::{Fixture, STORAGE};
+use crate::common::{Fixture, PERMISSIVE, STORAGE};
 
 /// Longest the test waits for a step before failing (a guard, not a clock).
 const STEP: Duration = Duration::from_secs(120);
@@ -81,6 +81,8 @@ fn setup() -> (Fixture, PathBuf) {
         ("slow.yaml", &blocking_policy("slow")),
         ("app.yaml", &gate_policy("app")),
     ]);
+    // The blocking policy is a `command` source: opt-in by the operator.
+    f.permit(PERMISSIVE);
     let work = f.work();
     std::fs::create_dir_all(work.join("d")).unwrap();
     std::fs::write(work.join("d/index.html"), "v0\n").unwrap();

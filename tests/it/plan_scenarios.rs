@@ -71,11 +71,8 @@ fn yaml_to_json(text: &str) -> Value {
 fn run(dir: &Path) -> String {
     let read =
         |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
-    let desired = load(&[PolicyFile {
-        path: "policies.yaml".into(),
-        text: read("policies.yaml"),
-    }])
-    .unwrap_or_else(|d| panic!("{}: invalid policies: {d:#?}", dir.display()));
+    let desired = load(&[PolicyFile::new("policies.yaml", read("policies.yaml"))])
+        .unwrap_or_else(|d| panic!("{}: invalid policies: {d:#?}", dir.display()));
     let observed: ObservedState =
         serde_json::from_value(yaml_to_json(&read("observed.yaml"))).expect("observed.yaml");
     let scenario = yaml_to_json(&read("scenario.yaml"));
