@@ -131,7 +131,12 @@ pub async fn run(
     }
 }
 
-pub async fn pin(ctx: &Context, backup_id: &str, reason: Option<&str>) -> anyhow::Result<u8> {
+pub async fn pin(
+    ctx: &Context,
+    backup_id: &str,
+    reason: Option<&str>,
+    output: Output,
+) -> anyhow::Result<u8> {
     if !ctx.catalog.set_pin(backup_id, reason).await? {
         eprintln!("error: no backup {backup_id}; run `safepoint list` to see the backups");
         return Ok(4);
@@ -148,6 +153,11 @@ pub async fn pin(ctx: &Context, backup_id: &str, reason: Option<&str>) -> anyhow
     ctx.catalog
         .audit(Utc::now(), kind, policy.as_deref(), &ctx.actor, &msg)
         .await?;
-    println!("{msg}");
+    if output == Output::Json {
+        let json = serde_json::json!({"backup": backup_id, "policy": policy, "pinned": reason});
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    } else {
+        println!("{msg}");
+    }
     Ok(0)
 }

@@ -25,3 +25,5 @@ mod s3_backup;
 mod s3_server;
 mod s3_storage;
 mod tidy;
+mod contract_cli;
+mod contract_server;
