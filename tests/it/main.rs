@@ -27,3 +27,4 @@ mod s3_storage;
 mod tidy;
 mod contract_cli;
 mod contract_server;
+mod contract_mail;
