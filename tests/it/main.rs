@@ -28,3 +28,4 @@ mod tidy;
 mod contract_cli;
 mod contract_server;
 mod contract_mail;
+mod docs_examples;
