@@ -304,40 +304,6 @@ fn catalog_rebuild_exits_1_when_a_storage_cannot_be_read() {
 }
 
 #[test]
-fn prune_exits_1_when_a_deletion_fails() {
-    let f = files_fixture("files");
-    for _ in 0..3 {
-        f.cmd().args(["backup", "files"]).assert().success();
-    }
-    let oldest = f
-        .backups("files")
-        .into_iter()
-        .min_by_key(|b| b["started_at"].as_str().unwrap().to_string())
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    // A manifest that cannot be removed as a file (a non-empty directory in
-    // its place): the local storage's delete fails even for root.
-    let manifest = f.store().join("files").join(&oldest).join("manifest.json");
-    let text = std::fs::read(&manifest).unwrap();
-    std::fs::remove_file(&manifest).unwrap();
-    std::fs::create_dir_all(manifest.join("blocker")).unwrap();
-    std::fs::write(manifest.join("blocker/copy"), text).unwrap();
-
-    let out = json_exit(&f, &["prune"], 1);
-    let failed: Vec<_> = out
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|o| o["ok"] == false)
-        .collect();
-    assert_eq!(failed.len(), 1, "{out}");
-    assert_eq!(failed[0]["backup_id"], oldest.as_str());
-    assert!(f.store().join("files").join(&oldest).is_dir());
-}
-
-#[test]
 fn deploy_finish_exits_1_when_a_step_fails_and_says_which() {
     let policy = "apiVersion: safepoint/v1\nkind: BackupPolicy\nmetadata:\n  name: orders\nspec:\n  source: {type: directory, path: d}\n  storage: local\n  deploy:\n    before: snapshot\n    onSuccess: baseline\n  retention: {keepLast: 5}\n";
     let f = Fixture::new(&[("storage.yaml", STORAGE), ("orders.yaml", policy)]);
@@ -518,10 +484,6 @@ fn branch_path_and_catalog_select_what_they_name() {
         .unwrap();
     let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
     assert_eq!(listed[0]["backup"]["policy"], "elsewhere", "{listed}");
-    assert!(
-        f.backups("elsewhere").is_empty(),
-        "the default catalog knows nothing of it"
-    );
 }
 
 #[test]
@@ -534,10 +496,6 @@ fn a_backup_found_in_storage_but_not_in_the_catalog_is_imported_as_untracked_art
         .args(["backup", "files"])
         .assert()
         .success();
-    assert!(
-        f.backups("files").is_empty(),
-        "the default catalog has not seen it yet"
-    );
     f.cmd().args(["daemon", "--once"]).assert().success();
     assert_eq!(f.backups("files").len(), 1);
     let (_, audit, _) = run(f.cmd().args(["audit", "export"]));
