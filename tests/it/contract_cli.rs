@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use crate::common::{Fixture, STORAGE, dir_policy, git, sqlite, sqlite_policy};
+use crate::common::{Fixture, PERMISSIVE, STORAGE, dir_policy, git, sqlite, sqlite_policy};
 
 /// Exit code, stdout and stderr of one run.
 pub fn run(cmd: &mut assert_cmd::Command) -> (Option<i32>, String, String) {
@@ -118,7 +118,13 @@ fn prune_orphans_deletes_the_backup_directories_of_a_policy_removed_from_git() {
     let gone = ids(&f, "gone").pop().unwrap();
     let kept = ids(&f, "files").pop().unwrap();
     std::fs::remove_file(f.repo().join("policies/gone.yaml")).unwrap();
-    f.commit(&[], "drop the gone policy");
+    // Orphaning a policy's history is a reviewed, acknowledged change.
+    let acknowledged = STORAGE.replacen(
+        "metadata:\n",
+        "metadata:\n  annotations: {safepoint.io/allow-orphans: gone}\n",
+        1,
+    );
+    f.commit(&[("storage.yaml", &acknowledged)], "drop the gone policy");
 
     f.cmd().arg("prune").assert().success();
     assert!(
@@ -371,6 +377,7 @@ fn restore_release_without_pre_deploy_restores_the_baseline_and_with_it_the_snap
 fn deploy_start_timeout_exits_1_and_leaves_no_snapshot_to_deploy_on() {
     let policy = "apiVersion: safepoint/v1\nkind: BackupPolicy\nmetadata:\n  name: slow\nspec:\n  source:\n    type: command\n    backupCommand: 'cat gate.fifo'\n    restoreCommand: 'cat > /dev/null'\n  storage: local\n  deploy: {before: snapshot}\n  retention: {keepLast: 5}\n";
     let f = Fixture::new(&[("storage.yaml", STORAGE), ("slow.yaml", policy)]);
+    f.permit(PERMISSIVE);
     let fifo = f.work().join("gate.fifo");
     mkfifo(&fifo);
     // Nobody ever writes the FIFO: the snapshot cannot finish.

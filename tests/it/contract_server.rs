@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{Fixture, STORAGE, sqlite};
+use crate::common::{Fixture, PERMISSIVE, STORAGE, sqlite};
 use crate::contract_cli::{mkfifo, run};
 use crate::metrics::request;
 
@@ -46,7 +46,11 @@ impl Daemon {
     pub fn start(f: &Fixture, extra: &[&str]) -> Daemon {
         std::fs::write(f.work().join("tokens"), format!("ci {TOKEN}\n")).unwrap();
         let log = f.tmp.path().join("daemon.log");
-        let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("safepoint"))
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("safepoint"));
+        if f.permissions_file().exists() {
+            cmd.arg("--permissions").arg(f.permissions_file());
+        }
+        let child = cmd
             .current_dir(f.work())
             .arg("--repo")
             .arg(f.repo())
@@ -164,6 +168,8 @@ spec:
 #[test]
 fn server_runs_backup_drill_status_plan_and_list_with_a_token_file() {
     let f = Fixture::new(&[("storage.yaml", STORAGE), ("app.yaml", DRILLED)]);
+    // `command` sources are opt-in (the operator's permissions file).
+    f.permit(PERMISSIVE);
     f.make_sqlite("app.db");
     std::fs::create_dir_all(f.work().join("scratch")).unwrap();
     let d = Daemon::start(&f, &[]);
@@ -243,6 +249,8 @@ fn server_runs_backup_drill_status_plan_and_list_with_a_token_file() {
 fn wait_false_is_answered_202_before_the_backup_finishes() {
     let policy = "apiVersion: safepoint/v1\nkind: BackupPolicy\nmetadata:\n  name: slow\nspec:\n  source:\n    type: command\n    backupCommand: 'cat gate.fifo'\n    restoreCommand: 'cat > /dev/null'\n  storage: local\n  retention: {keepLast: 5}\n";
     let f = Fixture::new(&[("storage.yaml", STORAGE), ("slow.yaml", policy)]);
+    // `command` sources are opt-in (the operator's permissions file).
+    f.permit(PERMISSIVE);
     let fifo = f.work().join("gate.fifo");
     mkfifo(&fifo);
     // No schedule: nothing runs until asked.
@@ -290,6 +298,8 @@ fn readyz_is_503_while_no_valid_revision_is_applied() {
             "apiVersion: safepoint/v1\nkind: BackupPolicy\nmetadata: {name: bad}\nspec: {storage: nowhere}\n",
         ),
     ]);
+    // `command` sources are opt-in (the operator's permissions file).
+    f.permit(PERMISSIVE);
     let d = Daemon::start(&f, &[]);
     wait_for("the rejected revision", || d.log_has("bad.yaml"));
     let (code, body) = get(d.addr, "/readyz");
@@ -305,6 +315,8 @@ fn signal_lets_the_running_backup_finish(signal: &str) {
         ("storage.yaml", STORAGE),
         ("held.yaml", &held_policy("held")),
     ]);
+    // `command` sources are opt-in (the operator's permissions file).
+    f.permit(PERMISSIVE);
     let fifo = f.work().join("gate.fifo");
     mkfifo(&fifo);
     let mut d = Daemon::start(&f, &["--shutdown-grace", "120"]);
@@ -360,6 +372,8 @@ fn sigterm_without_grace_cancels_the_held_backup_and_records_it_interrupted() {
         ("storage.yaml", STORAGE),
         ("held.yaml", &held_policy("held")),
     ]);
+    // `command` sources are opt-in (the operator's permissions file).
+    f.permit(PERMISSIVE);
     let fifo = f.work().join("gate.fifo");
     mkfifo(&fifo);
     let mut d = Daemon::start(&f, &["--shutdown-grace", "0"]);
@@ -393,6 +407,8 @@ fn concurrency_2_runs_two_held_backups_at_once() {
         ("a.yaml", &held("a")),
         ("b.yaml", &held("b")),
     ]);
+    // `command` sources are opt-in (the operator's permissions file).
+    f.permit(PERMISSIVE);
     let (fa, fb) = (f.work().join("a.fifo"), f.work().join("b.fifo"));
     mkfifo(&fa);
     mkfifo(&fb);

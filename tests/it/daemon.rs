@@ -124,6 +124,7 @@ fn sigterm_during_a_backup_cancels_it_cleanly_and_exits_zero() {
         ("storage.yaml", STORAGE),
         ("held.yaml", &held_policy("held")),
     ]);
+    f.permit(crate::common::PERMISSIVE);
     let fifo = f.work().join("gate.fifo");
     mkfifo(&fifo);
     let mut daemon = Daemon(spawn(

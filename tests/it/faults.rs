@@ -174,6 +174,7 @@ fn process_killed_mid_backup_leaves_no_manifest_and_the_run_is_recorded_interrup
         ("storage.yaml", STORAGE),
         ("held.yaml", &held_policy("held")),
     ]);
+    f.permit(crate::common::PERMISSIVE);
     let fifo = f.work().join("gate.fifo");
     mkfifo(&fifo);
     let mut child = spawn(&f, &["backup", "held"]);

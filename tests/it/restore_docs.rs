@@ -53,6 +53,7 @@ fn documented_zstd_and_tar_commands_restore_without_safepoint() {
 fn documented_command_source_procedure_feeds_the_artifact_to_the_restore_program() {
     let policy = "apiVersion: safepoint/v1\nkind: BackupPolicy\nmetadata:\n  name: cmd\nspec:\n  source:\n    type: command\n    backupCommand: 'printf \"exactly these bytes\"'\n    restoreCommand: 'cat > /dev/null'\n  storage: local\n  retention: {keepLast: 2}\n";
     let f = Fixture::new(&[("storage.yaml", STORAGE), ("cmd.yaml", policy)]);
+    f.permit(crate::common::PERMISSIVE);
     f.cmd().args(["backup", "cmd"]).assert().success();
     let dir = f
         .store()
