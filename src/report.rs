@@ -63,9 +63,12 @@ pub struct PolicyReport {
     pub rpo_met_percent: Option<f64>,
     pub backups_taken: usize,
     pub backups_failed: usize,
+    /// Backups that existed at the window's end (`until`): taken before it and
+    /// not deleted by then.
     pub kept: usize,
     pub oldest_kept: Option<DateTime<Utc>>,
     pub newest_kept: Option<DateTime<Utc>>,
+    /// Backups deleted inside the window `[since, until]`.
     pub pruned: usize,
     /// Every deletion in the window was a retention decision recorded in the
     /// audit log, and no pinned backup was deleted.
@@ -153,7 +156,12 @@ fn policy_report(inputs: &Inputs<'_>, name: &str) -> PolicyReport {
         .iter()
         .filter(|r| r.policy == name && r.started_at >= since && r.started_at <= now)
         .collect();
-    let kept: Vec<&&HistoricBackup> = backups.iter().filter(|b| b.deleted_at.is_none()).collect();
+    // Kept: existed at the window's end (taken before it, not deleted by then).
+    // With `now` the time of the report this is "the backups that exist now".
+    let kept: Vec<&&HistoricBackup> = backups
+        .iter()
+        .filter(|b| b.started_at <= now && b.deleted_at.is_none_or(|d| d > now))
+        .collect();
     let pruned_entries: Vec<&Entry> = inputs
         .audit
         .iter()
@@ -317,7 +325,9 @@ mod tests {
         )])
         .unwrap();
         // Backups every 6h for two days, one gap of 12h (RPO missed for ~6h),
-        // one pre-deploy snapshot, two pruned by retention.
+        // one pre-deploy snapshot, two pruned by retention: b1 inside the
+        // window (pruned: 1), b2 ten minutes after the window's end, so at the
+        // window's end it still existed (kept: b2, b3, b4 = 3).
         let backups = vec![
             backup(
                 "b1",
@@ -394,8 +404,9 @@ mod tests {
         let p = &report.policies[0];
         assert_eq!(
             (p.backups_taken, p.backups_failed, p.kept, p.pruned),
-            (4, 1, 2, 1)
+            (4, 1, 3, 1)
         );
+        assert_eq!(p.oldest_kept, Some(t("2026-11-01T06:00:00Z")));
         assert!(p.retention_honoured);
         insta::assert_snapshot!("report_markdown", markdown(&report));
         insta::assert_json_snapshot!("report_json", report);

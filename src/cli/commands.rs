@@ -91,9 +91,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             super::deploy::run(&ctx, &stop_tx, command, cli.output).await?
         }
         Command::Pin { backup_id, reason } => {
-            super::deploy::pin(&ctx, &backup_id, Some(&reason)).await?
+            super::deploy::pin(&ctx, &backup_id, Some(&reason), cli.output).await?
         }
-        Command::Unpin { backup_id } => super::deploy::pin(&ctx, &backup_id, None).await?,
+        Command::Unpin { backup_id } => {
+            super::deploy::pin(&ctx, &backup_id, None, cli.output).await?
+        }
         Command::Audit { command } => audit(&ctx, command, cli.output).await?,
         Command::Report { since, format } => report(&ctx, &since, format).await?,
         Command::Notify(super::NotifyCommand::Test { notifier, smtp }) => {

@@ -105,6 +105,11 @@ pub struct SmtpArgs {
     /// Sender address when a Notifier sets no email.from.
     #[arg(long, env = "SAFEPOINT_SMTP_FROM")]
     pub smtp_from: Option<String>,
+    /// PEM file of CA certificates trusted for the SMTP server's TLS
+    /// certificate, in addition to the public roots (a private CA or a
+    /// self-signed relay certificate).
+    #[arg(long, env = "SAFEPOINT_SMTP_CA_FILE")]
+    pub smtp_ca_file: Option<PathBuf>,
     /// Seconds to wait for the SMTP server per mail.
     #[arg(long, env = "SAFEPOINT_SMTP_TIMEOUT", default_value_t = 10)]
     pub smtp_timeout: u64,
@@ -127,6 +132,15 @@ impl SmtpArgs {
                     ),
                     None => std::env::var("SAFEPOINT_SMTP_PASSWORD").ok(),
                 };
+                let ca_pem = match &self.smtp_ca_file {
+                    Some(path) => Some(std::fs::read(path).with_context(|| {
+                        format!("cannot read --smtp-ca-file {}", path.display())
+                    })?),
+                    None => None,
+                };
+                if ca_pem.is_some() && self.smtp_tls == SmtpTls::None {
+                    anyhow::bail!("--smtp-ca-file needs --smtp-tls starttls or tls");
+                }
                 if password.is_some() && self.smtp_username.is_none() {
                     anyhow::bail!("an SMTP password is set but no --smtp-username");
                 }
@@ -136,6 +150,7 @@ impl SmtpArgs {
                     tls: self.smtp_tls,
                     username: self.smtp_username.clone(),
                     password,
+                    ca_pem,
                     from: self.smtp_from.clone(),
                     timeout: Duration::from_secs(self.smtp_timeout.max(1)),
                 })?)

@@ -134,7 +134,12 @@ pub async fn run(
 /// `pin ID --reason R` (`reason` set) / `unpin ID`: in the catalog and as a
 /// marker in storage (`crate::pins`). Exit 4 for an unknown backup, 1 when the
 /// storage side failed (see the message for what holds).
-pub async fn pin(ctx: &Context, backup_id: &str, reason: Option<&str>) -> anyhow::Result<u8> {
+pub async fn pin(
+    ctx: &Context,
+    backup_id: &str,
+    reason: Option<&str>,
+    output: Output,
+) -> anyhow::Result<u8> {
     let state = loaded_state(ctx).await?;
     let desired = state.desired()?;
     let result = match reason {
@@ -147,7 +152,17 @@ pub async fn pin(ctx: &Context, backup_id: &str, reason: Option<&str>) -> anyhow
     };
     match result {
         Ok((message, false)) => {
-            outln!("{message}");
+            if output == Output::Json {
+                let policy = ctx
+                    .catalog
+                    .backup(backup_id)
+                    .await?
+                    .map(|r| r.record.policy);
+                let json = serde_json::json!({"backup": backup_id, "policy": policy, "pinned": reason, "message": message});
+                outln!("{}", serde_json::to_string_pretty(&json)?);
+            } else {
+                outln!("{message}");
+            }
             Ok(0)
         }
         Ok((message, true)) => {

@@ -256,8 +256,9 @@ pub enum Command {
         /// URL's, else PGPASSWORD / MYSQL_PWD].
         #[arg(long)]
         to_password_from: Option<String>,
-        /// Replace a target that exists and is not empty (a database is
-        /// dropped and created afresh).
+        /// Restore into a target that exists and is not empty: a database is
+        /// dropped and created afresh; a directory gets the backup's files
+        /// written over it (files the backup does not hold stay).
         #[arg(long)]
         force: bool,
     },

@@ -36,9 +36,9 @@ async fn proposal(cfg: RepoConfig, git_ref: &str) -> anyhow::Result<Proposal> {
 
 fn print(output: Output, report: &serde_json::Value) -> anyhow::Result<u8> {
     if output == Output::Json {
-        println!("{}", serde_json::to_string_pretty(report)?);
+        outln!("{}", serde_json::to_string_pretty(report)?);
     } else {
-        print!("{}", report["markdown"].as_str().unwrap_or_default());
+        out!("{}", report["markdown"].as_str().unwrap_or_default());
     }
     for r in report["refusals"].as_array().into_iter().flatten() {
         eprintln!("refused: {}", r.as_str().unwrap_or_default());

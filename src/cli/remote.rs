@@ -135,6 +135,10 @@ pub async fn run(server: &str, cli: Cli) -> anyhow::Result<u8> {
         let job_url = format!("{base}{href}");
         (status, json) = follow(&client, &job_url, &token(&cli)?, deadline).await?;
     }
+    // The same contract as in-process: `list --policy P` shows P's backups only.
+    if let (Command::List { policy: Some(p) }, Some(rows)) = (&cli.command, json.as_array_mut()) {
+        rows.retain(|r| r["record"]["policy"].as_str() == Some(p.as_str()));
+    }
     if output == Output::Json || !status.is_success() && status != StatusCode::UNPROCESSABLE_ENTITY
     {
         outln!("{}", serde_json::to_string_pretty(&json)?);
@@ -142,7 +146,13 @@ pub async fn run(server: &str, cli: Cli) -> anyhow::Result<u8> {
         print_human(&json)?;
     }
     Ok(match status {
-        s if s.is_success() => 0,
+        // The in-process exit codes: `status` 1 when something is Stalled,
+        // `plan` 1 when actions are pending.
+        s if s.is_success() => match &cli.command {
+            Command::Status if json["ready"] == false => 1,
+            Command::Plan if json["actions"].as_array().is_some_and(|a| !a.is_empty()) => 1,
+            _ => 0,
+        },
         StatusCode::UNPROCESSABLE_ENTITY => 1,
         StatusCode::NOT_FOUND => 4,
         StatusCode::UNAUTHORIZED => {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use lettre::message::Mailbox;
 use lettre::message::header::ContentType;
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use super::NotifyError;
@@ -41,6 +42,8 @@ pub struct SmtpSettings {
     pub tls: SmtpTls,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// PEM CA certificates trusted besides the public roots (`--smtp-ca-file`).
+    pub ca_pem: Option<Vec<u8>>,
     /// Sender when a notifier sets no `email.from`.
     pub from: Option<String>,
     pub timeout: Duration,
@@ -54,9 +57,24 @@ impl std::fmt::Debug for SmtpSettings {
             .field("tls", &self.tls)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("ca_pem", &self.ca_pem.as_ref().map(Vec::len))
             .field("from", &self.from)
             .finish()
     }
+}
+
+/// The `CERTIFICATE` blocks of a PEM file, each as its own PEM text.
+fn pem_blocks(pem: &[u8]) -> Vec<Vec<u8>> {
+    const END: &str = "-----END CERTIFICATE-----";
+    let text = String::from_utf8_lossy(pem);
+    text.split_inclusive(END)
+        .filter_map(|chunk| {
+            let start = chunk.find("-----BEGIN CERTIFICATE-----")?;
+            chunk
+                .ends_with(END)
+                .then(|| chunk.as_bytes()[start..].to_vec())
+        })
+        .collect()
 }
 
 /// A configured SMTP transport (connects per send).
@@ -82,6 +100,25 @@ impl Mailer {
             source,
         })?;
         let mut builder = builder.port(settings.port).timeout(Some(settings.timeout));
+        if let Some(pem) = &settings.ca_pem {
+            let smtp_err = |source| NotifyError::Smtp {
+                host: settings.host.clone(),
+                permanent: true,
+                source,
+            };
+            let mut params = TlsParameters::builder(settings.host.clone());
+            // Every certificate of the PEM file (a CA bundle) is trusted.
+            for block in pem_blocks(pem) {
+                params =
+                    params.add_root_certificate(Certificate::from_pem(&block).map_err(smtp_err)?);
+            }
+            let params = params.build_rustls().map_err(smtp_err)?;
+            builder = match settings.tls {
+                SmtpTls::Starttls => builder.tls(Tls::Required(params)),
+                SmtpTls::Tls => builder.tls(Tls::Wrapper(params)),
+                SmtpTls::None => builder,
+            };
+        }
         if let Some(user) = &settings.username {
             builder = builder.credentials(Credentials::new(
                 user.clone(),

@@ -169,7 +169,13 @@ fn signed_push_webhook_triggers_a_fetch_and_unsigned_ones_are_refused() {
     let url = format!("file://{}", f.repo().display());
     // A remote repository fetched only every hour: only the webhook can be quick.
     let (_d, addr) = daemon(&f, &url, &["--fetch-interval", "3600"]);
-    std::thread::sleep(Duration::from_millis(500));
+    // The first fetch and cycle are done (a valid revision applied) before
+    // the commit, so only the webhook can bring the commit in.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while request(addr, "GET /readyz HTTP/1.1", b"").0 != 200 {
+        assert!(Instant::now() < deadline, "the daemon never became ready");
+        std::thread::sleep(Duration::from_millis(25));
+    }
     f.commit(&[("files.yaml", &dir_policy("files", "d"))], "add files");
 
     let body = br#"{"ref":"refs/heads/main"}"#;

@@ -4,9 +4,11 @@
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{
-    Fixture, STORAGE, artifact_growing, dir_policy, incompressible_dir, spawn, sqlite_policy,
-};
+use std::io::Write;
+
+use crate::common::{Fixture, STORAGE, dir_policy, spawn, sqlite_policy};
+use crate::contract_cli::mkfifo;
+use crate::contract_server::{held_policy, open_writer};
 
 fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
@@ -116,25 +118,27 @@ fn remote_repository_is_cloned_into_the_data_dir_and_fetched() {
 
 #[test]
 fn sigterm_during_a_backup_cancels_it_cleanly_and_exits_zero() {
+    // The backup's command reads a FIFO this test holds open: it provably
+    // runs (and cannot finish) when SIGTERM arrives.
     let f = Fixture::new(&[
         ("storage.yaml", STORAGE),
-        ("big.yaml", &dir_policy("big", "big")),
+        ("held.yaml", &held_policy("held")),
     ]);
-    incompressible_dir(&f.work().join("big"), 192);
+    f.permit(crate::common::PERMISSIVE);
+    let fifo = f.work().join("gate.fifo");
+    mkfifo(&fifo);
     let mut daemon = Daemon(spawn(
         &f,
         &["daemon", "--shutdown-grace", "0", "--listen", "127.0.0.1:0"],
     ));
-    wait_for(
-        "the backup to start writing",
-        Duration::from_secs(60),
-        || artifact_growing(&f, "big", "data.tar.zst"),
-    );
+    let mut writer = open_writer(&fifo);
+    writer.write_all(b"partial data").unwrap();
     let status = sigterm_and_wait(&mut daemon);
+    drop(writer);
     assert!(status.success(), "SIGTERM exits 0, got {status:?}");
     // Cancelled, recorded failed, nothing half-written left visible.
-    assert!(f.backups("big").is_empty());
-    let dirs = std::fs::read_dir(f.store().join("big"))
+    assert!(f.backups("held").is_empty());
+    let dirs = std::fs::read_dir(f.store().join("held"))
         .map(|d| d.count())
         .unwrap_or(0);
     assert_eq!(dirs, 0, "partial data removed");

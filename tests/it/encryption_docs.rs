@@ -1,9 +1,9 @@
-//! docs/restore.md's decryption command, run literally with the standard
-//! `age` and `zstd` CLIs on an encrypted backup in local storage.
-
-use std::process::Command;
+//! docs/restore.md's decryption procedure, extracted from the document and
+//! run with the standard `age` and `zstd` CLIs on an encrypted backup in
+//! local storage.
 
 use crate::common::{Fixture, STORAGE, sqlite, sqlite_policy};
+use crate::dbs::{doc_block, run_doc_block};
 use crate::s3_backup::age_keygen;
 
 #[test]
@@ -23,20 +23,14 @@ fn documented_age_command_decrypts_an_encrypted_backup_without_safepoint() {
         .join(f.backups("app")[0]["id"].as_str().unwrap());
     assert!(dir.join("data.sqlite.zst.age").exists());
     std::fs::copy(&key, dir.join("key.txt")).unwrap();
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg("age -d -i key.txt data.sqlite.zst.age | zstd -d > restored.db")
-        .current_dir(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        sqlite(&dir.join("restored.db"), "PRAGMA integrity_check").trim(),
-        "ok"
+    let script = doc_block("## Encrypted backups");
+    assert!(script.contains("age -d -i key.txt"), "{script}");
+    run_doc_block(
+        &dir,
+        &script.replace(
+            "'PRAGMA integrity_check'",
+            "'PRAGMA integrity_check' | grep -qx ok",
+        ),
     );
     assert_eq!(
         sqlite(&db, ".dump"),

@@ -1,10 +1,10 @@
 //! Bad input and faults: each gets a clear error and loses nothing.
 
-use std::time::{Duration, Instant};
+use std::io::Write;
 
-use crate::common::{
-    Fixture, STORAGE, artifact_growing, dir_policy, incompressible_dir, spawn, sqlite_policy,
-};
+use crate::common::{Fixture, STORAGE, dir_policy, spawn, sqlite_policy};
+use crate::contract_cli::mkfifo;
+use crate::contract_server::{held_policy, open_writer, wait_for};
 
 #[test]
 fn invalid_commit_is_never_applied_and_status_says_stalled_with_file_and_line() {
@@ -83,6 +83,14 @@ fn unwritable_storage_fails_with_the_path_and_keeps_nothing_half_written() {
         text.contains("storage local") && text.contains("blocker/store"),
         "{text}"
     );
+    // Nothing half-written: the blocker is untouched, no backup directory,
+    // no catalog entry.
+    assert_eq!(
+        std::fs::read_to_string(f.work().join("blocker")).unwrap(),
+        "a file where a directory should be"
+    );
+    assert!(!f.work().join("blocker/store").exists());
+    assert!(f.backups("files").is_empty());
 }
 
 #[test]
@@ -160,25 +168,25 @@ fn lost_catalog_is_rebuilt_from_the_manifests_in_storage() {
 
 #[test]
 fn process_killed_mid_backup_leaves_no_manifest_and_the_run_is_recorded_interrupted() {
+    // The backup's command reads a FIFO this test holds open: the backup
+    // provably runs (and cannot finish) when the process is killed.
     let f = Fixture::new(&[
         ("storage.yaml", STORAGE),
-        ("big.yaml", &dir_policy("big", "big")),
+        ("held.yaml", &held_policy("held")),
     ]);
-    let big = f.work().join("big");
-    incompressible_dir(&big, 192);
-    let mut child = spawn(&f, &["backup", "big"]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !artifact_growing(&f, "big", "data.tar.zst") {
-        assert!(Instant::now() < deadline, "backup never started writing");
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "backup finished before it could be killed"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    f.permit(crate::common::PERMISSIVE);
+    let fifo = f.work().join("gate.fifo");
+    mkfifo(&fifo);
+    let mut child = spawn(&f, &["backup", "held"]);
+    let mut writer = open_writer(&fifo);
+    writer.write_all(&vec![7u8; 1 << 20]).unwrap();
+    wait_for("the backup directory", || {
+        std::fs::read_dir(f.store().join("held")).is_ok_and(|mut d| d.next().is_some())
+    });
     child.kill().unwrap();
     child.wait().unwrap();
-    let dir = std::fs::read_dir(f.store().join("big"))
+    drop(writer);
+    let dir = std::fs::read_dir(f.store().join("held"))
         .unwrap()
         .next()
         .unwrap()
@@ -191,7 +199,7 @@ fn process_killed_mid_backup_leaves_no_manifest_and_the_run_is_recorded_interrup
 
     // The next observation closes the run and removes the leftover.
     assert!(
-        f.backups("big").is_empty(),
+        f.backups("held").is_empty(),
         "a killed backup is never listed"
     );
     assert!(!dir.exists(), "leftover removed");

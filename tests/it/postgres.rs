@@ -229,6 +229,12 @@ fn pg_dump_child(parent: u32) -> Option<u32> {
         })
 }
 
+/// The state letter of /proc/PID/stat (`R`, `S`, `T` stopped, ...).
+fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?.1.chars().next()
+}
+
 #[test]
 fn database_killed_mid_dump_fails_the_run_and_keeps_the_previous_backup() {
     let cluster = Cluster::start(None);
@@ -265,12 +271,22 @@ fn database_killed_mid_dump_fails_the_run_and_keeps_the_previous_backup() {
             child.try_wait().unwrap().is_none(),
             "backup ended before pg_dump ran"
         );
-        std::thread::yield_now();
+        std::thread::sleep(Duration::from_millis(1));
     };
     Command::new("kill")
         .args(["-STOP", &dump.to_string()])
         .status()
         .unwrap();
+    // The stop landed before the server is killed: pg_dump is in state T.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while process_state(dump) != Some('T') {
+        assert!(
+            Instant::now() < deadline,
+            "pg_dump {dump} did not stop (state {:?}); it may have finished before SIGSTOP",
+            process_state(dump)
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
     cluster.kill();
     Command::new("kill")
         .args(["-CONT", &dump.to_string()])

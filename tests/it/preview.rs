@@ -146,8 +146,16 @@ fn setup() -> (Fixture, Daemon, SocketAddr, BTreeSet<String>) {
     assert_eq!(before.len(), 5);
     let (daemon, addr) = start_daemon(&f);
     // The daemon has a revision in force once a preview is answered.
+    // Until the first cycle has published one, the daemon answers 503.
     wait_for("a revision in force", || {
-        let (_, report) = preview(&f, "main", Some(addr));
+        let out = f
+            .cmd()
+            .args(["--server", &format!("http://{addr}")])
+            .env("SAFEPOINT_TOKEN", TOKEN)
+            .args(["preview", "--ref", "main", "--output", "json"])
+            .output()
+            .unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
         report["preview"].is_object().then_some(())
     });
     (f, daemon, addr, before)

@@ -1,22 +1,8 @@
-//! docs/restore.md's commands, run literally with the standard tools.
-
-use std::process::Command;
+//! docs/restore.md's commands, extracted from the document (`doc_block`) and
+//! run with the standard tools: a drift in the document fails here.
 
 use crate::common::{Fixture, STORAGE, dir_policy, sqlite, sqlite_policy};
-
-fn sh(dir: &std::path::Path, script: &str) {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "`{script}` failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use crate::dbs::{doc_block, run_doc_block};
 
 #[test]
 fn documented_zstd_and_tar_commands_restore_without_safepoint() {
@@ -37,10 +23,15 @@ fn documented_zstd_and_tar_commands_restore_without_safepoint() {
         .store()
         .join("app")
         .join(f.backups("app")[0]["id"].as_str().unwrap());
-    sh(&app, "zstd -d < data.sqlite.zst > restored.db");
-    sh(
+    let script = doc_block("## SQLite");
+    assert!(script.contains("PRAGMA integrity_check"), "{script}");
+    // The integrity check must say `ok`, not just run.
+    run_doc_block(
         &app,
-        "sqlite3 restored.db 'PRAGMA integrity_check' | grep -qx ok",
+        &script.replace(
+            "'PRAGMA integrity_check'",
+            "'PRAGMA integrity_check' | grep -qx ok",
+        ),
     );
     assert_eq!(
         sqlite(&db, ".dump"),
@@ -51,12 +42,31 @@ fn documented_zstd_and_tar_commands_restore_without_safepoint() {
         .store()
         .join("files")
         .join(f.backups("files")[0]["id"].as_str().unwrap());
-    sh(
-        &files,
-        "mkdir -p restored && zstd -d < data.tar.zst | tar -x -C restored",
-    );
+    run_doc_block(&files, &doc_block("## Directory"));
     assert_eq!(
         std::fs::read_to_string(files.join("restored/sub/file.txt")).unwrap(),
         "restorable by hand\n"
+    );
+}
+
+#[test]
+fn documented_command_source_procedure_feeds_the_artifact_to_the_restore_program() {
+    let policy = "apiVersion: safepoint/v1\nkind: BackupPolicy\nmetadata:\n  name: cmd\nspec:\n  source:\n    type: command\n    backupCommand: 'printf \"exactly these bytes\"'\n    restoreCommand: 'cat > /dev/null'\n  storage: local\n  retention: {keepLast: 2}\n";
+    let f = Fixture::new(&[("storage.yaml", STORAGE), ("cmd.yaml", policy)]);
+    f.permit(crate::common::PERMISSIVE);
+    f.cmd().args(["backup", "cmd"]).assert().success();
+    let dir = f
+        .store()
+        .join("cmd")
+        .join(f.backups("cmd")[0]["id"].as_str().unwrap());
+    let script = doc_block("## Command sources");
+    assert!(script.contains("your-restore-command"), "{script}");
+    run_doc_block(
+        &dir,
+        &script.replace("your-restore-command", "cat > fed.bin"),
+    );
+    assert_eq!(
+        std::fs::read(dir.join("fed.bin")).unwrap(),
+        b"exactly these bytes"
     );
 }

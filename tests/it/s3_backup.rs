@@ -135,7 +135,13 @@ fn s3_backup_lists_restores_and_reports_drift() {
     let backups = list(&f, &["--verify-interval", "0"]);
     assert_eq!(backups[0]["backup"]["health"], "corrupt", "{backups:?}");
     let refused = run(&f, &["restore", &id, "--to", "again.db"]);
-    assert!(!refused.status.success());
+    assert_eq!(refused.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains(&format!("backup {id} failed its checksum check")),
+        "refused for the checksum: {err}"
+    );
+    assert!(!f.work().join("again.db").exists(), "nothing written");
 
     // Deleted out of band: missing.
     std::fs::remove_file(&object).unwrap();
