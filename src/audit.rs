@@ -1,4 +1,4 @@
-//! Pure: the tamper-evident audit log (SPEC §9). Every entry carries the hash
+//! Pure: the tamper-evident audit log. Every entry carries the hash
 //! of the previous one (a hash chain over a canonical encoding), so an edited,
 //! deleted, inserted or reordered entry breaks the chain at a findable place.
 //! Also: redaction of secrets from any text before it is recorded.

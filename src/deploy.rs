@@ -1,4 +1,4 @@
-//! Deploy integration (SPEC §4): the pre-deploy gate and the deploy outcome.
+//! Deploy integration: the pre-deploy gate and the deploy outcome.
 //! Both turn into backup requests that go through `reconcile::cycle` (the one
 //! execution path); this module only chooses the requests, pins, and records
 //! the deploy events. Used by the CLI (and the HTTP API).
@@ -7,7 +7,8 @@ use chrono::Utc;
 use serde::Serialize;
 
 use crate::catalog::DeployRecord;
-use crate::observed::{BackupRequest, Health, Trigger};
+use crate::model::{ActionKind, AuditKind};
+use crate::observed::{BackupRequest, Trigger};
 use crate::policy::{BackupPolicy, DesiredState, OnFailure};
 use crate::reconcile::{self, Context, ReconcileError, RepoState, Scope};
 
@@ -126,10 +127,9 @@ pub fn outcomes_for(
 ) -> Vec<reconcile::Outcome> {
     let mut outcomes = Vec::new();
     for r in requests {
-        let found = report
-            .outcomes
-            .iter()
-            .find(|o| o.policy == r.policy && o.action == "backup" && o.trigger == Some(r.trigger));
+        let found = report.outcomes.iter().find(|o| {
+            o.policy == r.policy && o.action == ActionKind::Backup && o.trigger == Some(r.trigger)
+        });
         if let Some(o) = found {
             outcomes.push(o.clone());
             continue;
@@ -143,7 +143,7 @@ pub fn outcomes_for(
             .collect();
         outcomes.push(reconcile::Outcome {
             policy: r.policy.clone(),
-            action: "backup".into(),
+            action: ActionKind::Backup,
             backup_id: None,
             trigger: Some(r.trigger),
             ok: false,
@@ -207,7 +207,10 @@ pub async fn record_start(
     outcomes: Vec<reconcile::Outcome>,
 ) -> Result<DeployReport, DeployError> {
     let mut steps = Vec::new();
-    for o in outcomes.into_iter().filter(|o| o.action == "backup") {
+    for o in outcomes
+        .into_iter()
+        .filter(|o| o.action == ActionKind::Backup)
+    {
         let now = Utc::now();
         ctx.catalog
             .record_deploy(&DeployRecord {
@@ -231,7 +234,13 @@ pub async fn record_start(
             }
         );
         ctx.catalog
-            .audit(now, "deploy-start", Some(&o.policy), &ctx.actor, &msg)
+            .audit(
+                now,
+                AuditKind::DeployStart,
+                Some(&o.policy),
+                &ctx.actor,
+                &msg,
+            )
             .await?;
         steps.push(Step {
             restore_command: o.ok.then(|| restore_command(&o.policy, release)),
@@ -319,7 +328,7 @@ pub async fn finish(
             );
             tracing::error!(policy = %p.name, release, "{msg}");
             ctx.catalog
-                .audit(now, "alert", Some(&p.name), &ctx.actor, &msg)
+                .audit(now, AuditKind::Alert, Some(&p.name), &ctx.actor, &msg)
                 .await?;
             // Sent to the policy's notifiers by the daemon (docs/operations.md).
             let snapshot = pre_deploy_snapshot(ctx, &p.name, release).await?;
@@ -401,7 +410,13 @@ pub async fn finish(
             }
         );
         ctx.catalog
-            .audit(Utc::now(), "deploy-finish", Some(&p.name), &ctx.actor, &msg)
+            .audit(
+                Utc::now(),
+                AuditKind::DeployFinish,
+                Some(&p.name),
+                &ctx.actor,
+                &msg,
+            )
             .await?;
     }
     steps.sort_by(|a, b| a.policy.cmp(&b.policy));
@@ -418,18 +433,8 @@ async fn pre_deploy_snapshot(
     policy: &str,
     release: &str,
 ) -> Result<Option<crate::catalog::BackupRow>, DeployError> {
-    Ok(ctx
-        .catalog
-        .backups()
-        .await?
-        .into_iter()
-        .filter(|b| {
-            b.record.policy == policy
-                && b.record.trigger == Trigger::PreDeploy
-                && b.record.release.as_deref() == Some(release)
-                && b.record.health == Health::Verified
-        })
-        .max_by_key(|b| b.record.started_at))
+    let rows = ctx.catalog.backups().await?;
+    Ok(crate::engine::restore::latest_pre_deploy(&rows, policy, release).cloned())
 }
 
 /// Pins the newest verified pre-deploy snapshot of `release`, in the catalog

@@ -543,7 +543,7 @@ async fn reusable(ctx: &Context, job: &Job, run: &crate::catalog::RunRow) -> Opt
     };
     (answers && b.health == Health::Verified).then(|| Outcome {
         policy: b.policy.clone(),
-        action: "backup".into(),
+        action: crate::model::ActionKind::Backup,
         backup_id: Some(b.id.clone()),
         trigger: Some(b.trigger),
         ok: true,

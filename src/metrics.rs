@@ -1,7 +1,7 @@
 //! IO: the Prometheus metrics (`GET /metrics`, OpenMetrics text) and the
 //! registry behind them. Gauges are set from the state after each cycle
 //! (`status::Status`), counters and histograms from what was executed
-//! (`reconcile::Outcome`). Every label value is bounded: policy names (from
+//! (`model::Outcome`). Every label value is bounded: policy names (from
 //! Git), triggers, outcomes, drift kinds and error kinds; never ids or texts.
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -12,34 +12,8 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
-use crate::drill::DrillOutcome;
-use crate::reconcile::Outcome;
+use crate::model::{ActionKind, DriftKind, DrillOutcome, Outcome, RunOutcome};
 use crate::status::Status;
-
-/// Every drift kind of SPEC §5, the label values of `safepoint_drift{kind}`.
-pub const DRIFT_KINDS: &[&str] = &[
-    "rpo-missed",
-    "backup-failed",
-    "drill-failed",
-    "drill-overdue",
-    "artifact-missing",
-    "artifact-corrupt",
-    "untracked-artifact",
-    "policy-invalid",
-];
-
-/// The drift kinds `status::compute` decides; each policy exports a 0/1
-/// series for each of them. Not among them: `untracked-artifact` (imported
-/// into the catalog as soon as it is seen and recorded as an event) and
-/// `policy-invalid` (the whole repository: `safepoint_policy_revision_valid`).
-pub const MEASURED_DRIFT_KINDS: &[&str] = &[
-    "rpo-missed",
-    "backup-failed",
-    "drill-failed",
-    "drill-overdue",
-    "artifact-missing",
-    "artifact-corrupt",
-];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PolicyLabels {
@@ -259,13 +233,18 @@ impl Metrics {
 
     /// Counters and histograms of executed actions.
     pub fn record_outcomes(&self, outcomes: &[Outcome]) {
-        for o in outcomes.iter().filter(|o| o.action == "backup") {
+        for o in outcomes.iter().filter(|o| o.action == ActionKind::Backup) {
             let trigger = o.trigger.map_or("unknown", |t| t.as_str());
             self.backups
                 .get_or_create(&BackupLabels {
                     policy: o.policy.clone(),
                     trigger: trigger.to_string(),
-                    outcome: if o.ok { "succeeded" } else { "failed" }.to_string(),
+                    outcome: if o.ok {
+                        RunOutcome::Succeeded
+                    } else {
+                        RunOutcome::Failed
+                    }
+                    .to_string(),
                 })
                 .inc();
             self.backup_duration
@@ -363,11 +342,11 @@ impl Metrics {
             self.policy_ready
                 .get_or_create(&labels)
                 .set(i64::from(p.ready));
-            for kind in MEASURED_DRIFT_KINDS {
+            for kind in DriftKind::MEASURED {
                 self.drift
                     .get_or_create(&DriftLabels {
                         policy: p.name.clone(),
-                        kind: (*kind).to_string(),
+                        kind: kind.as_str().to_string(),
                     })
                     .set(i64::from(p.drift.contains(kind)));
             }

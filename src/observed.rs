@@ -7,74 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-/// Why a backup was taken (SPEC §3). Stored in manifests and the catalog.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Trigger {
-    Schedule,
-    Rpo,
-    Release,
-    PreDeploy,
-    PostDeploy,
-    Forensic,
-    Manual,
-}
-
-impl Trigger {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Trigger::Schedule => "schedule",
-            Trigger::Rpo => "rpo",
-            Trigger::Release => "release",
-            Trigger::PreDeploy => "pre-deploy",
-            Trigger::PostDeploy => "post-deploy",
-            Trigger::Forensic => "forensic",
-            Trigger::Manual => "manual",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Trigger> {
-        [
-            Trigger::Schedule,
-            Trigger::Rpo,
-            Trigger::Release,
-            Trigger::PreDeploy,
-            Trigger::PostDeploy,
-            Trigger::Forensic,
-            Trigger::Manual,
-        ]
-        .into_iter()
-        .find(|t| t.as_str() == s)
-    }
-}
-
-impl std::fmt::Display for Trigger {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// What the last check of a stored backup found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Health {
-    /// Artifact present and its checksum matched the manifest when last read.
-    Verified,
-    /// Manifest known, artifact gone from storage (drift `artifact-missing`).
-    Missing,
-    /// Artifact present but its checksum or size differs (drift `artifact-corrupt`).
-    Corrupt,
-}
-
-impl Health {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Health::Verified => "verified",
-            Health::Missing => "missing",
-            Health::Corrupt => "corrupt",
-        }
-    }
-}
+pub use crate::model::{Health, Trigger};
 
 /// One complete backup (its manifest exists) as the catalog knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -26,8 +26,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::catalog::{BackupRow, CatalogError};
+use crate::engine::context::Context;
+use crate::model::AuditKind;
 use crate::policy::DesiredState;
-use crate::reconcile::Context;
 use crate::storage::{self, PIN_FORMAT, PinMarker, Storage, StorageError, UnreadablePin};
 
 #[derive(Debug, thiserror::Error)]
@@ -134,7 +135,13 @@ pub async fn pin(
         tracing::info!(backup = id, "{message}");
     }
     ctx.catalog
-        .audit(now, "pin", Some(&marker.policy), &ctx.actor, &message)
+        .audit(
+            now,
+            AuditKind::Pin,
+            Some(&marker.policy),
+            &ctx.actor,
+            &message,
+        )
         .await?;
     Ok(Pinned {
         marker,
@@ -172,7 +179,13 @@ pub async fn unpin(ctx: &Context, desired: &DesiredState, id: &str) -> Result<St
     let message = format!("unpinned backup {policy}/{id}; retention applies to it again");
     tracing::info!(backup = id, "{message}");
     ctx.catalog
-        .audit(Utc::now(), "unpin", Some(&policy), &ctx.actor, &message)
+        .audit(
+            Utc::now(),
+            AuditKind::Unpin,
+            Some(&policy),
+            &ctx.actor,
+            &message,
+        )
         .await?;
     Ok(message)
 }
@@ -229,7 +242,13 @@ pub async fn reconcile_listing(
             m.pinned_at.to_rfc3339()
         );
         ctx.catalog
-            .audit(now, "pin-restored", Some(&m.policy), &ctx.actor, &msg)
+            .audit(
+                now,
+                AuditKind::PinRestored,
+                Some(&m.policy),
+                &ctx.actor,
+                &msg,
+            )
             .await?;
         tracing::warn!("{msg}");
         report.restored.push(m.id.clone());
@@ -268,7 +287,7 @@ pub async fn reconcile_listing(
                 ctx.catalog
                     .audit(
                         now,
-                        "pin-marker-rewritten",
+                        AuditKind::PinMarkerRewritten,
                         Some(&pin.policy),
                         &ctx.actor,
                         &msg,

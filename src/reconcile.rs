@@ -8,123 +8,26 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
 use tracing::Instrument;
 
-use crate::catalog::{Catalog, CatalogError, NewRun, RevisionRecord};
+use crate::catalog::{NewRun, RevisionRecord};
+use crate::engine::import;
 use crate::executor::guard::PathGuard;
 use crate::executor::{self, ExecContext};
-use crate::git::{self, GitError, Revision};
+use crate::git::{self, GitError};
 use crate::lock;
+use crate::model::{ActionKind, AuditKind, RunOutcome};
 use crate::observed::{BackupRecord, BackupRequest, DrillRequest, Health, ObservedState, Trigger};
 use crate::plan::{self, Action, Plan};
 use crate::policy::{self, BackupPolicy, DesiredState};
-use crate::settings::Settings;
 use crate::storage::pipeline::{ArtifactWriter, Cancel, checksum_of};
 use crate::storage::{self, ArtifactInfo, MANIFEST_FORMAT, Manifest, Storage, StorageError, crypt};
 
-#[derive(Debug, thiserror::Error)]
-pub enum ReconcileError {
-    #[error(transparent)]
-    Git(#[from] GitError),
-    #[error(transparent)]
-    Catalog(#[from] CatalogError),
-    #[error("no valid policy revision has been applied yet: {0}")]
-    NoValidRevision(String),
-    #[error("internal task failed: {0}")]
-    Join(String),
-}
-
-impl ReconcileError {
-    /// Bounded label for metrics (`safepoint_reconcile_errors_total{kind}`).
-    pub fn kind(&self) -> &'static str {
-        match self {
-            ReconcileError::Git(_) => "git",
-            ReconcileError::Catalog(_) => "catalog",
-            ReconcileError::NoValidRevision(_) => "no-valid-revision",
-            ReconcileError::Join(_) => "internal",
-        }
-    }
-}
-
-/// Handles shared by every reconcile step.
-#[derive(Clone)]
-pub struct Context {
-    pub settings: Arc<Settings>,
-    pub catalog: Catalog,
-    /// Set to `true` to cancel running backups at once (after the grace period).
-    pub hard_stop: watch::Receiver<bool>,
-    /// Who acts, for the audit log: `daemon`, or `user@host` for CLI commands.
-    pub actor: String,
-}
-
-/// The policy revision in force and the last one tried.
-#[derive(Debug, Clone, Default)]
-pub struct RepoState {
-    pub applied: Option<Applied>,
-    pub attempted: Option<RevisionRecord>,
-}
-
-#[derive(Debug, Clone)]
-pub struct Applied {
-    pub revision: Revision,
-    pub desired: DesiredState,
-}
-
-async fn blocking<T: Send + 'static, E: Send + 'static>(
-    f: impl FnOnce() -> Result<T, E> + Send + 'static,
-) -> Result<Result<T, E>, ReconcileError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ReconcileError::Join(e.to_string()))
-}
-
-// ---- desired state ------------------------------------------------------
-
-impl RepoState {
-    /// Restores the last applied revision recorded in the catalog, so that a
-    /// bad head commit after a restart does not leave the daemon without policies.
-    pub async fn load(ctx: &Context) -> Result<RepoState, ReconcileError> {
-        let mut state = RepoState {
-            applied: None,
-            attempted: ctx.catalog.last_attempted().await?,
-        };
-        if let Some(rev) = ctx.catalog.last_applied().await? {
-            let cfg = ctx.settings.repo.clone();
-            let commit = rev.commit.clone();
-            if let Ok(Ok((revision, files))) = blocking(move || git::read(&cfg, &commit)).await
-                && let Ok(desired) = policy::load_permitted(&files, &ctx.settings.permissions)
-            {
-                state.applied = Some(Applied { revision, desired });
-            }
-        }
-        // A commit rejected before may pass the operator's permissions as
-        // they are now (e.g. `command` granted since): let refresh retry it.
-        if let Some(att) = state.attempted.as_ref().filter(|a| !a.valid) {
-            let (cfg, commit) = (ctx.settings.repo.clone(), att.commit.clone());
-            if let Ok(Ok((_, files))) = blocking(move || git::read(&cfg, &commit)).await
-                && policy::load_permitted(&files, &ctx.settings.permissions).is_ok()
-            {
-                state.attempted = None;
-            }
-        }
-        Ok(state)
-    }
-
-    pub fn desired(&self) -> Result<&DesiredState, ReconcileError> {
-        match (&self.applied, &self.attempted) {
-            (Some(a), _) => Ok(&a.desired),
-            (None, Some(att)) => Err(ReconcileError::NoValidRevision(format!(
-                "commit {} was rejected:\n  {}",
-                att.commit,
-                att.diagnostics.join("\n  ")
-            ))),
-            (None, None) => Err(ReconcileError::NoValidRevision(
-                "the policy repository has not been read".into(),
-            )),
-        }
-    }
-}
+use crate::engine::context::blocking;
+pub use crate::engine::context::{Applied, Context, ReconcileError, RepoState};
+pub use crate::engine::ids::new_backup_id;
+pub use crate::model::Outcome;
 
 /// Fetches (remote) and reads the tracked branch; applies the head commit if
 /// it is new and valid, records it as rejected otherwise. Returns true when
@@ -152,13 +55,8 @@ pub async fn refresh(ctx: &Context, state: &mut RepoState) -> Result<bool, Recon
         Err(e @ GitError::NoPath { .. }) => Err(vec![e.to_string()]),
         Err(e) => return Err(e.into()),
     };
-    // The deletion guard: unacknowledged destructive consequences reject the
-    // revision like validation problems (docs/policy-reference.md).
     let result = match result {
-        Ok(desired) => {
-            let current = state.applied.as_ref().map(|a| &a.desired);
-            crate::preview::guard(&ctx.catalog, current, desired, now, &ctx.settings.plan).await?
-        }
+        Ok(desired) => deletion_guard(ctx, state, desired, now).await?,
         Err(diags) => Err(diags),
     };
     let record = RevisionRecord {
@@ -183,7 +81,7 @@ pub async fn refresh(ctx: &Context, state: &mut RepoState) -> Result<bool, Recon
             );
             tracing::info!(commit = %head.commit, policies = desired.policies.len(), "policy revision applied");
             ctx.catalog
-                .audit(now, "revision-applied", None, &ctx.actor, &msg)
+                .audit(now, AuditKind::RevisionApplied, None, &ctx.actor, &msg)
                 .await?;
             state.applied = Some(Applied {
                 revision: head,
@@ -204,11 +102,23 @@ pub async fn refresh(ctx: &Context, state: &mut RepoState) -> Result<bool, Recon
                 diags.join("; ")
             );
             ctx.catalog
-                .audit(now, "revision-rejected", None, &ctx.actor, &msg)
+                .audit(now, AuditKind::RevisionRejected, None, &ctx.actor, &msg)
                 .await?;
             Ok(false)
         }
     }
+}
+
+/// The deletion guard: unacknowledged destructive consequences reject the
+/// revision like validation problems (docs/policy-reference.md).
+async fn deletion_guard(
+    ctx: &Context,
+    state: &RepoState,
+    desired: DesiredState,
+    now: DateTime<Utc>,
+) -> Result<Result<DesiredState, Vec<String>>, ReconcileError> {
+    let current = state.applied.as_ref().map(|a| &a.desired);
+    Ok(crate::preview::guard(&ctx.catalog, current, desired, now, &ctx.settings.plan).await?)
 }
 
 // ---- observe -------------------------------------------------------------
@@ -264,12 +174,17 @@ pub async fn observe(
                     }
                 }
                 ctx.catalog
-                    .finish_run(run.id, "interrupted", Some(("interrupted", &msg)), now)
+                    .finish_run(
+                        run.id,
+                        RunOutcome::Interrupted,
+                        Some(("interrupted", &msg)),
+                        now,
+                    )
                     .await?;
                 ctx.catalog
                     .audit(
                         now,
-                        "backup-interrupted",
+                        AuditKind::BackupInterrupted,
                         Some(&run.policy),
                         &ctx.actor,
                         &msg,
@@ -322,23 +237,15 @@ pub async fn observe(
         for manifest in listing.manifests {
             let row = known.get(&manifest.id);
             if row.is_none() {
-                ctx.catalog
-                    .upsert_backup(&manifest, Health::Verified, None)
-                    .await?;
-                let msg = format!(
-                    "imported untracked backup {}/{} found in storage {name}",
-                    manifest.policy, manifest.id
-                );
-                ctx.catalog
-                    .audit(
+                import::import_manifest(
+                    ctx,
+                    &manifest,
+                    import::Record::Untracked {
+                        storage: &name,
                         now,
-                        "untracked-artifact",
-                        Some(&manifest.policy),
-                        &ctx.actor,
-                        &msg,
-                    )
-                    .await?;
-                tracing::warn!("{msg}");
+                    },
+                )
+                .await?;
                 report.imported.push(manifest.id.clone());
             }
             // Unhealthy backups are re-verified every cycle: a cheap size check
@@ -353,17 +260,7 @@ pub async fn observe(
             let check = if due {
                 blocking(move || storage::verify(&*st2, &m2)).await?
             } else {
-                blocking(move || {
-                    Ok::<_, StorageError>(match st2.artifact_size(&m2)? {
-                        None => Some(format!("artifact {} is missing", m2.artifact.file)),
-                        Some(s) if s != m2.artifact.size => Some(format!(
-                            "artifact size is {s} bytes, manifest says {}",
-                            m2.artifact.size
-                        )),
-                        Some(_) => None,
-                    })
-                })
-                .await?
+                blocking(move || storage::check_size(&*st2, &m2)).await?
             };
             let previous = row.map(|r| r.record.health).unwrap_or(Health::Verified);
             match check {
@@ -375,17 +272,9 @@ pub async fn observe(
                     }
                 }
                 Ok(Some(problem)) => {
-                    let health = if problem.contains("missing") {
-                        Health::Missing
-                    } else {
-                        Health::Corrupt
-                    };
+                    let health = problem.health;
                     if previous != health {
-                        let kind = if health == Health::Missing {
-                            "artifact-missing"
-                        } else {
-                            "artifact-corrupt"
-                        };
+                        let kind = problem.audit_kind();
                         let msg = format!("backup {}/{}: {problem}", manifest.policy, manifest.id);
                         ctx.catalog
                             .audit(now, kind, Some(&manifest.policy), &ctx.actor, &msg)
@@ -393,7 +282,7 @@ pub async fn observe(
                         tracing::error!("{msg}");
                     }
                     ctx.catalog
-                        .set_health(&manifest.id, health, Some(&problem), now)
+                        .set_health(&manifest.id, health, Some(&problem.detail), now)
                         .await?;
                 }
                 Err(e) => report.problems.push(e.to_string()),
@@ -419,7 +308,7 @@ pub async fn observe(
                 ctx.catalog
                     .audit(
                         now,
-                        "artifact-missing",
+                        AuditKind::ArtifactMissing,
                         Some(&row.record.policy),
                         &ctx.actor,
                         &msg,
@@ -484,20 +373,6 @@ fn mark_pin_unknown(
 }
 
 // ---- execute ---------------------------------------------------------------
-
-/// The result of one executed action.
-#[derive(Debug, Clone, Serialize)]
-pub struct Outcome {
-    pub policy: String,
-    pub action: String,
-    pub backup_id: Option<String>,
-    /// The backup's trigger (backups only).
-    pub trigger: Option<Trigger>,
-    pub ok: bool,
-    /// Wall time the action took.
-    pub seconds: f64,
-    pub detail: String,
-}
 
 /// Which planned actions a caller wants executed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -608,7 +483,7 @@ pub async fn execute(ctx: &Context, applied: &Applied, plan: &Plan, scope: &Scop
             Ok(mut o) => outcomes.append(&mut o),
             Err(e) => outcomes.push(Outcome {
                 policy: "?".into(),
-                action: "internal".into(),
+                action: ActionKind::Internal,
                 backup_id: None,
                 trigger: None,
                 ok: false,
@@ -655,7 +530,7 @@ async fn execute_policy(
                 outcomes.push(match result {
                     Ok(record) => Outcome {
                         policy,
-                        action: "backup".into(),
+                        action: ActionKind::Backup,
                         backup_id: Some(record.id.clone()),
                         trigger: Some(trigger),
                         ok: true,
@@ -667,7 +542,7 @@ async fn execute_policy(
                     },
                     Err(detail) => Outcome {
                         policy,
-                        action: "backup".into(),
+                        action: ActionKind::Backup,
                         backup_id: None,
                         trigger: Some(trigger),
                         ok: false,
@@ -685,7 +560,7 @@ async fn execute_policy(
                 if !backups_ok {
                     outcomes.push(Outcome {
                         policy,
-                        action: "delete".into(),
+                        action: ActionKind::Delete,
                         backup_id: Some(backup_id),
                         trigger: None,
                         ok: false,
@@ -706,7 +581,7 @@ async fn execute_policy(
                 .await;
                 outcomes.push(Outcome {
                     policy,
-                    action: "delete".into(),
+                    action: ActionKind::Delete,
                     backup_id: Some(backup_id),
                     trigger: None,
                     ok: result.is_ok(),
@@ -718,24 +593,6 @@ async fn execute_policy(
     }
     let _ = policy_name;
     outcomes
-}
-
-/// A sortable, unique backup id: `20261125T061500Z-3f9a1c`.
-pub fn new_backup_id(now: DateTime<Utc>, policy: &str) -> String {
-    let mut h = blake3::Hasher::new();
-    h.update(policy.as_bytes());
-    h.update(&now.timestamp_nanos_opt().unwrap_or_default().to_le_bytes());
-    h.update(&std::process::id().to_le_bytes());
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    h.update(&nanos.to_le_bytes());
-    format!(
-        "{}-{}",
-        now.format("%Y%m%dT%H%M%SZ"),
-        &h.finalize().to_hex()[..6]
-    )
 }
 
 /// Takes one backup end to end. Returns the recorded backup or a one-line
@@ -830,7 +687,7 @@ pub async fn run_backup(
                 .await
                 .map_err(|e| e.to_string())?;
             ctx.catalog
-                .finish_run(run_id, "succeeded", None, now)
+                .finish_run(run_id, RunOutcome::Succeeded, None, now)
                 .await
                 .map_err(|e| e.to_string())?;
             if let (Trigger::Release, Some(tag)) = (trigger, release) {
@@ -843,16 +700,16 @@ pub async fn run_backup(
                 "backup {} of {} ({trigger}) stored on {}: {} bytes, {}",
                 id, policy.name, policy.storage, manifest.artifact.size, manifest.artifact.checksum
             );
-            let _ = ctx
-                .catalog
+            ctx.catalog
                 .audit(
                     now,
-                    "backup-succeeded",
+                    AuditKind::BackupSucceeded,
                     Some(&policy.name),
                     requested_by.unwrap_or(&ctx.actor),
                     &msg,
                 )
-                .await;
+                .await
+                .map_err(|e| format!("{msg}; but its audit entry could not be written: {e}"))?;
             tracing::info!(backup = %id, size = manifest.artifact.size, seconds = (now - started_at).num_milliseconds() as f64 / 1000.0, "backup stored and verified");
             Ok(BackupRecord {
                 id,
@@ -879,24 +736,34 @@ pub async fn run_backup(
                 }
                 Err(e) => format!(" (cleanup failed: {e})"),
             };
-            let msg = format!(
+            let mut msg = format!(
                 "backup {id} of {} failed: {message}{cleanup_note}",
                 policy.name
             );
-            let _ = ctx
+            // The run already failed; a failed bookkeeping write is added to
+            // the error the caller sees (and logs) rather than dropped.
+            if let Err(e) = ctx
                 .catalog
-                .finish_run(run_id, "failed", Some((kind, &message)), now)
-                .await;
-            let _ = ctx
+                .finish_run(run_id, RunOutcome::Failed, Some((kind, &message)), now)
+                .await
+            {
+                msg.push_str(&format!(
+                    "; and the run could not be closed in the catalog: {e}"
+                ));
+            }
+            if let Err(e) = ctx
                 .catalog
                 .audit(
                     now,
-                    "backup-failed",
+                    AuditKind::BackupFailed,
                     Some(&policy.name),
                     requested_by.unwrap_or(&ctx.actor),
                     &msg,
                 )
-                .await;
+                .await
+            {
+                msg.push_str(&format!("; and its audit entry could not be written: {e}"));
+            }
             tracing::error!(backup = %id, kind, "{msg}");
             Err(msg)
         }
@@ -1097,19 +964,22 @@ async fn run_delete(
                 .await
                 .map_err(|e| e.to_string())?;
             let msg = format!("deleted backup {policy}/{id}: {reason}");
-            let _ = ctx
-                .catalog
-                .audit(now, "backup-pruned", Some(policy), &ctx.actor, &msg)
-                .await;
+            ctx.catalog
+                .audit(now, AuditKind::BackupPruned, Some(policy), &ctx.actor, &msg)
+                .await
+                .map_err(|e| format!("{msg}; but its audit entry could not be written: {e}"))?;
             tracing::info!(policy, backup = id, reason, "backup pruned");
             Ok(())
         }
         Ok(Err(e)) => {
-            let msg = format!("delete of {policy}/{id} failed, it stays tracked: {e}");
-            let _ = ctx
+            let mut msg = format!("delete of {policy}/{id} failed, it stays tracked: {e}");
+            if let Err(e) = ctx
                 .catalog
-                .audit(now, "prune-failed", Some(policy), &ctx.actor, &msg)
-                .await;
+                .audit(now, AuditKind::PruneFailed, Some(policy), &ctx.actor, &msg)
+                .await
+            {
+                msg.push_str(&format!("; and its audit entry could not be written: {e}"));
+            }
             Err(msg)
         }
         Err(e) => Err(format!("delete of {policy}/{id} failed: {e}")),

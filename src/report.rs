@@ -1,4 +1,4 @@
-//! Pure: the compliance report (SPEC §9): per policy, over a window ending at
+//! Pure: the compliance report: per policy, over a window ending at
 //! `now`, how often the RPO was met, backups taken and failed, what is kept,
 //! whether retention was honoured, drills and deploys. Rendered as Markdown
 //! (readable as is) or JSON (stable, documented in docs/report.md).
@@ -9,6 +9,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
 
 use crate::audit::Entry;
+use crate::model::{AuditKind, RunOutcome};
 use crate::observed::{Health, Trigger};
 use crate::policy::DesiredState;
 
@@ -31,8 +32,8 @@ pub struct HistoricBackup {
 pub struct HistoricRun {
     pub policy: String,
     pub started_at: DateTime<Utc>,
-    /// `succeeded`, `failed` or `interrupted`.
-    pub outcome: String,
+    /// `Succeeded`, `Failed` or `Interrupted`.
+    pub outcome: RunOutcome,
 }
 
 pub struct Inputs<'a> {
@@ -164,7 +165,11 @@ fn policy_report(inputs: &Inputs<'_>, name: &str) -> PolicyReport {
     let pruned_entries: Vec<&Entry> = inputs
         .audit
         .iter()
-        .filter(|e| e.policy.as_deref() == Some(name) && e.at >= since && e.kind == "backup-pruned")
+        .filter(|e| {
+            e.policy.as_deref() == Some(name)
+                && e.at >= since
+                && e.kind == AuditKind::BackupPruned.as_str()
+        })
         .collect();
     let deleted_in_window: Vec<&&HistoricBackup> = backups
         .iter()
@@ -183,27 +188,35 @@ fn policy_report(inputs: &Inputs<'_>, name: &str) -> PolicyReport {
         })
         .collect();
     deploys.sort_by_key(|d| d.at);
-    let drills = |kind: &str| {
+    let drills = |kind: AuditKind| {
         inputs
             .audit
             .iter()
-            .filter(|e| e.policy.as_deref() == Some(name) && e.at >= since && e.kind == kind)
+            .filter(|e| {
+                e.policy.as_deref() == Some(name) && e.at >= since && e.kind == kind.as_str()
+            })
             .count()
     };
     PolicyReport {
         policy: name.to_string(),
         rpo_seconds: rpo.map(|r| r.num_seconds()),
         rpo_met_percent,
-        backups_taken: runs.iter().filter(|r| r.outcome == "succeeded").count(),
-        backups_failed: runs.iter().filter(|r| r.outcome != "succeeded").count(),
+        backups_taken: runs
+            .iter()
+            .filter(|r| r.outcome == RunOutcome::Succeeded)
+            .count(),
+        backups_failed: runs
+            .iter()
+            .filter(|r| r.outcome != RunOutcome::Succeeded)
+            .count(),
         kept: kept.len(),
         oldest_kept: kept.iter().map(|b| b.started_at).min(),
         newest_kept: kept.iter().map(|b| b.started_at).max(),
         pruned: deleted_in_window.len(),
         retention_honoured,
         unhealthy: kept.iter().filter(|b| b.health != Health::Verified).count(),
-        drills_passed: drills("drill-passed"),
-        drills_failed: drills("drill-failed"),
+        drills_passed: drills(AuditKind::DrillPassed),
+        drills_failed: drills(AuditKind::DrillFailed),
         deploys,
     }
 }
@@ -343,40 +356,40 @@ mod tests {
             HistoricRun {
                 policy: "orders".into(),
                 started_at: t("2026-11-01T00:00:00Z"),
-                outcome: "succeeded".into(),
+                outcome: RunOutcome::Succeeded,
             },
             HistoricRun {
                 policy: "orders".into(),
                 started_at: t("2026-11-01T06:00:00Z"),
-                outcome: "succeeded".into(),
+                outcome: RunOutcome::Succeeded,
             },
             HistoricRun {
                 policy: "orders".into(),
                 started_at: t("2026-11-01T12:00:00Z"),
-                outcome: "failed".into(),
+                outcome: RunOutcome::Failed,
             },
             HistoricRun {
                 policy: "orders".into(),
                 started_at: t("2026-11-01T18:00:00Z"),
-                outcome: "succeeded".into(),
+                outcome: RunOutcome::Succeeded,
             },
             HistoricRun {
                 policy: "orders".into(),
                 started_at: t("2026-11-02T00:00:00Z"),
-                outcome: "succeeded".into(),
+                outcome: RunOutcome::Succeeded,
             },
         ];
         let audit = vec![
             entry(
                 1,
                 "2026-11-02T06:10:00Z",
-                "backup-pruned",
+                AuditKind::BackupPruned.as_str(),
                 "deleted backup orders/b1: not kept by any retention rule (keepLast=2)",
             ),
             entry(
                 2,
                 "2026-11-02T12:10:00Z",
-                "backup-pruned",
+                AuditKind::BackupPruned.as_str(),
                 "deleted backup orders/b2: not kept by any retention rule (keepLast=2)",
             ),
         ];

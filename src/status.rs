@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::catalog::RevisionRecord;
+use crate::model::{DriftKind, RevisionRecord};
 use crate::observed::{Health, ObservedState, Trigger};
 use crate::policy::DesiredState;
 
@@ -44,8 +44,8 @@ pub struct PolicyStatus {
     /// Start of the last passing drill, and the verdict of the last drill.
     pub last_drill_passed: Option<DateTime<Utc>>,
     pub last_drill_verdict: Option<&'static str>,
-    /// Drift kinds present now (SPEC §5).
-    pub drift: Vec<&'static str>,
+    /// Drift kinds present now.
+    pub drift: Vec<DriftKind>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -126,21 +126,21 @@ pub fn compute(
                 .map(|rpo| newest.is_some_and(|b| now - b.started_at <= rpo));
             let mut drift = Vec::new();
             if rpo_met == Some(false) {
-                drift.push("rpo-missed");
+                drift.push(DriftKind::RpoMissed);
             }
             let failure = observed.failures.get(&p.name);
             if failure.is_some() {
-                drift.push("backup-failed");
+                drift.push(DriftKind::BackupFailed);
             }
             if backups.iter().any(|b| b.health == Health::Missing) {
-                drift.push("artifact-missing");
+                drift.push(DriftKind::ArtifactMissing);
             }
             if backups.iter().any(|b| b.health == Health::Corrupt) {
-                drift.push("artifact-corrupt");
+                drift.push(DriftKind::ArtifactCorrupt);
             }
             let drills = observed.drills.get(&p.name);
             if drills.and_then(|d| d.last_passed_verdict) == Some(false) {
-                drift.push("drill-failed");
+                drift.push(DriftKind::DrillFailed);
             }
             if let Some(spec) = &p.drill
                 && drill_overdue(
@@ -150,7 +150,7 @@ pub fn compute(
                     now,
                 )
             {
-                drift.push("drill-overdue");
+                drift.push(DriftKind::DrillOverdue);
             }
             let (ready, reason) = if p.suspend {
                 (true, "suspended".to_string())
@@ -168,7 +168,8 @@ pub fn compute(
             } else if drift.is_empty() {
                 (true, "backups current".to_string())
             } else {
-                (false, drift.join(", "))
+                let kinds: Vec<&str> = drift.iter().map(|k| k.as_str()).collect();
+                (false, kinds.join(", "))
             };
             PolicyStatus {
                 name: p.name.clone(),

@@ -5,7 +5,7 @@
 #   bash benches/gate/run.sh
 #
 # a. Gate overhead for a small SQLite database: GATE_RUNS (20) times
-#    `safepoint --server http://ADDR deploy start --release rN --policy small --wait`
+#    `safepoint --server http://ADDR deploy start --release rN --policy small`
 #    against a running daemon; its wall time versus the backup itself (the
 #    manifest's startedAt..finishedAt of the snapshot it took, and the wall
 #    time of an in-process `safepoint backup small`), and the same gate as a
@@ -119,7 +119,7 @@ gate_ms=() backup_ms=() overhead_ms=() inproc_ms=() curl_ms=()
 for i in $(seq "$runs"); do
   t0=$(now_ms)
   SAFEPOINT_TOKEN=$token "$bin" --server "http://$addr" --output json \
-    deploy start --release "r$i" --policy small --wait >"$tmp/gate.json"
+    deploy start --release "r$i" --policy small >"$tmp/gate.json"
   t1=$(now_ms)
   id=$(jq -r '.steps[0].backup_id' "$tmp/gate.json")
   [ "$(jq -r '.ok' "$tmp/gate.json")" = true ] || { cat "$tmp/gate.json" >&2; exit 1; }
@@ -211,7 +211,7 @@ echo "## a. gate overhead, small SQLite database ($db_kib KiB, 2000 rows), $runs
 echo
 echo "| measure | median | p95 |"
 echo "|---|---|---|"
-stats "\`--server … deploy start --wait\` wall time" "${gate_ms[@]}"
+stats "\`--server … deploy start\` wall time" "${gate_ms[@]}"
 stats "the backup itself (manifest startedAt..finishedAt)" "${backup_ms[@]}"
 stats "**overhead** (gate − backup)" "${overhead_ms[@]}"
 stats "the same gate as one \`curl\` POST (no CLI start-up)" "${curl_ms[@]}"

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 
 use super::{Catalog, CatalogError, q};
-use crate::notify::alerts::{ActiveAlert, Recipient, WebhookTarget};
+use crate::model::{ActiveAlert, Recipient, WebhookTarget};
 
 /// A notification to queue.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,6 +9,7 @@ use sqlx::Row;
 
 use super::{Catalog, CatalogError, q};
 use crate::audit::{self, Entry, GENESIS};
+use crate::model::{AuditKind, RunOutcome};
 use crate::observed::{Health, Trigger};
 use crate::report::{HistoricBackup, HistoricRun};
 
@@ -17,11 +18,12 @@ impl Catalog {
     pub async fn audit(
         &self,
         at: DateTime<Utc>,
-        kind: &str,
+        kind: AuditKind,
         policy: Option<&str>,
         actor: &str,
         message: &str,
     ) -> Result<(), CatalogError> {
+        let kind = kind.as_str();
         let message = audit::redact(message);
         let mut conn = self.pool.acquire().await.map_err(q("acquire connection"))?;
         sqlx::query("BEGIN IMMEDIATE")
@@ -163,13 +165,18 @@ impl Catalog {
             .fetch_all(&self.pool)
             .await
             .map_err(q("read runs"))?;
-        Ok(rows
-            .into_iter()
-            .map(|r| HistoricRun {
-                policy: r.get("policy"),
-                started_at: r.get("started_at"),
-                outcome: r.get("outcome"),
+        rows.into_iter()
+            .map(|r| {
+                let outcome: String = r.get("outcome");
+                Ok(HistoricRun {
+                    policy: r.get("policy"),
+                    started_at: r.get("started_at"),
+                    outcome: RunOutcome::parse(&outcome).ok_or(CatalogError::Corrupt {
+                        what: "runs.outcome",
+                        value: outcome,
+                    })?,
+                })
             })
-            .collect())
+            .collect()
     }
 }

@@ -3,19 +3,13 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sqlx::Row;
 
 use super::{Catalog, CatalogError, q};
 use crate::observed::DrillHistory;
 
-/// One named check of a drill.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CheckResult {
-    pub name: String,
-    pub passed: bool,
-    pub detail: String,
-}
+pub use crate::model::CheckResult;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DrillRow {

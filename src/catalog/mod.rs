@@ -21,6 +21,7 @@ mod drills;
 
 pub use drills::{CheckResult, DrillRow};
 
+pub use crate::model::RevisionRecord;
 pub use alerts::{NewNotification, QueuedNotification};
 pub use deploys::DeployRecord;
 
@@ -61,19 +62,6 @@ impl CatalogError {
 
 fn q(what: &'static str) -> impl FnOnce(sqlx::Error) -> CatalogError {
     move |source| CatalogError::Query { what, source }
-}
-
-/// One policy-repository revision the daemon tried to apply.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RevisionRecord {
-    pub commit: String,
-    pub branch: String,
-    pub author: String,
-    pub summary: String,
-    pub attempted_at: DateTime<Utc>,
-    pub valid: bool,
-    /// Rendered diagnostics (`file:line: message (hint: ...)`) when invalid.
-    pub diagnostics: Vec<String>,
 }
 
 /// A backup row with what `list` shows besides the planner's view.
@@ -366,14 +354,14 @@ impl Catalog {
     pub async fn finish_run(
         &self,
         id: i64,
-        outcome: &str,
+        outcome: crate::model::RunOutcome,
         error: Option<(&str, &str)>,
         at: DateTime<Utc>,
     ) -> Result<(), CatalogError> {
         sqlx::query(
             "UPDATE runs SET outcome = ?, error_kind = ?, error = ?, finished_at = ? WHERE id = ?",
         )
-        .bind(outcome)
+        .bind(outcome.as_str())
         .bind(error.map(|e| e.0))
         .bind(error.map(|e| e.1))
         .bind(at)
@@ -438,7 +426,7 @@ impl Catalog {
     pub async fn event(
         &self,
         at: DateTime<Utc>,
-        kind: &str,
+        kind: crate::model::AuditKind,
         policy: Option<&str>,
         message: &str,
     ) -> Result<(), CatalogError> {

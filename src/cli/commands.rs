@@ -12,6 +12,7 @@ use super::table::{age, bytes, render};
 use super::{AuditCommand, Cli, Command, ExportFormat, Output, ReportFormat};
 use crate::catalog::Catalog;
 use crate::daemon;
+use crate::engine::{self, restore::Which};
 use crate::executor::{self, RestoreTarget};
 use crate::git::RepoConfig;
 use crate::monitor::Monitor;
@@ -21,7 +22,6 @@ use crate::policy::{self, PolicyFile};
 use crate::reconcile::{self, Context, RepoState, Scope};
 use crate::settings::Settings;
 use crate::status;
-use crate::storage::{self, pipeline};
 
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     // Validation reads files only: it runs here even with --server (CI).
@@ -582,15 +582,6 @@ async fn prune(ctx: Context, dry_run: bool, orphans: bool, output: Output) -> an
 
 // ---- restore -----------------------------------------------------------------
 
-/// Which backup `restore` means.
-pub struct Which {
-    pub backup_id: Option<String>,
-    pub policy: Option<String>,
-    pub latest: bool,
-    pub release: Option<String>,
-    pub pre_deploy: bool,
-}
-
 async fn restore(
     ctx: &Context,
     which: Which,
@@ -601,99 +592,51 @@ async fn restore(
     let state = loaded_state(ctx).await?;
     let desired = state.desired()?;
     let rows = ctx.catalog.backups().await?;
-    let verified =
-        |r: &&crate::catalog::BackupRow| r.record.health == crate::observed::Health::Verified;
-    let row = match (&which.backup_id, &which.policy, &which.release) {
-        (Some(id), _, _) => rows.iter().find(|r| &r.record.id == id),
-        (None, Some(p), Some(release)) => rows
-            .iter()
-            .filter(verified)
-            .filter(|r| {
-                &r.record.policy == p && r.record.release.as_deref() == Some(release.as_str())
-            })
-            .filter(|r| {
-                if which.pre_deploy {
-                    r.record.trigger == Trigger::PreDeploy
-                } else {
-                    matches!(r.record.trigger, Trigger::Release | Trigger::PostDeploy)
-                }
-            })
-            .max_by_key(|r| r.record.started_at),
-        (None, Some(p), None) if which.latest => rows
-            .iter()
-            .filter(verified)
-            .filter(|r| &r.record.policy == p)
-            .max_by_key(|r| r.record.started_at),
-        _ => bail!(
-            "name a backup: BACKUP_ID, or --policy P --latest, or --policy P --release TAG [--pre-deploy]"
-        ),
-    };
-    let Some(row) = row else {
+    let Some(row) = engine::restore::select(&rows, &which)? else {
         bail!("no such backup; run `safepoint list` to see the backups");
     };
-    let manifest = row.manifest.clone();
+    let manifest = &row.manifest;
     let spec = desired.storages.get(&manifest.storage).with_context(|| {
         format!(
             "storage {} of backup {} is not declared in the applied policies",
             manifest.storage, manifest.id
         )
     })?;
-    let st: Arc<dyn storage::Storage> = Arc::from(storage::open(spec, &ctx.settings.base_dir));
-    let started = std::time::Instant::now();
-    // Verify first: never restore bytes that do not match the manifest.
-    let (st2, m2) = (st.clone(), manifest.clone());
-    if let Some(problem) =
-        tokio::task::spawn_blocking(move || storage::verify(&*st2, &m2)).await??
-    {
-        bail!(
-            "backup {} failed its checksum check: {problem}; pick another backup (`safepoint list`)",
-            manifest.id
-        );
-    }
-    let identities = match &ctx.settings.age_identity_file {
-        Some(path) if manifest.artifact.encryption.is_some() => {
-            Some(storage::crypt::Identities::from_file(path)?)
-        }
-        _ => None,
-    };
-    let (st2, m2) = (st.clone(), manifest.clone());
-    let plain = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let reader = st2.open(&m2)?;
-        Ok(storage::crypt::open(
-            reader,
-            &m2.id,
-            m2.artifact.encryption.as_deref(),
-            identities.as_ref(),
-        )?)
-    })
-    .await??;
-    let progress = super::progress::Progress::start(manifest.artifact.raw_size);
-    let input = progress.wrap(pipeline::decompress(plain)?);
     let target = RestoreTarget::parse(to);
     if let Some(crate::policy::Source::Command { restore, .. }) =
         desired.policies.get(&manifest.policy).map(|p| &p.source)
     {
         opts.command = restore.clone();
     }
-    let produced = executor::restore(&manifest.source_kind, input, &target, &opts).await;
+    let progress = super::progress::Progress::start(manifest.artifact.raw_size);
+    let wrap = |input| progress.wrap(input);
+    let restored = engine::restore::run(
+        ctx,
+        engine::restore::Restore {
+            manifest,
+            storage: engine::restore::open_storage(ctx, spec),
+            target: &target,
+            options: &opts,
+            create_dir: None,
+            wrap: Some(&wrap),
+        },
+        &format!(
+            "restored backup {}/{} into {target} by {}",
+            manifest.policy,
+            manifest.id,
+            caller()
+        ),
+    )
+    .await;
     progress.stop().await;
-    let produced = produced?;
-    let elapsed = started.elapsed();
+    let restored = restored?;
+    let seconds = restored.seconds;
+    let produced = restored.produced;
     let mismatched = super::progress::count_mismatches(&manifest.counts, &produced.counts);
-    let now = Utc::now();
-    let msg = format!(
-        "restored backup {}/{} into {target} by {}",
-        manifest.policy,
-        manifest.id,
-        caller()
-    );
-    ctx.catalog
-        .audit(now, "restore", Some(&manifest.policy), &ctx.actor, &msg)
-        .await?;
     if output == Output::Json {
         print_json(
             &serde_json::json!({"backup": manifest.id, "target": target.to_string(),
-            "seconds": elapsed.as_secs_f64(), "counts": produced.counts,
+            "seconds": seconds, "counts": produced.counts,
             "countMismatches": mismatched}),
         )?;
     } else {
@@ -701,7 +644,7 @@ async fn restore(
             "restored {}/{} into {target} in {:.1}s",
             manifest.policy,
             manifest.id,
-            elapsed.as_secs_f64()
+            seconds
         );
         for m in &mismatched {
             outln!("warning: {m}");

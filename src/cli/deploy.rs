@@ -84,7 +84,6 @@ pub async fn run(
             release,
             policy,
             selector,
-            wait: _,
             timeout,
         } => {
             let selection = selection(policy, selector)?;

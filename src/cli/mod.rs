@@ -1,4 +1,4 @@
-//! Startup wiring and the command line (SPEC §8). Every command builds a
+//! Startup wiring and the command line. Every command builds a
 //! `reconcile::Context` and goes through `reconcile`; output is a table by
 //! default, `--output json` everywhere. Exit codes: 0 ok / nothing to do,
 //! 1 problem found / actions pending / action failed, 2 could not run.
@@ -134,6 +134,8 @@ pub enum LogFormat {
 pub enum DeployCommand {
     /// Take a verified pre-deploy snapshot of every matching policy; exit 0
     /// only when all are stored and verified (use it to gate a migration).
+    /// It always waits for the snapshots: a gate that returned earlier would
+    /// let the deploy run unprotected.
     Start {
         #[arg(long)]
         release: String,
@@ -143,10 +145,6 @@ pub enum DeployCommand {
         /// `key=value` label selector (repeatable, all must match).
         #[arg(long)]
         selector: Vec<String>,
-        /// Wait for the snapshots to be stored and verified (always implied: a gate
-        /// never exits 0 before its snapshots exist; kept for pipelines that pass it).
-        #[arg(long)]
-        wait: bool,
         /// Give up (exit 1, running snapshots cancelled) after this long, e.g. `10m`.
         #[arg(long)]
         timeout: Option<String>,

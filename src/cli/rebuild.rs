@@ -1,6 +1,6 @@
 //! `safepoint catalog rebuild`: re-creates the catalog's backups from the
-//! manifests in every declared storage. The catalog is a cache of storage
-//! (SPEC §10), so after it is lost this brings back everything retention,
+//! manifests in every declared storage. The catalog is a cache of storage,
+//! so after it is lost this brings back everything retention,
 //! RPO and release tracking need; nothing is taken or deleted. Imported
 //! backups are re-verified (checksum) by the next cycle. Pins are restored
 //! from their markers (`pin.json`) and reconciled as every observation does
@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use super::Output;
 use super::table::render;
-use crate::observed::Health;
+use crate::engine::import;
 use crate::reconcile::{self, Context, RepoState};
 use crate::storage::{self, Storage};
 
@@ -67,9 +67,7 @@ pub async fn run(ctx: &Context, output: Output) -> anyhow::Result<u8> {
                     if known.contains_key(&manifest.id) {
                         report.already_known += 1;
                     } else {
-                        ctx.catalog
-                            .upsert_backup(manifest, Health::Verified, None)
-                            .await?;
+                        import::import_manifest(ctx, manifest, import::Record::InSummary).await?;
                         report.imported += 1;
                     }
                 }
@@ -97,7 +95,13 @@ pub async fn run(ctx: &Context, output: Output) -> anyhow::Result<u8> {
         reports.len(),
     );
     ctx.catalog
-        .audit(Utc::now(), "catalog-rebuilt", None, &ctx.actor, &msg)
+        .audit(
+            Utc::now(),
+            crate::model::AuditKind::CatalogRebuilt,
+            None,
+            &ctx.actor,
+            &msg,
+        )
         .await?;
     tracing::info!(imported, pins, problems, "catalog rebuilt");
     if output == Output::Json {

@@ -48,7 +48,6 @@ pub async fn run(server: &str, cli: Cli) -> anyhow::Result<u8> {
                     release,
                     policy,
                     selector,
-                    wait: _,
                     timeout,
                 },
         } => {
@@ -64,7 +63,7 @@ pub async fn run(server: &str, cli: Cli) -> anyhow::Result<u8> {
                 "policies": policy, "selector": selector_map(selector)?,
                 // A gate always waits (for the job's answer, see `follow`):
                 // exiting 0 before the snapshot exists would let the deploy run
-                // unprotected. `--wait` is accepted (and implied).
+                // unprotected.
                 "wait": false,
                 "timeoutSeconds": timeout,
             });

@@ -1,4 +1,4 @@
-//! IO: recovery drills (SPEC §6). Restore a backup into a scratch target
+//! IO: recovery drills. Restore a backup into a scratch target
 //! with a name safepoint generates (`safepoint_drill_<policy>_<stamp>`),
 //! run the named checks (checksum, restore, completeness, the user's queries,
 //! recovery time), record the verdict, and always remove the scratch copy —
@@ -13,27 +13,19 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::Utc;
-use serde::Serialize;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection, Row};
 
 use crate::catalog::CheckResult;
+use crate::engine::context::{Applied, Context};
+use crate::engine::restore::{self, RestoreError};
 use crate::executor::{self, RestoreTarget};
 use crate::lock;
+use crate::model::AuditKind;
 use crate::policy::{BackupPolicy, DrillSpec, DrillTarget};
-use crate::reconcile::{Applied, Context};
-use crate::storage::{self, pipeline};
+use crate::storage;
 
-/// The result of one drill.
-#[derive(Debug, Clone, Serialize)]
-pub struct DrillOutcome {
-    pub policy: String,
-    pub backup_id: String,
-    pub passed: bool,
-    pub scratch: String,
-    pub restore_seconds: Option<f64>,
-    pub checks: Vec<CheckResult>,
-}
+pub use crate::model::DrillOutcome;
 
 /// Where a drill's scratch copy lives.
 enum Scratch {
@@ -96,7 +88,7 @@ impl Scratch {
 
 /// The scratch name for a drill of `policy` started now.
 pub fn scratch_name(policy: &str) -> String {
-    let id = crate::reconcile::new_backup_id(Utc::now(), policy);
+    let id = crate::engine::ids::new_backup_id(Utc::now(), policy);
     let stamp: String = id.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
     format!(
         "safepoint_drill_{}_{}",
@@ -219,7 +211,7 @@ pub async fn run(
             row.manifest.storage
         ));
     };
-    let st: Arc<dyn storage::Storage> = Arc::from(storage::open(st_spec, &ctx.settings.base_dir));
+    let st = restore::open_storage(ctx, st_spec);
     let name = scratch_name(&policy.name);
     let scratch = scratch_for(ctx, spec, &name)?;
     let started = Utc::now();
@@ -261,15 +253,17 @@ pub async fn run(
         summary.join(", ")
     );
     let kind = if passed {
-        "drill-passed"
+        AuditKind::DrillPassed
     } else {
-        "drill-failed"
+        AuditKind::DrillFailed
     };
     let actor = requested_by.unwrap_or(&ctx.actor);
-    let _ = ctx
-        .catalog
+    // The verdict is already recorded; without its audit entry the drill
+    // still fails, so the gap is visible rather than silent.
+    ctx.catalog
         .audit(now, kind, Some(&policy.name), actor, &msg)
-        .await;
+        .await
+        .map_err(|e| format!("{msg}; but its audit entry could not be written: {e}"))?;
     if passed {
         tracing::info!(policy = %policy.name, backup = backup_id, "{msg}");
     } else {
@@ -293,87 +287,44 @@ async fn checks(
     scratch: &Scratch,
 ) -> (Vec<CheckResult>, Option<f64>) {
     let mut checks = Vec::new();
-    // 1. The artifact's checksum matches the manifest.
-    let (st2, m2) = (st.clone(), manifest.clone());
-    let verified = tokio::task::spawn_blocking(move || storage::verify(&*st2, &m2)).await;
-    let checksum = match verified {
-        Ok(Ok(None)) => CheckResult {
+    let (target, options) = restore_target(manifest, scratch);
+    // The same pipeline as `safepoint restore`, its two stages reported as
+    // checks: 1. the artifact's checksum matches the manifest.
+    let job = restore::Restore {
+        manifest,
+        storage: st,
+        target: &target,
+        options: &options,
+        create_dir: match scratch {
+            Scratch::Dir(dir) => Some(dir.as_path()),
+            Scratch::Db { .. } => None,
+        },
+        wrap: None,
+    };
+    let verified = restore::verify(&job).await;
+    checks.push(match verified {
+        Ok(()) => CheckResult {
             name: "checksum".into(),
             passed: true,
             detail: manifest.artifact.checksum.clone(),
         },
-        Ok(Ok(Some(problem))) => CheckResult {
+        Err(RestoreError::Unverified { problem, .. }) => CheckResult {
             name: "checksum".into(),
             passed: false,
-            detail: problem,
-        },
-        Ok(Err(e)) => CheckResult {
-            name: "checksum".into(),
-            passed: false,
-            detail: e.to_string(),
+            detail: problem.detail,
         },
         Err(e) => CheckResult {
             name: "checksum".into(),
             passed: false,
             detail: e.to_string(),
         },
-    };
-    let checksum_ok = checksum.passed;
-    checks.push(checksum);
-    if !checksum_ok {
+    });
+    if !checks[0].passed {
         return (checks, None);
     }
     // 2. The restore tool exits cleanly.
-    let (target, options) = match scratch {
-        Scratch::Dir(dir) => (
-            RestoreTarget::Path(if manifest.source_kind == "sqlite" {
-                dir.join("restored.db")
-            } else {
-                dir.clone()
-            }),
-            executor::RestoreOptions {
-                force: true,
-                ..Default::default()
-            },
-        ),
-        Scratch::Db {
-            url, password_from, ..
-        } => (
-            RestoreTarget::Url(url.clone()),
-            executor::RestoreOptions {
-                force: true,
-                password_from: password_from.clone(),
-                command: None,
-            },
-        ),
-    };
     let started = Instant::now();
-    let restored = async {
-        let reader = st.open(manifest).map_err(|e| e.to_string())?;
-        // Encrypted backups are opened with the daemon's age identity.
-        let identities = match &ctx.settings.age_identity_file {
-            Some(path) if manifest.artifact.encryption.is_some() => {
-                Some(storage::crypt::Identities::from_file(path).map_err(|e| e.to_string())?)
-            }
-            _ => None,
-        };
-        let plain = storage::crypt::open(
-            reader,
-            &manifest.id,
-            manifest.artifact.encryption.as_deref(),
-            identities.as_ref(),
-        )
-        .map_err(|e| e.to_string())?;
-        let input = pipeline::decompress(plain).map_err(|e| e.to_string())?;
-        if let Scratch::Dir(dir) = scratch {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create scratch {}: {e}", dir.display()))?;
-        }
-        executor::restore(&manifest.source_kind, input, &target, &options)
-            .await
-            .map_err(|e| e.to_string())
-    }
-    .await;
+    let restored = restore::restore_verified(ctx, job).await;
     let seconds = started.elapsed().as_secs_f64();
     let produced = match restored {
         Ok(p) => {
@@ -388,7 +339,7 @@ async fn checks(
             checks.push(CheckResult {
                 name: "restore".into(),
                 passed: false,
-                detail: e,
+                detail: e.to_string(),
             });
             return (checks, Some(seconds));
         }
@@ -425,7 +376,7 @@ async fn checks(
                         passed: false,
                         detail: format!("query failed: {e}"),
                     },
-                    Ok(v) => match verdict::expectation(&check.expect, v.as_deref()) {
+                    Ok(v) => match check.expect.check(v.as_deref()) {
                         Ok(()) => CheckResult {
                             name: check.name.clone(),
                             passed: true,
@@ -447,8 +398,37 @@ async fn checks(
         seconds,
         spec.max_duration.map(|d| d.num_seconds()),
     ));
-    let _ = ctx;
     (checks, Some(seconds))
+}
+
+/// Where a drill restores into, and how (always replacing the scratch).
+fn restore_target(
+    manifest: &storage::Manifest,
+    scratch: &Scratch,
+) -> (RestoreTarget, executor::RestoreOptions) {
+    match scratch {
+        Scratch::Dir(dir) => (
+            RestoreTarget::Path(if manifest.source_kind == "sqlite" {
+                dir.join("restored.db")
+            } else {
+                dir.clone()
+            }),
+            executor::RestoreOptions {
+                force: true,
+                ..Default::default()
+            },
+        ),
+        Scratch::Db {
+            url, password_from, ..
+        } => (
+            RestoreTarget::Url(url.clone()),
+            executor::RestoreOptions {
+                force: true,
+                password_from: password_from.clone(),
+                command: None,
+            },
+        ),
+    }
 }
 
 async fn sqlite_checks(db: &Path, spec: &DrillSpec) -> Vec<CheckResult> {
@@ -495,7 +475,9 @@ async fn sqlite_checks(db: &Path, spec: &DrillSpec) -> Vec<CheckResult> {
                         .ok()
                         .flatten()
                 });
-                verdict::expectation(&check.expect, value.as_deref())
+                check
+                    .expect
+                    .check(value.as_deref())
                     .map(|()| value.unwrap_or_default())
             }
         };

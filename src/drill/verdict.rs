@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::catalog::CheckResult;
+use crate::model::CheckResult;
 use crate::policy::Completeness;
 
 /// Tolerance of `completeness: estimate` (relative difference per table).
@@ -54,55 +54,6 @@ pub fn completeness(
             problems.join("; ")
         },
     })
-}
-
-/// Evaluates `expect` (`= N`, `>= N`, `<= N`, `> N`, `< N`, `!= N`,
-/// `non-empty`, `~ REGEX`) against a query's first value (`None` = no row/NULL).
-pub fn expectation(expect: &str, value: Option<&str>) -> Result<(), String> {
-    let expect = expect.trim();
-    let shown = value.unwrap_or("no value");
-    if expect == "non-empty" {
-        return match value {
-            Some(v) if !v.is_empty() => Ok(()),
-            _ => Err(format!("expected a non-empty value, got {shown}")),
-        };
-    }
-    if let Some(pattern) = expect.strip_prefix('~') {
-        let re =
-            regex::Regex::new(pattern.trim()).map_err(|e| format!("bad regex {pattern:?}: {e}"))?;
-        return match value {
-            Some(v) if re.is_match(v) => Ok(()),
-            _ => Err(format!(
-                "expected a value matching /{}/, got {shown}",
-                pattern.trim()
-            )),
-        };
-    }
-    for op in [">=", "<=", "!=", "=", ">", "<"] {
-        if let Some(rhs) = expect.strip_prefix(op) {
-            let rhs = rhs.trim();
-            let want: f64 = rhs
-                .parse()
-                .map_err(|_| format!("`{expect}`: {rhs} is not a number"))?;
-            let got: f64 = value
-                .and_then(|v| v.trim().parse().ok())
-                .ok_or_else(|| format!("expected {op} {rhs}, got {shown}"))?;
-            let ok = match op {
-                ">=" => got >= want,
-                "<=" => got <= want,
-                "!=" => got != want,
-                "=" => got == want,
-                ">" => got > want,
-                _ => got < want,
-            };
-            return if ok {
-                Ok(())
-            } else {
-                Err(format!("expected {op} {rhs}, got {shown}"))
-            };
-        }
-    }
-    Err(format!("unknown expectation `{expect}`"))
 }
 
 /// The restore-time check against `maxDuration` (the RTO).
@@ -161,22 +112,6 @@ mod tests {
                 .unwrap()
                 .passed
         );
-    }
-
-    #[test]
-    fn expectations_compare_numbers_text_and_patterns() {
-        assert!(expectation(">= 1", Some("2")).is_ok());
-        assert!(expectation("= 500", Some("500")).is_ok());
-        assert_eq!(
-            expectation("= 500", Some("499")).unwrap_err(),
-            "expected = 500, got 499"
-        );
-        assert!(expectation("< 3", Some("3")).is_err());
-        assert!(expectation("non-empty", Some("x")).is_ok());
-        assert!(expectation("non-empty", None).is_err());
-        assert!(expectation("~ ^v[0-9]+", Some("v12")).is_ok());
-        assert!(expectation("~ ^v[0-9]+", Some("x")).is_err());
-        assert!(expectation("=> 3", Some("3")).is_err());
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub(crate) mod pgtools;
 pub mod postgres;
 pub(crate) mod process;
 pub mod secret;
+pub(crate) mod sql;
 pub mod sqlite;
 
 use std::collections::BTreeMap;

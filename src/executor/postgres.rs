@@ -6,104 +6,151 @@
 //! (or replaces it with `--force`) and feeds the stream to `pg_restore`.
 //! Passwords reach the tools through PGPASSWORD in the child's environment.
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::Path;
 use std::str::FromStr;
-use std::time::Duration;
 
+use sqlx::PgConnection;
 use sqlx::postgres::PgConnectOptions;
-use sqlx::{ConnectOptions, Connection, PgConnection};
 
 use super::classify::is_transient_text;
 use super::pgtools;
 use super::process::{self, Tool};
-use super::secret::{Credentials, Redactor};
+use super::secret::Redactor;
+use super::sql::{self, Dialect, TargetState};
 use super::{ExecContext, ExecError, Produced, until_cancelled};
 use crate::policy::SecretRef;
 use crate::storage::pipeline::Cancel;
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// PostgreSQL's differences from the other SQL servers.
+pub(crate) struct Pg;
 
-/// A connection target with everything needed to talk about it safely.
-struct Server {
-    creds: Credentials,
-    redactor: Redactor,
-}
+type Server = sql::Server<Pg>;
 
-impl Server {
-    fn new(url: &str, password_from: Option<&SecretRef>) -> Result<Server, ExecError> {
-        let creds = Credentials::resolve(url, password_from, "PGPASSWORD")?;
-        let redactor = creds.redactor();
-        Ok(Server { creds, redactor })
-    }
+impl Dialect for Pg {
+    type Conn = PgConnection;
+    type Opts = PgConnectOptions;
+    const PASSWORD_ENV: &'static str = "PGPASSWORD";
+    const DROP_TARGET: &'static str =
+        "drop target database (--force; close its other sessions first)";
 
-    fn target(&self) -> &str {
-        &self.creds.url
-    }
-
-    fn options(&self) -> Result<PgConnectOptions, ExecError> {
-        let opts = PgConnectOptions::from_str(&self.creds.url).map_err(|e| ExecError::Connect {
-            target: self.target().to_string(),
-            message: format!(
-                "not a valid PostgreSQL URL: {}",
-                self.redactor.redact(&e.to_string())
-            ),
-            transient: false,
-        })?;
-        let opts = opts.application_name("safepoint");
-        Ok(match &self.creds.password {
+    fn options(url: &str, password: Option<&str>) -> Result<PgConnectOptions, String> {
+        let opts = PgConnectOptions::from_str(url)
+            .map_err(|e| format!("not a valid PostgreSQL URL: {e}"))?
+            .application_name("safepoint");
+        Ok(match password {
             Some(pw) => opts.password(pw),
             None => opts,
         })
     }
 
-    async fn connect(&self, opts: &PgConnectOptions) -> Result<PgConnection, ExecError> {
-        let target = format!(
+    fn describe(opts: &PgConnectOptions, _url: &str) -> String {
+        format!(
             "postgres://{}@{}:{}/{}",
             opts.get_username(),
             opts.get_host(),
             opts.get_port(),
             opts.get_database().unwrap_or_default()
-        );
-        match tokio::time::timeout(CONNECT_TIMEOUT, opts.connect()).await {
-            Ok(Ok(conn)) => Ok(conn),
-            Ok(Err(e)) => Err(ExecError::Connect {
-                target,
-                transient: sqlx_transient(&e),
-                message: self.redactor.redact(&e.to_string()),
-            }),
-            Err(_) => Err(ExecError::Connect {
-                target,
-                message: format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()),
-                transient: true,
-            }),
-        }
+        )
     }
 
-    fn query_err(&self, what: &'static str) -> impl FnOnce(sqlx::Error) -> ExecError + '_ {
-        move |e| ExecError::Query {
-            what,
-            target: self.target().to_string(),
-            transient: sqlx_transient(&e),
-            message: self.redactor.redact(&e.to_string()),
-        }
+    fn admin_options(server: &Server, db: &str) -> PgConnectOptions {
+        let maintenance = if db == "postgres" {
+            "template1"
+        } else {
+            "postgres"
+        };
+        server.opts.clone().database(maintenance)
     }
 
-    /// A pg_dump/pg_restore invocation against this server (URL in argv
-    /// without password, password in the child's environment).
-    fn tool(&self, program: &str) -> Tool {
-        let mut tool = Tool::new(program, self.target(), self.redactor.clone());
-        tool.cmd
-            .arg("--no-password")
-            .arg("--dbname")
-            .arg(&self.creds.url);
-        if let Some(pw) = &self.creds.password {
-            tool.cmd.env("PGPASSWORD", pw);
-        }
-        tool.cmd.env("PGAPPNAME", "safepoint");
-        tool
+    fn quote_ident(name: &str) -> String {
+        quote_ident(name)
     }
+
+    fn create_database(db: &str) -> String {
+        format!("CREATE DATABASE {}", quote_ident(db))
+    }
+
+    fn drop_database_if_exists(db: &str) -> String {
+        format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(db))
+    }
+
+    /// Partitions counted as leaves, extension-owned tables skipped (as
+    /// pg_dump does), keyed `schema.table`.
+    async fn tables(conn: &mut PgConnection) -> Result<Vec<(String, String)>, sqlx::Error> {
+        let tables: Vec<(String, String)> = sqlx::query_as(
+            "SELECT n.nspname::text, c.relname::text FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind = 'r' AND n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema' \
+             AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass \
+                             AND d.objid = c.oid AND d.deptype = 'e') \
+             ORDER BY 1, 2",
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        Ok(tables
+            .into_iter()
+            .map(|(schema, table)| {
+                let quoted = format!("{}.{}", quote_ident(&schema), quote_ident(&table));
+                (format!("{schema}.{table}"), quoted)
+            })
+            .collect())
+    }
+
+    async fn count(conn: &mut PgConnection, quoted: &str) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM {quoted}"
+        )))
+        .fetch_one(&mut *conn)
+        .await
+    }
+
+    async fn execute(conn: &mut PgConnection, sql: String) -> Result<(), sqlx::Error> {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&mut *conn)
+            .await
+            .map(|_| ())
+    }
+
+    async fn inspect(
+        server: &Server,
+        admin: &mut PgConnection,
+        db: &str,
+    ) -> Result<TargetState, ExecError> {
+        let exists: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+                .bind(db)
+                .fetch_optional(&mut *admin)
+                .await
+                .map_err(server.query_err("look up target database"))?;
+        let objects = if exists.is_some() {
+            let mut conn = server.connect(&server.opts).await?;
+            let n = user_relations(server, &mut conn).await;
+            sql::close(conn).await;
+            n?
+        } else {
+            0
+        };
+        Ok(TargetState {
+            exists: exists.is_some(),
+            objects,
+        })
+    }
+}
+
+/// A pg_dump/pg_restore invocation against this server (URL in argv
+/// without password, password in the child's environment).
+fn tool(server: &Server, program: &str) -> Tool {
+    let mut tool = Tool::new(program, server.target(), server.redactor.clone());
+    tool.cmd
+        .arg("--no-password")
+        .arg("--dbname")
+        .arg(&server.creds.url);
+    if let Some(pw) = &server.creds.password {
+        tool.cmd.env("PGPASSWORD", pw);
+    }
+    tool.cmd.env("PGAPPNAME", "safepoint");
+    tool
 }
 
 /// Connection failures, restarts, overload and lock timeouts pass; bad
@@ -138,39 +185,6 @@ pub(crate) fn client_major(version: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
-/// Exact row count of every user table (partitions counted as leaves,
-/// extension-owned tables skipped, as pg_dump does), keyed `schema.table`.
-async fn count_rows(
-    server: &Server,
-    conn: &mut PgConnection,
-) -> Result<BTreeMap<String, u64>, ExecError> {
-    let tables: Vec<(String, String)> = sqlx::query_as(
-        "SELECT n.nspname::text, c.relname::text FROM pg_class c \
-         JOIN pg_namespace n ON n.oid = c.relnamespace \
-         WHERE c.relkind = 'r' AND n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema' \
-         AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass \
-                         AND d.objid = c.oid AND d.deptype = 'e') \
-         ORDER BY 1, 2",
-    )
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(server.query_err("list tables"))?;
-    let mut counts = BTreeMap::new();
-    for (schema, table) in tables {
-        let sql = format!(
-            "SELECT count(*) FROM {}.{}",
-            quote_ident(&schema),
-            quote_ident(&table)
-        );
-        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(server.query_err("count rows"))?;
-        counts.insert(format!("{schema}.{table}"), n.max(0) as u64);
-    }
-    Ok(counts)
-}
-
 pub async fn backup<W: Write + Send + 'static>(
     url: &str,
     password_from: Option<&SecretRef>,
@@ -179,9 +193,8 @@ pub async fn backup<W: Write + Send + 'static>(
     out: W,
 ) -> Result<(W, Produced), ExecError> {
     let server = Server::new(url, password_from)?;
-    let opts = server.options()?;
     let cancel = &ctx.cancel;
-    let mut conn = until_cancelled(cancel, server.connect(&opts)).await?;
+    let mut conn = until_cancelled(cancel, server.connect(&server.opts)).await?;
     let (version, version_num): (String, String) = until_cancelled(cancel, async {
         sqlx::query_as(
             "SELECT current_setting('server_version'), current_setting('server_version_num')",
@@ -231,7 +244,7 @@ pub async fn backup<W: Write + Send + 'static>(
 
     // pg_dump streams while the transaction holding the snapshot stays open
     // and counts rows in that same snapshot.
-    let mut tool = server.tool(&program);
+    let mut tool = tool(&server, &program);
     tool.cmd
         .args(["--format=custom", "--compress=0"])
         .arg(format!("--snapshot={snapshot}"));
@@ -239,7 +252,7 @@ pub async fn backup<W: Write + Send + 'static>(
     let stops = vec![cancel.clone(), abort.clone()];
     let (out, counts) = {
         let dump = super::blocking(move || process::pump_stdout(tool, out, &stops));
-        let counts = until_cancelled(cancel, count_rows(&server, &mut conn));
+        let counts = until_cancelled(cancel, server.count_rows(&mut conn));
         tokio::pin!(dump, counts);
         tokio::select! {
             d = &mut dump => {
@@ -255,7 +268,7 @@ pub async fn backup<W: Write + Send + 'static>(
             }
         }
     };
-    let _ = conn.close().await;
+    sql::close(conn).await;
     let mut produced = Produced {
         counts,
         ..Produced::default()
@@ -281,65 +294,6 @@ async fn user_relations(server: &Server, conn: &mut PgConnection) -> Result<u64,
     Ok(n.max(0) as u64)
 }
 
-/// Creates the target database if missing; an existing non-empty one is
-/// refused, or with `force` dropped and created afresh (never merged into).
-async fn prepare_target(
-    server: &Server,
-    opts: &PgConnectOptions,
-    force: bool,
-) -> Result<(), ExecError> {
-    let db = opts
-        .get_database()
-        .filter(|d| !d.is_empty())
-        .ok_or_else(|| ExecError::NoDatabase(server.target().to_string()))?
-        .to_string();
-    let maintenance = if db == "postgres" {
-        "template1"
-    } else {
-        "postgres"
-    };
-    let mut admin = server.connect(&opts.clone().database(maintenance)).await?;
-    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
-        .bind(&db)
-        .fetch_optional(&mut admin)
-        .await
-        .map_err(server.query_err("look up target database"))?;
-    let create = format!("CREATE DATABASE {}", quote_ident(&db));
-    if exists.is_some() {
-        let mut conn = server.connect(opts).await?;
-        let tables = user_relations(server, &mut conn).await?;
-        let _ = conn.close().await;
-        if tables > 0 {
-            if !force {
-                return Err(ExecError::DatabaseNotEmpty {
-                    target: server.target().to_string(),
-                    tables,
-                });
-            }
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE {}",
-                quote_ident(&db)
-            )))
-            .execute(&mut admin)
-            .await
-            .map_err(
-                server.query_err("drop target database (--force; close its other sessions first)"),
-            )?;
-            sqlx::query(sqlx::AssertSqlSafe(create))
-                .execute(&mut admin)
-                .await
-                .map_err(server.query_err("create target database"))?;
-        }
-    } else {
-        sqlx::query(sqlx::AssertSqlSafe(create))
-            .execute(&mut admin)
-            .await
-            .map_err(server.query_err("create target database"))?;
-    }
-    let _ = admin.close().await;
-    Ok(())
-}
-
 /// Restores a custom-format dump: `pg_restore --no-owner --single-transaction`
 /// reading the stream on stdin (all or nothing), then counts the rows.
 pub async fn restore(
@@ -349,16 +303,21 @@ pub async fn restore(
     force: bool,
 ) -> Result<Produced, ExecError> {
     let server = Server::new(url, password_from)?;
-    let opts = server.options()?;
-    prepare_target(&server, &opts, force).await?;
+    let db = server
+        .opts
+        .get_database()
+        .filter(|d| !d.is_empty())
+        .ok_or_else(|| ExecError::NoDatabase(server.target().to_string()))?
+        .to_string();
+    server.prepare_target(&db, force).await?;
     // The newest installed pg_restore reads dumps of every older pg_dump.
     let program = pgtools::program_for(Path::new(pgtools::LAYOUT_ROOT), None, "pg_restore", 0);
-    let mut tool = server.tool(&program.to_string_lossy());
+    let mut tool = tool(&server, &program.to_string_lossy());
     tool.cmd.args(["--no-owner", "--single-transaction"]);
     super::blocking(move || process::feed_stdin(tool, &mut input)).await?;
-    let mut conn = server.connect(&opts).await?;
-    let counts = count_rows(&server, &mut conn).await?;
-    let _ = conn.close().await;
+    let mut conn = server.connect(&server.opts).await?;
+    let counts = server.count_rows(&mut conn).await?;
+    sql::close(conn).await;
     Ok(Produced {
         counts,
         ..Produced::default()
@@ -371,18 +330,7 @@ pub async fn drop_database(
     password_from: Option<&SecretRef>,
     db: &str,
 ) -> Result<(), ExecError> {
-    let server = Server::new(url, password_from)?;
-    let opts = server.options()?;
-    let mut admin = server.connect(&opts.database("postgres")).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-        quote_ident(db)
-    )))
-    .execute(&mut admin)
-    .await
-    .map_err(server.query_err("drop scratch database"))?;
-    let _ = admin.close().await;
-    Ok(())
+    Server::new(url, password_from)?.drop_database(db).await
 }
 
 /// The first column of the first row of `sql` as text (`None`: no row or NULL).
@@ -392,14 +340,13 @@ pub async fn query_first(
     sql: &str,
 ) -> Result<Option<String>, ExecError> {
     let server = Server::new(url, password_from)?;
-    let opts = server.options()?;
-    let mut conn = server.connect(&opts).await?;
+    let mut conn = server.connect(&server.opts).await?;
     let wrapped = format!("SELECT (q.*)::text FROM ({sql}) AS q LIMIT 1");
     let value: Option<Option<String>> = sqlx::query_scalar(sqlx::AssertSqlSafe(wrapped))
         .fetch_optional(&mut conn)
         .await
         .map_err(server.query_err("run drill check"))?;
-    let _ = conn.close().await;
+    sql::close(conn).await;
     // `(q.*)::text` renders a one-column row as `(value)`: unwrap it.
     Ok(value.flatten().map(|v| {
         let inner = v

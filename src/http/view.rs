@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::timeline::{self, Mark};
 use crate::catalog::{BackupRow, DeployRecord, DrillRow};
+use crate::model::DriftKind;
 use crate::notify::alerts::{ActiveAlert, human};
 use crate::status::{PolicyStatus, Status};
 
@@ -38,7 +39,7 @@ struct PolicyRow {
     rpo: Option<String>,
     rpo_met: Option<bool>,
     next_run: Option<String>,
-    drift: Vec<&'static str>,
+    drift: Vec<DriftKind>,
     backups: usize,
     last_drill: Option<&'static str>,
 }

@@ -26,7 +26,11 @@ fn policy(name: &str, ready: bool) -> PolicyStatus {
         backups: 0,
         last_drill_passed: None,
         last_drill_verdict: None,
-        drift: if ready { vec![] } else { vec!["backup-failed"] },
+        drift: if ready {
+            vec![]
+        } else {
+            vec![DriftKind::BackupFailed]
+        },
     }
 }
 

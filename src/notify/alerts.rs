@@ -8,34 +8,11 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use serde::{Deserialize, Serialize};
 
-use crate::policy::{DesiredState, SecretRef, WebhookFormat};
+use crate::model::DriftKind;
+pub use crate::model::{ActiveAlert, Recipient, WebhookTarget};
+use crate::policy::DesiredState;
 use crate::status::Status;
-
-/// Who a policy's notices go to: one `Notifier` document (its email
-/// addresses, its webhook, or both).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Recipient {
-    pub notifier: String,
-    /// `spec.email.from`; the daemon's `--smtp-from` when absent.
-    pub from: Option<String>,
-    /// `spec.email.to`; empty without `email`.
-    pub to: Vec<String>,
-    /// `spec.webhook`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub webhook: Option<WebhookTarget>,
-}
-
-/// Where and how a webhook notice is posted (the secret by reference only).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WebhookTarget {
-    pub url: String,
-    #[serde(default)]
-    pub secret_from: Option<SecretRef>,
-    #[serde(default)]
-    pub format: WebhookFormat,
-}
 
 /// A problem present now. `policy` is empty for the repository itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,17 +20,6 @@ pub struct Problem {
     pub policy: String,
     pub reason: String,
     /// What failed, in one or a few lines.
-    pub detail: String,
-    pub recipients: Vec<Recipient>,
-}
-
-/// An open alert, as persisted between cycles.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ActiveAlert {
-    pub policy: String,
-    pub reason: String,
-    pub since: DateTime<Utc>,
-    pub notified_at: DateTime<Utc>,
     pub detail: String,
     pub recipients: Vec<Recipient>,
 }
@@ -237,7 +203,7 @@ pub fn problems(status: &Status, desired: &DesiredState) -> Vec<Problem> {
         }
         out.push(Problem {
             policy: String::new(),
-            reason: "policy-invalid".into(),
+            reason: DriftKind::PolicyInvalid.as_str().into(),
             detail: detail.trim_end().to_string(),
             recipients: recipients(desired, &all),
         });
@@ -248,11 +214,11 @@ pub fn problems(status: &Status, desired: &DesiredState) -> Vec<Problem> {
             .get(&p.name)
             .map_or(&[][..], |d| d.alerts.as_slice());
         for kind in &p.drift {
-            if p.suspended && *kind == "rpo-missed" {
+            if p.suspended && *kind == DriftKind::RpoMissed {
                 continue;
             }
-            let detail = match *kind {
-                "rpo-missed" => match (&p.last_good, p.rpo_seconds) {
+            let detail = match kind {
+                DriftKind::RpoMissed => match (&p.last_good, p.rpo_seconds) {
                     (Some(g), Some(rpo)) => format!(
                         "the newest verified backup is {} old; the RPO is {}",
                         human(g.age_seconds),
@@ -263,27 +229,29 @@ pub fn problems(status: &Status, desired: &DesiredState) -> Vec<Problem> {
                     }
                     _ => "the RPO is not met".into(),
                 },
-                "backup-failed" => p.reason.clone(),
-                "drill-failed" => format!(
+                DriftKind::BackupFailed => p.reason.clone(),
+                DriftKind::DrillFailed => format!(
                     "the last recovery drill did not pass; its backups are not proven restorable ({})",
                     p.reason
                 ),
-                "drill-overdue" => match p.last_drill_passed {
+                DriftKind::DrillOverdue => match p.last_drill_passed {
                     Some(t) => format!(
                         "no recovery drill passed within the drill schedule; the last one passed {}",
                         t.format("%Y-%m-%d %H:%M UTC")
                     ),
                     None => "no recovery drill has passed yet".into(),
                 },
-                "artifact-missing" => "a stored backup's artifact is gone from storage".into(),
-                "artifact-corrupt" => {
+                DriftKind::ArtifactMissing => {
+                    "a stored backup's artifact is gone from storage".into()
+                }
+                DriftKind::ArtifactCorrupt => {
                     "a stored backup's artifact no longer matches its checksum".into()
                 }
                 other => format!("drift {other}"),
             };
             out.push(Problem {
                 policy: p.name.clone(),
-                reason: (*kind).to_string(),
+                reason: kind.as_str().to_string(),
                 detail,
                 recipients: recipients(desired, notifiers),
             });
@@ -319,20 +287,20 @@ fn when(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
 
 /// What the reader should run next, per reason.
 pub fn next_step(policy: &str, reason: &str) -> String {
-    match reason {
-        "rpo-missed" => format!(
+    match DriftKind::parse(reason) {
+        Some(DriftKind::RpoMissed) => format!(
             "run `safepoint status` to see why no backup was taken, then `safepoint backup {policy}`"
         ),
-        "backup-failed" => format!(
+        Some(DriftKind::BackupFailed) => format!(
             "fix the cause shown above, then run `safepoint backup {policy}` (`safepoint status` shows the state)"
         ),
-        "artifact-missing" | "artifact-corrupt" => format!(
+        Some(DriftKind::ArtifactMissing | DriftKind::ArtifactCorrupt) => format!(
             "run `safepoint list --policy {policy}` to see which backup is affected, then `safepoint backup {policy}` for a fresh copy"
         ),
-        "drill-failed" | "drill-overdue" => format!(
+        Some(DriftKind::DrillFailed | DriftKind::DrillOverdue) => format!(
             "run `safepoint drill {policy}` and read its verdict (`safepoint status` shows the state)"
         ),
-        "policy-invalid" => {
+        Some(DriftKind::PolicyInvalid) => {
             "run `safepoint validate` on the commit, fix every problem listed and push a new commit"
                 .into()
         }

@@ -274,7 +274,9 @@ pub async fn deliver(
                 metrics.record_notification(&n.channel, true);
                 report.sent += 1;
                 tracing::info!(policy = %n.policy, "{msg}");
-                catalog.event(at, "alert-sent", policy, &msg).await?;
+                catalog
+                    .event(at, crate::model::AuditKind::AlertSent, policy, &msg)
+                    .await?;
             }
             Err(e) => {
                 metrics.record_notification(&n.channel, false);
@@ -295,7 +297,9 @@ pub async fn deliver(
                             "dropped {} {} {} via notifier {}: {e}",
                             n.kind, n.reason, n.channel, n.notifier
                         );
-                        catalog.event(at, "alert-dropped", policy, &msg).await?;
+                        catalog
+                            .event(at, crate::model::AuditKind::AlertDropped, policy, &msg)
+                            .await?;
                     }
                 }
             }

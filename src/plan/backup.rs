@@ -1,4 +1,4 @@
-//! Pure: when a policy needs a backup (SPEC §5).
+//! Pure: when a policy needs a backup.
 //!
 //! Semantics:
 //! - Explicit requests: one backup per distinct (policy, trigger, release);

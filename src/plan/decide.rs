@@ -5,14 +5,14 @@
 //! the automatic one), then deletions (oldest first, at most
 //! `max_deletions`). Kept backups per policy newest first, then orphans.
 //!
-//! Prune guards (SPEC §5 safety). Retention always runs, so kept backups list
+//! Prune guards (safety). Retention always runs, so kept backups list
 //! their rule reasons; a backup retention would delete is instead kept with
 //! the guard as its only reason when:
 //! - the policy's storage, or the storage of any of its backups, is in
 //!   `incomplete_storages` (`StorageIncomplete`);
 //! - the policy is suspended (`Suspended`);
 //! - a backup of the policy is running (`Running`): its outcome changes
-//!   retention, and SPEC §3 allows one operation per policy at a time.
+//!   retention, and one operation per policy runs at a time.
 //!
 //! Orphans (backups of a policy no longer in Git) are kept with `Orphaned`
 //! and a note, unless `prune_orphans`; then every verified, unpinned orphan is

@@ -1,4 +1,4 @@
-//! Pure: which recovery drills are due (SPEC §6). A drill is due when the
+//! Pure: which recovery drills are due. A drill is due when the
 //! latest slot of the policy's `drill.schedule` passed with no drill started
 //! at or after it, or when someone asked (`safepoint drill`). It restores the
 //! newest verified backup unless a specific one was asked for. One drill per

@@ -1,5 +1,5 @@
 //! Pure: `plan(desired, observed, now, options) -> Plan`. The one place that
-//! decides what to back up and what to prune, and why (SPEC §5). No IO, no
+//! decides what to back up and what to prune, and why. No IO, no
 //! clock: `now` is a parameter. `safepoint plan`, the daemon and the API all
 //! render the same `Plan`.
 
@@ -37,7 +37,7 @@ pub fn plan(
 /// Knobs of the daemon that shape a plan (from settings, not from Git).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PlanOptions {
-    /// At most this many deletions per plan (SPEC §5 "bounded").
+    /// At most this many deletions per plan (bounded deletion).
     pub max_deletions: usize,
     /// `prune --orphans`: also delete backups of policies no longer in Git.
     pub prune_orphans: bool,
@@ -69,7 +69,7 @@ impl Default for PlanOptions {
 pub struct Plan {
     /// Backups first, then deletions, in execution order.
     pub actions: Vec<Action>,
-    /// Recovery drills to run after the actions (SPEC §6).
+    /// Recovery drills to run after the actions.
     pub drills: Vec<Drill>,
     /// Every backup that stays, with all the reasons it stays.
     pub kept: Vec<Kept>,

@@ -1,4 +1,4 @@
-//! Pure: restic-style retention over ONE policy's backups (SPEC §5).
+//! Pure: restic-style retention over ONE policy's backups.
 //!
 //! Rules, as restic `forget` applies them:
 //! - The list is walked newest to oldest, once. Only *verified* backups count

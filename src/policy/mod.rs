@@ -1,4 +1,4 @@
-//! Pure: the policy repository format (SPEC §2): YAML documents in, a typed
+//! Pure: the policy repository format: YAML documents in, a typed
 //! `DesiredState` or every problem at once (file:line + hint) out.
 
 pub mod annotations;

@@ -1,4 +1,4 @@
-//! Pure: the typed, validated policy model (SPEC §2). Values of these types
+//! Pure: the typed, validated policy model. Values of these types
 //! only exist after `policy::load` accepted a revision, so code downstream never
 //! re-checks them ("parse, don't validate").
 
@@ -87,25 +87,7 @@ pub struct WebhookNotifier {
     pub format: WebhookFormat,
 }
 
-/// The body a webhook notifier posts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum WebhookFormat {
-    /// The versioned safepoint JSON payload (docs/webhook-payload.schema.json).
-    #[default]
-    Json,
-    /// A Slack/Mattermost incoming-webhook message (`{"text": ...}`).
-    Slack,
-}
-
-/// A reference to a secret held outside Git. The value is never stored in
-/// the model, only where to read it from at execution time.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SecretRef {
-    Env(String),
-    File(PathBuf),
-}
+pub use crate::model::{SecretRef, WebhookFormat};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BackupPolicy {
@@ -261,8 +243,9 @@ pub enum Completeness {
 pub struct DrillCheck {
     pub name: String,
     pub sql: String,
-    /// `= N`, `>= N`, `<= N`, `> N`, `< N`, `non-empty`, or `~ REGEX`.
-    pub expect: String,
+    /// `= N`, `!= N`, `>= N`, `<= N`, `> N`, `< N`, `non-empty`, or `~ REGEX`,
+    /// parsed by the one grammar drills evaluate with.
+    pub expect: crate::model::Expectation,
 }
 
 fn ser_tz<S: serde::Serializer>(tz: &chrono_tz::Tz, s: S) -> Result<S::Ok, S::Error> {

@@ -1,4 +1,4 @@
-//! Tests of `load` as a whole: the SPEC §2 example, every diagnostic kind
+//! Tests of `load` as a whole: a complete example, every diagnostic kind
 //! with its exact file:line, and the generated schema file.
 
 use std::path::PathBuf;
@@ -33,7 +33,7 @@ spec:
     secretFrom: {env: WEBHOOK_SECRET}
 ";
 
-/// The SPEC §2 example, verbatim.
+/// A complete example policy using every kind of field, verbatim.
 const POLICY: &str = r#"apiVersion: safepoint/v1
 kind: BackupPolicy
 metadata:
@@ -96,7 +96,7 @@ fn problems(files: &[PolicyFile]) -> Vec<Diagnostic> {
     }
 }
 
-/// A policy from the SPEC example with `edit` applied to its text.
+/// The example policy with `edit` applied to its text.
 fn policy_with(edit: impl Fn(&str) -> String) -> Vec<PolicyFile> {
     let mut files = base();
     files.push(file("policies/orders.yaml", &edit(POLICY)));
@@ -170,7 +170,7 @@ fn spec_example_loads_into_the_expected_model() {
             checks: vec![DrillCheck {
                 name: "users exist".into(),
                 sql: "select count(*) from users".into(),
-                expect: ">= 1".into(),
+                expect: crate::model::Expectation::parse(">= 1").unwrap(),
             }],
             max_duration: Some(TimeDelta::minutes(15)),
         }),
@@ -833,6 +833,29 @@ fn cron_nicknames_and_six_field_crons_are_accepted() {
     for cron in ["@daily", "0 0 */6 * * *", "0 3 * * MON-FRI"] {
         let files = policy_with(|p| p.replace("0 */6 * * *", cron));
         assert!(load(&files).is_ok(), "{cron}");
+    }
+}
+
+#[test]
+fn drill_expectations_use_the_grammar_drills_evaluate() {
+    // Everything evaluation understands passes validation...
+    for expect in ["!= 0", "= 1.5", "<= -2", "~ ^[a-z]+$", "non-empty"] {
+        let files = policy_with(|p| p.replace(r#"expect: ">= 1""#, &format!("expect: {expect:?}")));
+        assert!(load(&files).is_ok(), "{expect}");
+    }
+    // ...and everything it would reject is reported at file:line, a regex
+    // that does not compile included.
+    for (expect, part) in [
+        ("~ (unclosed", "invalid regex"),
+        ("~", "regex after `~` is empty"),
+        (">= many", "is not a number"),
+        ("at least one", "unknown expectation"),
+    ] {
+        let diags = problems(&policy_with(|p| {
+            p.replace(r#"expect: ">= 1""#, &format!("expect: {expect:?}"))
+        }));
+        let d = only(&diags, ORDERS, 38, part);
+        assert!(d.message.starts_with("invalid expectation"), "{d}");
     }
 }
 

@@ -1,4 +1,4 @@
-//! IO: client-side encryption of artifacts with age (SPEC §2 `encryption`).
+//! IO: client-side encryption of artifacts with age (a storage's `encryption`).
 //! Artifacts are sealed to the storage's recipients (public keys from Git)
 //! between compression and the checksum; restore opens them with an identity
 //! file given to the daemon or CLI by reference (`--age-identity-file`).

@@ -1,4 +1,4 @@
-//! Pure data: the manifest written next to every artifact (SPEC §3). It is the
+//! Pure data: the manifest written next to every artifact. It is the
 //! single source of truth for a backup; the catalog is a cache of manifests.
 
 use std::collections::BTreeMap;

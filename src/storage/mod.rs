@@ -1,4 +1,4 @@
-//! IO: where artifacts and manifests live (SPEC §3). A backup is the directory
+//! IO: where artifacts and manifests live. A backup is the directory
 //! `<root>/<policy>/<backup-id>/` holding one artifact, `manifest.json` and,
 //! when the backup is pinned, `pin.json` (`pin.rs`). The manifest is written
 //! last, so a backup is visible only when complete; deleting removes the
@@ -22,6 +22,7 @@ use std::path::PathBuf;
 pub use manifest::{ArtifactInfo, MANIFEST_FILE, MANIFEST_FORMAT, Manifest};
 pub use pin::{PIN_FILE, PIN_FORMAT, PinMarker, UnreadablePin};
 
+use crate::model::ArtifactProblem;
 use crate::policy::{StorageKind, StorageSpec};
 
 #[derive(Debug, thiserror::Error)]
@@ -237,18 +238,12 @@ impl Storage for Unavailable {
 
 /// Checks a stored artifact against its manifest: `Ok(None)` when it matches,
 /// `Ok(Some(problem))` when it is missing or differs.
-pub fn verify(storage: &dyn Storage, manifest: &Manifest) -> Result<Option<String>, StorageError> {
-    let Some(size) = storage.artifact_size(manifest)? else {
-        return Ok(Some(format!(
-            "artifact {} is missing",
-            manifest.artifact.file
-        )));
-    };
-    if size != manifest.artifact.size {
-        return Ok(Some(format!(
-            "artifact size is {size} bytes, manifest says {}",
-            manifest.artifact.size
-        )));
+pub fn verify(
+    storage: &dyn Storage,
+    manifest: &Manifest,
+) -> Result<Option<ArtifactProblem>, StorageError> {
+    if let Some(problem) = check_size(storage, manifest)? {
+        return Ok(Some(problem));
     }
     let reader = storage.open(manifest)?;
     let (_, checksum) = pipeline::checksum_of(reader).map_err(|source| StorageError::Io {
@@ -261,10 +256,28 @@ pub fn verify(storage: &dyn Storage, manifest: &Manifest) -> Result<Option<Strin
         source,
     })?;
     if checksum != manifest.artifact.checksum {
-        return Ok(Some(format!(
+        return Ok(Some(ArtifactProblem::corrupt(format!(
             "checksum is {checksum}, manifest says {}",
             manifest.artifact.checksum
-        )));
+        ))));
     }
     Ok(None)
+}
+
+/// The cheap check: the artifact exists and has the manifest's size.
+pub fn check_size(
+    storage: &dyn Storage,
+    manifest: &Manifest,
+) -> Result<Option<ArtifactProblem>, StorageError> {
+    Ok(match storage.artifact_size(manifest)? {
+        None => Some(ArtifactProblem::missing(format!(
+            "artifact {} is missing",
+            manifest.artifact.file
+        ))),
+        Some(size) if size != manifest.artifact.size => Some(ArtifactProblem::corrupt(format!(
+            "artifact size is {size} bytes, manifest says {}",
+            manifest.artifact.size
+        ))),
+        Some(_) => None,
+    })
 }

@@ -381,15 +381,10 @@ fn deploy_start_timeout_exits_1_and_leaves_no_snapshot_to_deploy_on() {
     let fifo = f.work().join("gate.fifo");
     mkfifo(&fifo);
     // Nobody ever writes the FIFO: the snapshot cannot finish.
-    let (code, out, err) = run(f.cmd().args([
-        "deploy",
-        "start",
-        "--release",
-        "r1",
-        "--wait",
-        "--timeout",
-        "2s",
-    ]));
+    let (code, out, err) =
+        run(f
+            .cmd()
+            .args(["deploy", "start", "--release", "r1", "--timeout", "2s"]));
     assert_eq!(code, Some(1), "{out}{err}");
     assert!(
         err.contains("timed out") && err.contains("must not proceed"),

@@ -41,15 +41,7 @@ fn deploy_start_takes_a_verified_snapshot_and_prints_the_restore_command() {
     let f = setup();
     let out = f
         .cmd()
-        .args([
-            "deploy",
-            "start",
-            "--release",
-            "v1.4.0",
-            "--wait",
-            "--timeout",
-            "5m",
-        ])
+        .args(["deploy", "start", "--release", "v1.4.0", "--timeout", "5m"])
         .output()
         .unwrap();
     assert_eq!(

@@ -44,7 +44,7 @@ fn exported_names() -> BTreeSet<String> {
     let now = Utc::now();
     m.record_outcomes(&[Outcome {
         policy: "p".into(),
-        action: "backup".into(),
+        action: safepoint::model::ActionKind::Backup,
         backup_id: None,
         trigger: Some(Trigger::Schedule),
         ok: true,

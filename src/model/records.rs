@@ -1,0 +1,112 @@
+//! Pure data records that cross layers: what an executed action, a drill
+//! and a revision attempt produced, and the alert state that is persisted.
+//! Producers (engine), stores (catalog) and consumers (metrics, status,
+//! notify, CLI) all name these types here, so none imports another for them.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use std::path::PathBuf;
+
+use super::{ActionKind, Trigger};
+
+/// The result of one executed action.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub policy: String,
+    pub action: ActionKind,
+    pub backup_id: Option<String>,
+    /// The backup's trigger (backups only).
+    pub trigger: Option<Trigger>,
+    pub ok: bool,
+    /// Wall time the action took.
+    pub seconds: f64,
+    pub detail: String,
+}
+
+/// The result of one drill.
+#[derive(Debug, Clone, Serialize)]
+pub struct DrillOutcome {
+    pub policy: String,
+    pub backup_id: String,
+    pub passed: bool,
+    pub scratch: String,
+    pub restore_seconds: Option<f64>,
+    pub checks: Vec<CheckResult>,
+}
+
+/// One named check of a drill.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckResult {
+    pub name: String,
+    pub passed: bool,
+    pub detail: String,
+}
+
+/// One policy-repository revision the daemon tried to apply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RevisionRecord {
+    pub commit: String,
+    pub branch: String,
+    pub author: String,
+    pub summary: String,
+    pub attempted_at: DateTime<Utc>,
+    pub valid: bool,
+    /// Rendered diagnostics (`file:line: message (hint: ...)`) when invalid.
+    pub diagnostics: Vec<String>,
+}
+
+/// Who a policy's notices go to: one `Notifier` document (its email
+/// addresses, its webhook, or both).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recipient {
+    pub notifier: String,
+    /// `spec.email.from`; the daemon's `--smtp-from` when absent.
+    pub from: Option<String>,
+    /// `spec.email.to`; empty without `email`.
+    pub to: Vec<String>,
+    /// `spec.webhook`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookTarget>,
+}
+
+/// Where and how a webhook notice is posted (the secret by reference only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookTarget {
+    pub url: String,
+    #[serde(default)]
+    pub secret_from: Option<SecretRef>,
+    #[serde(default)]
+    pub format: WebhookFormat,
+}
+
+/// The body a webhook notifier posts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    /// The versioned safepoint JSON payload (docs/webhook-payload.schema.json).
+    #[default]
+    Json,
+    /// A Slack/Mattermost incoming-webhook message (`{"text": ...}`).
+    Slack,
+}
+
+/// A reference to a secret held outside Git. The value is never stored in
+/// the model, only where to read it from at execution time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecretRef {
+    Env(String),
+    File(PathBuf),
+}
+
+/// An open alert, as persisted between cycles.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveAlert {
+    pub policy: String,
+    pub reason: String,
+    pub since: DateTime<Utc>,
+    pub notified_at: DateTime<Utc>,
+    pub detail: String,
+    pub recipients: Vec<Recipient>,
+}
