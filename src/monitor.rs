@@ -5,7 +5,6 @@
 //! the notice delivery task (woken by the catalog's outbox bell whenever this
 //! process queues a notice), and stops them with the daemon.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +17,7 @@ use crate::catalog::{Catalog, CatalogError};
 use crate::http::{self, ApiState, Snapshot};
 use crate::metrics::Metrics;
 use crate::notify::{self, Channels, Mailer};
-use crate::observed::{BackupRecord, ObservedState};
+use crate::observed::ObservedState;
 use crate::policy::DesiredState;
 use crate::reconcile::{CycleReport, ReconcileError, RepoState};
 use crate::status::{self, RepoInput};
@@ -269,26 +268,7 @@ impl Monitor {
 
 /// The state status needs, read from the catalog only (no storage listing).
 async fn observed_from_catalog(catalog: &Catalog) -> Result<ObservedState, CatalogError> {
-    let mut backups: BTreeMap<String, Vec<BackupRecord>> = BTreeMap::new();
-    for row in catalog.backups().await? {
-        backups
-            .entry(row.record.policy.clone())
-            .or_default()
-            .push(row.record);
-    }
-    let running: BTreeSet<String> = catalog
-        .running_runs()
-        .await?
-        .into_iter()
-        .map(|r| r.policy)
-        .collect();
-    Ok(ObservedState {
-        backups,
-        running,
-        failures: catalog.failures().await?,
-        drills: catalog.drill_history().await?,
-        ..ObservedState::default()
-    })
+    crate::preview::observed(catalog).await
 }
 
 /// Sends queued notices: everything at start, then at once whatever this
