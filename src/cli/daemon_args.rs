@@ -110,7 +110,8 @@ pub struct SmtpArgs {
     /// self-signed relay certificate).
     #[arg(long, env = "SAFEPOINT_SMTP_CA_FILE")]
     pub smtp_ca_file: Option<PathBuf>,
-    /// Seconds to wait for the SMTP server per mail.
+    /// Seconds one delivery attempt of one mail may take (connect, TLS,
+    /// greeting, send); a mail that times out stays queued and is retried.
     #[arg(long, env = "SAFEPOINT_SMTP_TIMEOUT", default_value_t = 10)]
     pub smtp_timeout: u64,
 }

@@ -53,6 +53,12 @@ pub enum NotifyError {
         #[source]
         source: lettre::transport::smtp::Error,
     },
+    #[error(
+        "smtp server {host} did not complete the delivery within {seconds} s (--smtp-timeout); \
+         the notice stays queued and is retried: check that the host and port are an SMTP server \
+         that answers"
+    )]
+    SmtpTimeout { host: String, seconds: u64 },
     /// `url` is shown without path or query (`webhook::redacted`).
     #[error("webhook {url}: {message}")]
     Webhook {
@@ -74,6 +80,7 @@ impl NotifyError {
             NotifyError::NoSmtp => "no-smtp",
             NotifyError::Build(_) => "build",
             NotifyError::Smtp { .. } => "smtp",
+            NotifyError::SmtpTimeout { .. } => "smtp-timeout",
             NotifyError::Webhook { .. } => "webhook",
             NotifyError::Payload(_) => "payload",
         }
@@ -85,7 +92,7 @@ impl NotifyError {
             NotifyError::Smtp { permanent, .. } | NotifyError::Webhook { permanent, .. } => {
                 !permanent
             }
-            NotifyError::Catalog(_) => true,
+            NotifyError::Catalog(_) | NotifyError::SmtpTimeout { .. } => true,
             _ => false,
         }
     }

@@ -161,14 +161,22 @@ impl Mailer {
             .header(ContentType::TEXT_PLAIN)
             .body(body.to_string())
             .map_err(|e| NotifyError::Build(e.to_string()))?;
-        self.transport
-            .send(message)
-            .await
-            .map(|_| ())
-            .map_err(|source| NotifyError::Smtp {
-                host: format!("{}:{}", self.settings.host, self.settings.port),
+        let host = format!("{}:{}", self.settings.host, self.settings.port);
+        // lettre's own timeout bounds single socket operations only on some
+        // paths (a server that accepts the connection and never sends its
+        // greeting is waited for indefinitely): `--smtp-timeout` bounds the
+        // whole delivery attempt here. A timeout is transient: the notice
+        // stays queued and is retried with backoff.
+        match tokio::time::timeout(self.settings.timeout, self.transport.send(message)).await {
+            Err(_) => Err(NotifyError::SmtpTimeout {
+                host,
+                seconds: self.settings.timeout.as_secs(),
+            }),
+            Ok(sent) => sent.map(|_| ()).map_err(|source| NotifyError::Smtp {
+                host,
                 permanent: source.is_permanent(),
                 source,
-            })
+            }),
+        }
     }
 }

@@ -425,3 +425,83 @@ fn a_suspended_policy_missing_its_rpo_does_not_alert() {
         .unwrap();
     assert_eq!(paused["reason"], "suspended", "{paused}");
 }
+
+/// A TCP server on loopback that accepts connections and never sends a
+/// byte (a hung relay, a firewall that accepts and drops): the SMTP client
+/// waits for a greeting that never comes.
+fn silent_server() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    port
+}
+
+fn silent_smtp_args(port: u16) -> Vec<String> {
+    [
+        "--smtp-host",
+        "127.0.0.1",
+        "--smtp-port",
+        &port.to_string(),
+        "--smtp-tls",
+        "none",
+        "--smtp-from",
+        "safepoint@example.com",
+        "--smtp-timeout",
+        "2",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+#[test]
+fn smtp_timeout_bounds_a_delivery_to_a_server_that_never_answers() {
+    let f = failing();
+    let port = silent_server();
+    // A hang guard, not a speed assertion: far above the 2 s timeout (a
+    // cycle, one bounded attempt after it and one at shutdown), far below
+    // "never" (assert_cmd kills the process then, and the test fails).
+    let out = f
+        .cmd()
+        .args(["daemon", "--once"])
+        .args(silent_smtp_args(port))
+        .env("SAFEPOINT_LOG", "info")
+        .timeout(std::time::Duration::from_secs(120))
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "daemon --once failed: {log}");
+    assert!(
+        log.contains("did not complete the delivery within 2 s"),
+        "the timeout is named: {log}"
+    );
+    assert!(
+        outbox(&f).starts_with("pending|FIRING|"),
+        "the notice stays queued for a retry: {}",
+        outbox(&f)
+    );
+}
+
+#[test]
+fn notify_test_smtp_timeout_reports_a_server_that_never_answers() {
+    let f = failing();
+    let port = silent_server();
+    let out = f
+        .cmd()
+        .args(["notify", "test", "oncall"])
+        .args(silent_smtp_args(port))
+        .timeout(std::time::Duration::from_secs(60))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("FAILED email") && stdout.contains("within 2 s"),
+        "{stdout}"
+    );
+}

@@ -388,3 +388,53 @@ spec:
     let outcome: serde_json::Value = serde_json::from_slice(&with.stdout).unwrap();
     assert_eq!(outcome["passed"], true, "{outcome}");
 }
+
+/// `prune` exits 1 when a deletion fails (here the bucket refuses deletes,
+/// as a bucket policy without `s3:DeleteObject` would), names the backup and
+/// the storage's answer, and keeps every backup visible; once deletes are
+/// allowed again the same prune succeeds.
+#[test]
+fn prune_exits_1_when_a_deletion_fails_and_keeps_the_backup_visible() {
+    let server = S3Server::start();
+    server.create_bucket("e2e");
+    let f = fixture(&[
+        ("storage.yaml", s3_doc(&server, "e2e", &[])),
+        ("app.yaml", remote_policy("app", "app.db")),
+    ]);
+    f.make_sqlite("app.db");
+    for _ in 0..4 {
+        ok(&f, &["backup", "app"]);
+    }
+    assert_eq!(list(&f, &[]).len(), 4);
+
+    server.deny_deletes(true);
+    let out = run(&f, &["prune"]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a failed deletion exits 1: {text}"
+    );
+    assert!(
+        text.contains("AccessDenied") || text.contains("403"),
+        "{text}"
+    );
+    let left = list(&f, &[]);
+    assert_eq!(
+        left.len(),
+        4,
+        "nothing disappears from the catalog: {left:?}"
+    );
+    assert!(
+        left.iter().all(|b| b["backup"]["health"] == "verified"),
+        "no backup is half-deleted: {left:?}"
+    );
+
+    server.deny_deletes(false);
+    ok(&f, &["prune"]);
+    assert_eq!(list(&f, &[]).len(), 3, "keepLast: 3");
+}

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 
 use hyper::body::Incoming;
@@ -27,6 +27,9 @@ pub struct S3Server {
     thread: Option<JoinHandle<()>>,
     /// Part uploads (`PUT ...?partNumber=`) received so far.
     pub parts: Arc<AtomicUsize>,
+    /// While set, every delete (`DELETE`, batch `POST ?delete`) is refused
+    /// with 403 AccessDenied, as a bucket policy without delete rights would.
+    deny_deletes: Arc<AtomicBool>,
 }
 
 impl S3Server {
@@ -46,11 +49,12 @@ impl S3Server {
         let addr = listener.local_addr().unwrap();
         let (stop, mut stopped) = watch::channel(false);
         let parts = Arc::new(AtomicUsize::new(0));
+        let deny_deletes = Arc::new(AtomicBool::new(false));
         let fs = s3s_fs::FileSystem::new(root.path()).unwrap();
         let mut b = S3ServiceBuilder::new(fs);
         b.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
         let service = b.build();
-        let (stop2, parts2) = (stop.clone(), parts.clone());
+        let (stop2, parts2, deny2) = (stop.clone(), parts.clone(), deny_deletes.clone());
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -65,7 +69,12 @@ impl S3Server {
                         _ = stopped.wait_for(|s| *s) => break,
                     };
                     let (service, stop, parts) = (service.clone(), stop2.clone(), parts2.clone());
+                    let deny = deny2.clone();
                     let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+                        let is_delete = req.method() == hyper::Method::DELETE
+                            || (req.method() == hyper::Method::POST
+                                && req.uri().query().is_some_and(|q| q.contains("delete")));
+                        let refuse = is_delete && deny.load(Ordering::SeqCst);
                         let is_part = req.method() == hyper::Method::PUT
                             && req.uri().query().is_some_and(|q| q.contains("partNumber="));
                         let n = if is_part {
@@ -79,6 +88,9 @@ impl S3Server {
                         }
                         let call = hyper::service::Service::call(&service, req);
                         async move {
+                            if refuse {
+                                return Ok(access_denied());
+                            }
                             if cut {
                                 // The server dies with this request unanswered.
                                 std::future::pending::<()>().await;
@@ -101,7 +113,13 @@ impl S3Server {
             stop,
             thread: Some(thread),
             parts,
+            deny_deletes,
         }
+    }
+
+    /// Refuse (true) or allow (false) deletes from now on.
+    pub fn deny_deletes(&self, deny: bool) {
+        self.deny_deletes.store(deny, Ordering::SeqCst);
     }
 
     pub fn endpoint(&self) -> String {
@@ -130,6 +148,17 @@ impl S3Server {
         self.stop();
         Self::start_on(self.root.clone(), None)
     }
+}
+
+/// The answer of a bucket policy that does not grant `s3:DeleteObject`.
+fn access_denied() -> hyper::Response<s3s::Body> {
+    let xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AccessDenied</Code>\
+               <Message>Access Denied</Message></Error>";
+    hyper::Response::builder()
+        .status(403)
+        .header("content-type", "application/xml")
+        .body(s3s::Body::from(xml.to_string()))
+        .unwrap()
 }
 
 impl Drop for S3Server {
