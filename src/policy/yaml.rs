@@ -9,6 +9,10 @@ use serde_json::{Map, Number, Value};
 
 /// Upper bound on nodes produced by alias expansion (billion laughs guard).
 const MAX_ALIAS_NODES: usize = 10_000;
+/// Upper bound on nesting (mappings and sequences inside each other). A policy
+/// is a few levels deep; without a bound a file of `[[[[…` overflows the
+/// stack of every recursive walk over the tree (found by fuzzing).
+const MAX_DEPTH: usize = 64;
 
 /// A position in a file: 1-based line and column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -138,6 +142,21 @@ fn syntax_problem(err: &ScanError) -> YamlProblem {
 }
 
 impl Builder {
+    fn check_depth(&self, pos: Pos) -> Result<(), YamlProblem> {
+        if self.stack.len() < MAX_DEPTH {
+            return Ok(());
+        }
+        Err(YamlProblem {
+            pos,
+            message: format!("yaml nesting deeper than {MAX_DEPTH} levels"),
+            hint: Some(
+                "a policy document is a few levels deep: look for unclosed `[`/`{` or \
+                 runaway indentation; the rest of this file was not checked"
+                    .to_owned(),
+            ),
+        })
+    }
+
     fn event(&mut self, event: Event<'_>, span: Span) -> Result<(), YamlProblem> {
         let pos = Pos::of(&span);
         match event {
@@ -148,6 +167,7 @@ impl Builder {
             Event::Nothing | Event::StreamStart | Event::StreamEnd | Event::DocumentEnd => {}
             Event::MappingStart(anchor, tag) => {
                 reject_tag(tag.as_deref(), pos)?;
+                self.check_depth(pos)?;
                 self.stack.push(Frame::Map {
                     pos,
                     anchor,
@@ -157,6 +177,7 @@ impl Builder {
             }
             Event::SequenceStart(anchor, tag) => {
                 reject_tag(tag.as_deref(), pos)?;
+                self.check_depth(pos)?;
                 self.stack.push(Frame::Seq {
                     pos,
                     anchor,

@@ -6,6 +6,7 @@ use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
+use super::manifest;
 use super::pin::parse_marker;
 use super::{
     ArtifactSink, Leftover, Listing, MANIFEST_FILE, Manifest, PIN_FILE, PinMarker, Storage,
@@ -194,23 +195,15 @@ impl Storage for LocalStorage {
                 let id = backup.file_name().to_string_lossy().into_owned();
                 let path = backup.path().join(MANIFEST_FILE);
                 match fs::read(&path) {
-                    Ok(bytes) => match serde_json::from_slice::<Manifest>(&bytes) {
-                        Ok(m) if m.policy == policy_name && m.id == id => {
+                    Ok(bytes) => match manifest::parse(&bytes, &policy_name, &id) {
+                        Ok(m) => {
                             self.read_pin(&backup.path(), &m, &mut listing);
                             listing.manifests.push(m)
                         }
-                        Ok(m) => listing.unreadable.push(StorageError::BadManifest {
+                        Err(reason) => listing.unreadable.push(StorageError::BadManifest {
                             storage: self.name.clone(),
                             path,
-                            reason: format!(
-                                "it names backup {}/{} but lies in {policy_name}/{id}",
-                                m.policy, m.id
-                            ),
-                        }),
-                        Err(e) => listing.unreadable.push(StorageError::BadManifest {
-                            storage: self.name.clone(),
-                            path,
-                            reason: e.to_string(),
+                            reason,
                         }),
                     },
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {

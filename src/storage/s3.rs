@@ -22,6 +22,7 @@ use object_store::{
     RetryConfig,
 };
 
+use super::manifest;
 use super::pin::parse_marker;
 use super::s3_error::{Target, remote};
 use super::{
@@ -359,18 +360,14 @@ impl Storage for S3Storage {
                 path: key.to_string().into(),
                 reason,
             };
-            match serde_json::from_slice::<Manifest>(&bytes) {
-                Ok(m) if m.policy == policy && m.id == id => {
+            match manifest::parse(&bytes, &policy, &id) {
+                Ok(m) => {
                     if has_pin {
                         self.read_pin(&policy, &id, &mut listing);
                     }
                     listing.manifests.push(m)
                 }
-                Ok(m) => listing.unreadable.push(bad(format!(
-                    "it names backup {}/{} but lies in {policy}/{id}",
-                    m.policy, m.id
-                ))),
-                Err(e) => listing.unreadable.push(bad(e.to_string())),
+                Err(reason) => listing.unreadable.push(bad(reason)),
             }
         }
         Ok(listing)

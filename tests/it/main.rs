@@ -19,6 +19,7 @@ mod docs_examples;
 mod drills;
 mod encryption_docs;
 mod faults;
+mod fuzz;
 mod gate_lanes;
 mod hardening;
 mod lost_connection;
