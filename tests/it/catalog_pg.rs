@@ -24,7 +24,7 @@ fn fixture() -> Fixture {
 fn on_pg(f: &Fixture, db: &PgDb, args: &[&str]) -> assert_cmd::Command {
     let pw = f.tmp.path().join("catalog.pw");
     std::fs::write(&pw, "not-shown-anywhere\n").unwrap();
-    let mut cmd = assert_cmd::Command::from_std(f.cmd());
+    let mut cmd = f.cmd();
     cmd.args(["--catalog", &db.url()])
         .arg("--catalog-password-file")
         .arg(&pw)
@@ -243,7 +243,7 @@ fn readyz_follows_the_catalog_and_the_daemon_survives_its_restart() {
         d.child.try_wait().unwrap().is_none(),
         "the daemon is still running"
     );
-    assert_cmd::Command::from_std(f.cmd())
+    f.cmd()
         .args(["--catalog", &url, "audit", "verify"])
         .assert()
         .success();
