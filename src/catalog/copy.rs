@@ -251,7 +251,7 @@ impl Catalog {
             .iter()
             .zip(&copied)
             .map(|((table, s), (_, t))| TableCount {
-                table: *table,
+                table,
                 source: *s,
                 target: *t,
             })
