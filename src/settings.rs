@@ -16,6 +16,11 @@ pub struct Settings {
     /// Catalog, mirror of remote repositories, locks and scratch space.
     pub data_dir: PathBuf,
     pub repo: RepoConfig,
+    /// Where the catalog is (a SQLite file or a PostgreSQL database).
+    pub catalog: crate::catalog::Location,
+    /// The catalog's local file, protected from policies: the SQLite file,
+    /// or for a PostgreSQL catalog its password file (else the unused
+    /// default `<data-dir>/catalog.db`).
     pub catalog_path: PathBuf,
     /// Relative paths in policies (sources, local storage) resolve against this.
     pub base_dir: PathBuf,

@@ -7,7 +7,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
-use super::{Catalog, CatalogError, q};
+use super::{Catalog, CatalogError, get_ots, get_ts, q, ts};
 use crate::model::{ActiveAlert, Recipient, WebhookTarget};
 
 /// A notification to queue.
@@ -47,8 +47,8 @@ impl Catalog {
                 Ok(ActiveAlert {
                     policy: row.get("policy"),
                     reason: row.get("reason"),
-                    since: row.get("since"),
-                    notified_at: row.get("notified_at"),
+                    since: get_ts(&row, "since")?,
+                    notified_at: get_ts(&row, "notified_at")?,
                     detail: row.get("detail"),
                     recipients: serde_json::from_str::<Vec<Recipient>>(&recipients).map_err(
                         |e| CatalogError::Corrupt {
@@ -89,12 +89,12 @@ impl Catalog {
         for a in state {
             sqlx::query(
                 "INSERT INTO alerts (policy, reason, since, notified_at, detail, recipients)
-                 VALUES (?, ?, ?, ?, ?, ?)",
+                 VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(&a.policy)
             .bind(&a.reason)
-            .bind(a.since)
-            .bind(a.notified_at)
+            .bind(ts(a.since))
+            .bind(ts(a.notified_at))
             .bind(&a.detail)
             .bind(serde_json::to_string(&a.recipients).unwrap_or_else(|_| "[]".into()))
             .execute(&mut *tx)
@@ -115,10 +115,10 @@ impl Catalog {
         ignore_backoff: bool,
     ) -> Result<Vec<QueuedNotification>, CatalogError> {
         let rows = sqlx::query(
-            "SELECT * FROM outbox WHERE state = 'pending' AND (? OR next_attempt_at <= ?) ORDER BY id",
+            "SELECT * FROM outbox WHERE state = 'pending' AND ($1 OR next_attempt_at <= $2) ORDER BY id",
         )
         .bind(ignore_backoff)
-        .bind(now)
+        .bind(ts(now))
         .fetch_all(&self.pool)
         .await
         .map_err(q("select due notifications"))?;
@@ -162,9 +162,9 @@ impl Catalog {
 
     pub async fn notification_sent(&self, id: i64, at: DateTime<Utc>) -> Result<(), CatalogError> {
         sqlx::query(
-            "UPDATE outbox SET state = 'sent', attempts = attempts + 1, done_at = ?, last_error = NULL WHERE id = ?",
+            "UPDATE outbox SET state = 'sent', attempts = attempts + 1, done_at = $1, last_error = NULL WHERE id = $2",
         )
-        .bind(at)
+        .bind(ts(at))
         .bind(id)
         .execute(&self.pool)
         .await
@@ -181,17 +181,17 @@ impl Catalog {
         now: DateTime<Utc>,
     ) -> Result<(), CatalogError> {
         sqlx::query(
-            "UPDATE outbox SET attempts = attempts + 1, last_error = ?,
-                    state = CASE WHEN ? IS NULL THEN 'failed' ELSE 'pending' END,
-                    next_attempt_at = COALESCE(?, next_attempt_at),
-                    done_at = CASE WHEN ? IS NULL THEN ? ELSE NULL END
-             WHERE id = ?",
+            "UPDATE outbox SET attempts = attempts + 1, last_error = $1,
+                    state = CASE WHEN $2 IS NULL THEN 'failed' ELSE 'pending' END,
+                    next_attempt_at = COALESCE($3, next_attempt_at),
+                    done_at = CASE WHEN $4 IS NULL THEN $5 ELSE NULL END
+             WHERE id = $6",
         )
         .bind(error)
-        .bind(retry_at)
-        .bind(retry_at)
-        .bind(retry_at)
-        .bind(now)
+        .bind(retry_at.map(ts))
+        .bind(retry_at.map(ts))
+        .bind(retry_at.map(ts))
+        .bind(ts(now))
         .bind(id)
         .execute(&self.pool)
         .await
@@ -225,18 +225,19 @@ impl Catalog {
         &self,
         email: bool,
     ) -> Result<Option<DateTime<Utc>>, CatalogError> {
-        sqlx::query_scalar(
-            "SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending' AND (? OR channel != 'email')",
+        let row = sqlx::query(
+            "SELECT MIN(next_attempt_at) AS at FROM outbox WHERE state = 'pending' AND ($1 OR channel != 'email')",
         )
         .bind(email)
         .fetch_one(&self.pool)
-            .await
-            .map_err(q("select next notification"))
+        .await
+        .map_err(q("select next notification"))?;
+        get_ots(&row, "at")
     }
 }
 
 async fn insert_notifications(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     queue: &[NewNotification],
     now: DateTime<Utc>,
 ) -> Result<(), CatalogError> {
@@ -244,9 +245,9 @@ async fn insert_notifications(
         sqlx::query(
             "INSERT INTO outbox (created_at, channel, kind, policy, reason, notifier, sender,
                                      recipients, subject, body, next_attempt_at, target)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
-        .bind(now)
+        .bind(ts(now))
         .bind(&n.channel)
         .bind(&n.kind)
         .bind(&n.policy)
@@ -256,7 +257,7 @@ async fn insert_notifications(
         .bind(serde_json::to_string(&n.recipients).unwrap_or_else(|_| "[]".into()))
         .bind(&n.subject)
         .bind(&n.body)
-        .bind(now)
+        .bind(ts(now))
         .bind(
             n.webhook
                 .as_ref()

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{Catalog, CatalogError, q};
+use super::{Catalog, CatalogError, get_ts, q, ts};
 
 /// One recorded deploy step for one policy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -23,7 +23,7 @@ impl Catalog {
     pub async fn record_deploy(&self, d: &DeployRecord) -> Result<(), CatalogError> {
         sqlx::query(
             "INSERT INTO deploys (release, policy, phase, status, backup_id, caller, detail, at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&d.release)
         .bind(&d.policy)
@@ -32,7 +32,7 @@ impl Catalog {
         .bind(&d.backup_id)
         .bind(&d.caller)
         .bind(&d.detail)
-        .bind(d.at)
+        .bind(ts(d.at))
         .execute(&self.pool)
         .await
         .map_err(q("insert deploy"))?;
@@ -41,25 +41,26 @@ impl Catalog {
 
     pub async fn deploys(&self, release: Option<&str>) -> Result<Vec<DeployRecord>, CatalogError> {
         let rows = match release {
-            Some(r) => sqlx::query("SELECT * FROM deploys WHERE release = ? ORDER BY id").bind(r),
+            Some(r) => sqlx::query("SELECT * FROM deploys WHERE release = $1 ORDER BY id").bind(r),
             None => sqlx::query("SELECT * FROM deploys ORDER BY id"),
         }
         .fetch_all(&self.pool)
         .await
         .map_err(q("select deploys"))?;
-        Ok(rows
-            .into_iter()
-            .map(|r| DeployRecord {
-                release: r.get("release"),
-                policy: r.get("policy"),
-                phase: r.get("phase"),
-                status: r.get("status"),
-                backup_id: r.get("backup_id"),
-                caller: r.get("caller"),
-                detail: r.get("detail"),
-                at: r.get("at"),
+        rows.iter()
+            .map(|r| {
+                Ok(DeployRecord {
+                    release: r.get("release"),
+                    policy: r.get("policy"),
+                    phase: r.get("phase"),
+                    status: r.get("status"),
+                    backup_id: r.get("backup_id"),
+                    caller: r.get("caller"),
+                    detail: r.get("detail"),
+                    at: get_ts(r, "at")?,
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// Arms a policy's tag pattern; returns true the first time.
@@ -69,10 +70,11 @@ impl Catalog {
         now: DateTime<Utc>,
     ) -> Result<bool, CatalogError> {
         let done = sqlx::query(
-            "INSERT OR IGNORE INTO release_policies (policy, first_seen_at) VALUES (?, ?)",
+            "INSERT INTO release_policies (policy, first_seen_at) VALUES ($1, $2)
+             ON CONFLICT (policy) DO NOTHING",
         )
         .bind(policy)
-        .bind(now)
+        .bind(ts(now))
         .execute(&self.pool)
         .await
         .map_err(q("arm releases"))?;
@@ -89,14 +91,14 @@ impl Catalog {
         now: DateTime<Utc>,
     ) -> Result<(), CatalogError> {
         sqlx::query(
-            "INSERT INTO release_tags (policy, tag, state, backup_id, at) VALUES (?, ?, ?, ?, ?)
+            "INSERT INTO release_tags (policy, tag, state, backup_id, at) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (policy, tag) DO NOTHING",
         )
         .bind(policy)
         .bind(tag)
         .bind(state)
         .bind(backup_id)
-        .bind(now)
+        .bind(ts(now))
         .execute(&self.pool)
         .await
         .map_err(q("mark release"))?;
@@ -105,7 +107,7 @@ impl Catalog {
 
     /// Tags of `policy` already handled.
     pub async fn handled_releases(&self, policy: &str) -> Result<Vec<String>, CatalogError> {
-        let rows = sqlx::query("SELECT tag FROM release_tags WHERE policy = ?")
+        let rows = sqlx::query("SELECT tag FROM release_tags WHERE policy = $1")
             .bind(policy)
             .fetch_all(&self.pool)
             .await

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{Catalog, CatalogError, q};
+use super::{Catalog, CatalogError, get_ots, get_ts, q, ts};
 use crate::observed::DrillHistory;
 
 pub use crate::model::CheckResult;
@@ -35,20 +35,19 @@ impl Catalog {
         requested_by: Option<&str>,
         at: DateTime<Utc>,
     ) -> Result<i64, CatalogError> {
-        let done = sqlx::query(
+        sqlx::query_scalar(
             "INSERT INTO drills (policy, backup_id, target, scratch, started_at, verdict, requested_by)
-             VALUES (?, ?, ?, ?, ?, 'running', ?)",
+             VALUES ($1, $2, $3, $4, $5, 'running', $6) RETURNING id",
         )
         .bind(policy)
         .bind(backup_id)
         .bind(target)
         .bind(scratch)
-        .bind(at)
+        .bind(ts(at))
         .bind(requested_by)
-        .execute(&self.pool)
+        .fetch_one(&self.pool)
         .await
-        .map_err(q("insert drill"))?;
-        Ok(done.last_insert_rowid())
+        .map_err(q("insert drill"))
     }
 
     pub async fn finish_drill(
@@ -59,11 +58,11 @@ impl Catalog {
         checks: &[CheckResult],
         at: DateTime<Utc>,
     ) -> Result<(), CatalogError> {
-        sqlx::query("UPDATE drills SET verdict = ?, restore_seconds = ?, checks = ?, finished_at = ? WHERE id = ?")
+        sqlx::query("UPDATE drills SET verdict = $1, restore_seconds = $2, checks = $3, finished_at = $4 WHERE id = $5")
             .bind(if passed { "passed" } else { "failed" })
             .bind(restore_seconds)
             .bind(serde_json::to_string(checks).unwrap_or_else(|_| "[]".into()))
-            .bind(at)
+            .bind(ts(at))
             .bind(id)
             .execute(&self.pool)
             .await
@@ -78,33 +77,32 @@ impl Catalog {
     ) -> Result<Vec<DrillRow>, CatalogError> {
         let rows = match policy {
             Some(p) => {
-                sqlx::query("SELECT * FROM drills WHERE policy = ? ORDER BY id DESC LIMIT ?")
+                sqlx::query("SELECT * FROM drills WHERE policy = $1 ORDER BY id DESC LIMIT $2")
                     .bind(p)
                     .bind(limit)
             }
-            None => sqlx::query("SELECT * FROM drills ORDER BY id DESC LIMIT ?").bind(limit),
+            None => sqlx::query("SELECT * FROM drills ORDER BY id DESC LIMIT $1").bind(limit),
         }
         .fetch_all(&self.pool)
         .await
         .map_err(q("select drills"))?;
-        Ok(rows
-            .into_iter()
+        rows.iter()
             .map(|r| {
                 let checks: String = r.get("checks");
-                DrillRow {
+                Ok(DrillRow {
                     id: r.get("id"),
                     policy: r.get("policy"),
                     backup_id: r.get("backup_id"),
                     target: r.get("target"),
                     scratch: r.get("scratch"),
-                    started_at: r.get("started_at"),
-                    finished_at: r.get("finished_at"),
+                    started_at: get_ts(r, "started_at")?,
+                    finished_at: get_ots(r, "finished_at")?,
                     verdict: r.get("verdict"),
                     restore_seconds: r.get("restore_seconds"),
                     checks: serde_json::from_str(&checks).unwrap_or_default(),
-                }
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// Drills still marked running (their process may have died).
@@ -125,7 +123,7 @@ impl Catalog {
                     MAX(CASE WHEN verdict = 'passed' THEN started_at END) AS last_passed,
                     (SELECT verdict FROM drills d2 WHERE d2.policy = d.policy AND d2.verdict != 'running'
                      ORDER BY d2.id DESC LIMIT 1) AS last_verdict,
-                    SUM(CASE WHEN verdict = 'running' THEN 1 ELSE 0 END) AS running
+                    CAST(SUM(CASE WHEN verdict = 'running' THEN 1 ELSE 0 END) AS BIGINT) AS running
              FROM drills d GROUP BY policy",
         )
         .fetch_all(&self.pool)
@@ -135,24 +133,11 @@ impl Catalog {
         for r in rows {
             let verdict: Option<String> = r.get("last_verdict");
             let running: i64 = r.get("running");
-            let parse = |column: &str| -> Option<DateTime<Utc>> {
-                r.try_get::<Option<DateTime<Utc>>, _>(column)
-                    .ok()
-                    .flatten()
-                    .or_else(|| {
-                        let text: Option<String> = r.try_get(column).ok().flatten();
-                        text.and_then(|s| {
-                            DateTime::parse_from_rfc3339(&s)
-                                .ok()
-                                .map(|d| d.with_timezone(&Utc))
-                        })
-                    })
-            };
             out.insert(
                 r.get("policy"),
                 DrillHistory {
-                    last_attempt: parse("last_attempt"),
-                    last_passed: parse("last_passed"),
+                    last_attempt: get_ots(&r, "last_attempt")?,
+                    last_passed: get_ots(&r, "last_passed")?,
                     last_passed_verdict: verdict.map(|v| v == "passed"),
                     running: running > 0,
                 },

@@ -1,29 +1,38 @@
-//! IO: the catalog (SQLite by default): backups (a cache of the manifests in
-//! storage), runs, policy revisions and events. It records what it is told
-//! and answers queries; it decides nothing.
+//! IO: the catalog: backups (a cache of the manifests in storage), runs,
+//! policy revisions, the audit log, deploys, drills, alert state and the
+//! notice outbox. It records what it is told and answers queries; it decides
+//! nothing. Two backends behind one code path (sqlx's `Any` driver, `$N`
+//! placeholders in every query): an embedded SQLite file (the default) or a
+//! PostgreSQL database (`location.rs`). Timestamps are stored as RFC 3339
+//! text in both (`ts`, `get_ts`), as SQLite catalogs always stored them.
 
-use std::collections::BTreeMap;
 use std::path::Path;
-use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
-use sqlx::{Row, SqlitePool};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, ConnectOptions, Executor, Row};
 
-use crate::observed::{BackupRecord, FailedRun, Health, Trigger};
-use crate::storage::{Manifest, PIN_FORMAT, PinMarker};
+use crate::observed::{BackupRecord, Trigger};
+use crate::storage::{Manifest, PinMarker};
 
 mod alerts;
 mod audit;
+mod backups;
+mod copy;
 mod deploys;
 mod drills;
+mod location;
+#[cfg(test)]
+mod tests;
 
 pub use drills::{CheckResult, DrillRow};
 
 pub use crate::model::RevisionRecord;
 pub use alerts::{NewNotification, QueuedNotification};
+pub use copy::CopyReport;
 pub use deploys::DeployRecord;
+pub use location::{Backend, Location, is_postgres_url, redact_text};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
@@ -47,6 +56,8 @@ pub enum CatalogError {
     },
     #[error("catalog holds an invalid value in {what}: {value}")]
     Corrupt { what: &'static str, value: String },
+    #[error("catalog {location}: {reason}")]
+    Location { location: String, reason: String },
 }
 
 impl CatalogError {
@@ -56,12 +67,53 @@ impl CatalogError {
             CatalogError::Migrate { .. } => "migrate",
             CatalogError::Query { .. } => "query",
             CatalogError::Corrupt { .. } => "corrupt",
+            CatalogError::Location { .. } => "location",
         }
     }
 }
 
 fn q(what: &'static str) -> impl FnOnce(sqlx::Error) -> CatalogError {
     move |source| CatalogError::Query { what, source }
+}
+
+/// A timestamp as the catalog stores it (the text SQLite catalogs have
+/// always held: RFC 3339, `+00:00`, as many fraction digits as needed).
+fn ts(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false)
+}
+
+fn parse_ts(text: &str) -> Option<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Some(t.with_timezone(&Utc));
+    }
+    for format in ["%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%d %H:%M:%S%.f%#z"] {
+        if let Ok(t) = DateTime::parse_from_str(text, format) {
+            return Some(t.with_timezone(&Utc));
+        }
+    }
+    chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f")
+        .ok()
+        .map(|t| t.and_utc())
+}
+
+/// A nullable timestamp column.
+fn get_ots(row: &AnyRow, column: &'static str) -> Result<Option<DateTime<Utc>>, CatalogError> {
+    let text: Option<String> = row.try_get(column).map_err(q(column))?;
+    text.map(|t| {
+        parse_ts(&t).ok_or(CatalogError::Corrupt {
+            what: column,
+            value: t,
+        })
+    })
+    .transpose()
+}
+
+/// A timestamp column that is never NULL.
+fn get_ts(row: &AnyRow, column: &'static str) -> Result<DateTime<Utc>, CatalogError> {
+    get_ots(row, column)?.ok_or(CatalogError::Corrupt {
+        what: column,
+        value: "NULL".into(),
+    })
 }
 
 /// A backup row with what `list` shows besides the planner's view.
@@ -102,78 +154,97 @@ pub struct NewRun<'a> {
 
 #[derive(Clone)]
 pub struct Catalog {
-    pool: SqlitePool,
-    /// Newest audit (seq, hash), kept outside the database so that removing
-    /// the newest entries is detectable (`<catalog>.audit-head`).
-    audit_head: std::path::PathBuf,
+    pool: AnyPool,
+    backend: Backend,
+    /// Where the catalog is, redacted (for messages).
+    shown: String,
+    /// Newest audit (seq, hash) this process knows, kept outside the
+    /// database so that removing the newest entries is detectable
+    /// (`<catalog>.audit-head` beside a SQLite file).
+    audit_head: Option<std::path::PathBuf>,
     /// Rung when this process queues a notification (catalog/alerts.rs).
     outbox_bell: std::sync::Arc<tokio::sync::Notify>,
 }
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
 impl Catalog {
     /// Opens (creating if needed) and migrates a SQLite catalog file.
     pub async fn open_sqlite(path: &Path) -> Result<Catalog, CatalogError> {
-        let url = format!("sqlite://{}", path.display());
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| CatalogError::Open {
-                url: url.clone(),
-                source: sqlx::Error::Io(e),
-            })?;
-        }
-        // Two processes opening a catalog at once (daemon and CLI) must not
-        // both switch it to WAL or run the migrations: serialise the opening
-        // with a file lock (held for milliseconds).
-        let lock_path = path.with_extension("migrate.lock");
-        let lock = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
-            let file = std::fs::File::options()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&lock_path)?;
-            file.lock()?;
-            Ok(file)
-        })
-        .await
-        .map_err(|e| CatalogError::Open {
-            url: url.clone(),
-            source: sqlx::Error::Io(std::io::Error::other(e)),
-        })?
-        .map_err(|e| CatalogError::Open {
-            url: url.clone(),
-            source: sqlx::Error::Io(e),
-        })?;
-        let options = SqliteConnectOptions::from_str("sqlite://")
-            .map_err(|source| CatalogError::Open {
-                url: url.clone(),
-                source,
-            })?
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .busy_timeout(std::time::Duration::from_secs(30))
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await
-            .map_err(|source| CatalogError::Open {
-                url: url.clone(),
-                source,
-            })?;
-        let migrated = MIGRATOR.run(&pool).await;
-        drop(lock);
-        migrated.map_err(|source| CatalogError::Migrate { url, source })?;
+        Self::open(&Location::Sqlite(path.to_path_buf())).await
+    }
+
+    /// Opens and migrates the catalog at `location` (a SQLite file is
+    /// created if needed; a PostgreSQL database must exist).
+    pub async fn open(location: &Location) -> Result<Catalog, CatalogError> {
+        sqlx::any::install_default_drivers();
+        let shown = location.to_string();
+        let open_err = |source| CatalogError::Open {
+            url: shown.clone(),
+            source,
+        };
+        let (pool, audit_head) = match location {
+            Location::Sqlite(path) => {
+                // Two processes opening a catalog at once (daemon and CLI)
+                // must not both switch it to WAL or run the migrations:
+                // serialise the opening with a file lock (held for ms).
+                let lock = sqlite_open_lock(path)
+                    .await
+                    .map_err(|e| open_err(sqlx::Error::Io(e)))?;
+                let pool = connect_sqlite(path).await.map_err(open_err)?;
+                let migrated = SQLITE_MIGRATOR.run(&pool).await;
+                drop(lock);
+                migrated.map_err(|source| CatalogError::Migrate {
+                    url: shown.clone(),
+                    source,
+                })?;
+                (pool, Some(path.with_extension("audit-head")))
+            }
+            Location::Postgres(pg) => {
+                let pool = AnyPoolOptions::new()
+                    .max_connections(8)
+                    .acquire_timeout(std::time::Duration::from_secs(30))
+                    .connect(&location.connect_url())
+                    .await
+                    .map_err(open_err)?;
+                // sqlx's PostgreSQL migrator holds an advisory lock: several
+                // processes may open the same catalog at once.
+                POSTGRES_MIGRATOR
+                    .run(&pool)
+                    .await
+                    .map_err(|source| CatalogError::Migrate {
+                        url: shown.clone(),
+                        source,
+                    })?;
+                (pool, pg.audit_head.clone())
+            }
+        };
         Ok(Catalog {
             pool,
-            audit_head: path.with_extension("audit-head"),
+            backend: location.backend(),
+            shown,
+            audit_head,
             outbox_bell: Default::default(),
         })
     }
 
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Where the catalog is, without any password.
+    pub fn location(&self) -> &str {
+        &self.shown
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+
+    /// True when the catalog answers a trivial query.
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
     }
 
     // ---- revisions -------------------------------------------------------
@@ -181,14 +252,14 @@ impl Catalog {
     pub async fn record_revision(&self, r: &RevisionRecord) -> Result<(), CatalogError> {
         sqlx::query(
             "INSERT INTO revisions (commit_id, branch, author, summary, attempted_at, valid, diagnostics)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&r.commit)
         .bind(&r.branch)
         .bind(&r.author)
         .bind(&r.summary)
-        .bind(r.attempted_at)
-        .bind(r.valid)
+        .bind(ts(r.attempted_at))
+        .bind(i64::from(r.valid))
         .bind(serde_json::to_string(&r.diagnostics).unwrap_or_else(|_| "[]".into()))
         .execute(&self.pool)
         .await
@@ -216,8 +287,8 @@ impl Catalog {
                 branch: row.get("branch"),
                 author: row.get("author"),
                 summary: row.get("summary"),
-                attempted_at: row.get("attempted_at"),
-                valid: row.get("valid"),
+                attempted_at: get_ts(&row, "attempted_at")?,
+                valid: row.get::<i64, _>("valid") != 0,
                 diagnostics: serde_json::from_str(&diagnostics).unwrap_or_default(),
             })
         })
@@ -230,194 +301,6 @@ impl Catalog {
 
     pub async fn last_applied(&self) -> Result<Option<RevisionRecord>, CatalogError> {
         self.revision_where(true).await
-    }
-
-    // ---- backups ---------------------------------------------------------
-
-    /// Inserts a backup from its manifest, or refreshes it if known.
-    pub async fn upsert_backup(
-        &self,
-        m: &Manifest,
-        health: Health,
-        checked_at: Option<DateTime<Utc>>,
-    ) -> Result<(), CatalogError> {
-        sqlx::query(
-            "INSERT INTO backups (id, policy, storage, trigger, release, commit_id, started_at, finished_at,
-                                  size, checksum, health, checked_at, manifest)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT (id) DO UPDATE SET deleted_at = NULL, manifest = excluded.manifest",
-        )
-        .bind(&m.id)
-        .bind(&m.policy)
-        .bind(&m.storage)
-        .bind(m.trigger.as_str())
-        .bind(&m.release)
-        .bind(&m.commit)
-        .bind(m.started_at)
-        .bind(m.finished_at)
-        .bind(m.artifact.size as i64)
-        .bind(&m.artifact.checksum)
-        .bind(health.as_str())
-        .bind(checked_at)
-        .bind(serde_json::to_string(m).unwrap_or_default())
-        .execute(&self.pool)
-        .await
-        .map_err(q("upsert backup"))?;
-        Ok(())
-    }
-
-    pub async fn set_health(
-        &self,
-        id: &str,
-        health: Health,
-        problem: Option<&str>,
-        at: DateTime<Utc>,
-    ) -> Result<(), CatalogError> {
-        sqlx::query("UPDATE backups SET health = ?, problem = ?, checked_at = ? WHERE id = ?")
-            .bind(health.as_str())
-            .bind(problem)
-            .bind(at)
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(q("update health"))?;
-        Ok(())
-    }
-
-    /// Pins (`Some`) or unpins (`None`) a backup; false when it is unknown.
-    pub async fn set_pin(&self, id: &str, pin: Option<&PinMarker>) -> Result<bool, CatalogError> {
-        let done = sqlx::query(
-            "UPDATE backups SET pinned = ?, pinned_by = ?, pinned_at = ?, pin_release = ?
-             WHERE id = ? AND deleted_at IS NULL",
-        )
-        .bind(pin.map(|p| &p.reason))
-        .bind(pin.map(|p| &p.pinned_by))
-        .bind(pin.map(|p| p.pinned_at))
-        .bind(pin.and_then(|p| p.release.as_ref()))
-        .bind(id)
-        .execute(&self.pool)
-        .await
-        .map_err(q("update pin"))?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    pub async fn mark_deleted(&self, id: &str, at: DateTime<Utc>) -> Result<(), CatalogError> {
-        sqlx::query("UPDATE backups SET deleted_at = ? WHERE id = ?")
-            .bind(at)
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(q("mark deleted"))?;
-        Ok(())
-    }
-
-    /// Every backup not deleted, grouped by policy, newest first.
-    pub async fn backups(&self) -> Result<Vec<BackupRow>, CatalogError> {
-        let rows = sqlx::query(
-            "SELECT * FROM backups WHERE deleted_at IS NULL ORDER BY policy, started_at DESC, id DESC",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(q("select backups"))?;
-        rows.into_iter().map(backup_row).collect()
-    }
-
-    pub async fn backup(&self, id: &str) -> Result<Option<BackupRow>, CatalogError> {
-        let row = sqlx::query("SELECT * FROM backups WHERE id = ? AND deleted_at IS NULL")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(q("select backup"))?;
-        row.map(backup_row).transpose()
-    }
-
-    // ---- runs ------------------------------------------------------------
-
-    pub async fn start_run(&self, r: &NewRun<'_>) -> Result<i64, CatalogError> {
-        let done = sqlx::query(
-            "INSERT INTO runs (policy, backup_id, storage, trigger, release, requested_by, started_at, outcome)
-             VALUES (?, ?, ?, ?, ?, ?, ?, 'running')",
-        )
-        .bind(r.policy)
-        .bind(r.backup_id)
-        .bind(r.storage)
-        .bind(r.trigger.as_str())
-        .bind(r.release)
-        .bind(r.requested_by)
-        .bind(r.started_at)
-        .execute(&self.pool)
-        .await
-        .map_err(q("insert run"))?;
-        Ok(done.last_insert_rowid())
-    }
-
-    pub async fn finish_run(
-        &self,
-        id: i64,
-        outcome: crate::model::RunOutcome,
-        error: Option<(&str, &str)>,
-        at: DateTime<Utc>,
-    ) -> Result<(), CatalogError> {
-        sqlx::query(
-            "UPDATE runs SET outcome = ?, error_kind = ?, error = ?, finished_at = ? WHERE id = ?",
-        )
-        .bind(outcome.as_str())
-        .bind(error.map(|e| e.0))
-        .bind(error.map(|e| e.1))
-        .bind(at)
-        .bind(id)
-        .execute(&self.pool)
-        .await
-        .map_err(q("finish run"))?;
-        Ok(())
-    }
-
-    /// Runs recorded as `running`.
-    pub async fn running_runs(&self) -> Result<Vec<RunRow>, CatalogError> {
-        let rows = sqlx::query("SELECT * FROM runs WHERE outcome = 'running' ORDER BY id")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(q("select running runs"))?;
-        Ok(rows.into_iter().map(run_row).collect())
-    }
-
-    pub async fn recent_runs(&self, limit: i64) -> Result<Vec<RunRow>, CatalogError> {
-        let rows = sqlx::query("SELECT * FROM runs ORDER BY id DESC LIMIT ?")
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(q("select runs"))?;
-        Ok(rows.into_iter().map(run_row).collect())
-    }
-
-    /// Per policy: the failures since its last successful run.
-    pub async fn failures(&self) -> Result<BTreeMap<String, FailedRun>, CatalogError> {
-        let rows = sqlx::query(
-            "SELECT policy, COUNT(*) AS n, MAX(finished_at) AS at,
-                    (SELECT error FROM runs r2 WHERE r2.policy = r.policy AND r2.outcome IN ('failed','interrupted')
-                     ORDER BY r2.id DESC LIMIT 1) AS error
-             FROM runs r
-             WHERE outcome IN ('failed', 'interrupted')
-               AND id > COALESCE((SELECT MAX(id) FROM runs s WHERE s.policy = r.policy AND s.outcome = 'succeeded'), 0)
-             GROUP BY policy",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(q("select failures"))?;
-        let mut out = BTreeMap::new();
-        for row in rows {
-            let at: Option<DateTime<Utc>> = row.get("at");
-            let n: i64 = row.get("n");
-            out.insert(
-                row.get("policy"),
-                FailedRun {
-                    at: at.unwrap_or_default(),
-                    error: row.get::<Option<String>, _>("error").unwrap_or_default(),
-                    consecutive: n.max(1) as u32,
-                },
-            );
-        }
-        Ok(out)
     }
 
     // ---- events ----------------------------------------------------------
@@ -434,80 +317,40 @@ impl Catalog {
     }
 }
 
-fn backup_row(row: sqlx::sqlite::SqliteRow) -> Result<BackupRow, CatalogError> {
-    let trigger: String = row.get("trigger");
-    let health: String = row.get("health");
-    let manifest: String = row.get("manifest");
-    let size: i64 = row.get("size");
-    let pin = pin_of(&row);
-    let record = BackupRecord {
-        id: row.get("id"),
-        policy: row.get("policy"),
-        storage: row.get("storage"),
-        trigger: Trigger::parse(&trigger).ok_or(CatalogError::Corrupt {
-            what: "backups.trigger",
-            value: trigger,
-        })?,
-        release: row.get("release"),
-        started_at: row.get("started_at"),
-        finished_at: row.get("finished_at"),
-        size: size.max(0) as u64,
-        checksum: row.get("checksum"),
-        health: match health.as_str() {
-            "verified" => Health::Verified,
-            "missing" => Health::Missing,
-            "corrupt" => Health::Corrupt,
-            _ => {
-                return Err(CatalogError::Corrupt {
-                    what: "backups.health",
-                    value: health,
-                });
-            }
-        },
-        pinned: row.get("pinned"),
-        pin_unknown: None,
-    };
-    Ok(BackupRow {
-        pin,
-        record,
-        checked_at: row.get("checked_at"),
-        problem: row.get("problem"),
-        manifest: serde_json::from_str(&manifest).map_err(|e| CatalogError::Corrupt {
-            what: "backups.manifest",
-            value: e.to_string(),
-        })?,
-    })
-}
-
-/// The pin of a backup row. Pins set before pin markers existed have no
-/// author or time: `unknown` and the backup's finish time stand in.
-fn pin_of(row: &sqlx::sqlite::SqliteRow) -> Option<PinMarker> {
-    let reason: String = row.get::<Option<String>, _>("pinned")?;
-    Some(PinMarker {
-        format: PIN_FORMAT,
-        policy: row.get("policy"),
-        id: row.get("id"),
-        reason,
-        pinned_by: row
-            .get::<Option<String>, _>("pinned_by")
-            .unwrap_or_else(|| "unknown".into()),
-        pinned_at: row
-            .get::<Option<DateTime<Utc>>, _>("pinned_at")
-            .unwrap_or_else(|| row.get("finished_at")),
-        release: row.get("pin_release"),
-    })
-}
-
-fn run_row(row: sqlx::sqlite::SqliteRow) -> RunRow {
-    RunRow {
-        id: row.get("id"),
-        policy: row.get("policy"),
-        backup_id: row.get("backup_id"),
-        storage: row.get("storage"),
-        trigger: row.get("trigger"),
-        started_at: row.get("started_at"),
-        finished_at: row.get("finished_at"),
-        outcome: row.get("outcome"),
-        error: row.get("error"),
+async fn sqlite_open_lock(path: &Path) -> std::io::Result<std::fs::File> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
     }
+    let lock_path = path.with_extension("migrate.lock");
+    tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+        let file = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)?;
+        file.lock()?;
+        Ok(file)
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
+/// A pool on the SQLite file: WAL, a 30 s busy timeout, foreign keys.
+async fn connect_sqlite(path: &Path) -> Result<AnyPool, sqlx::Error> {
+    let url = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .to_url_lossy();
+    AnyPoolOptions::new()
+        .max_connections(4)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                conn.execute("PRAGMA busy_timeout = 30000").await?;
+                conn.execute("PRAGMA journal_mode = WAL").await?;
+                conn.execute("PRAGMA foreign_keys = ON").await?;
+                Ok(())
+            })
+        })
+        .connect(url.as_str())
+        .await
 }

@@ -37,7 +37,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         return super::remote::run(&server, cli).await;
     }
     let settings = settings(&cli)?;
-    let catalog = Catalog::open_sqlite(&settings.catalog_path).await?;
+    let catalog = Catalog::open(&settings.catalog).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let ctx = Context {
         settings: Arc::new(settings),
@@ -104,6 +104,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Catalog(super::CatalogCommand::Rebuild) => {
             super::rebuild::run(&ctx, cli.output).await?
         }
+        Command::Catalog(super::CatalogCommand::Migrate {
+            to,
+            to_password_file,
+        }) => {
+            super::catalog_migrate::run(&ctx, &to, to_password_file.as_deref(), cli.output).await?
+        }
         Command::Daemon {
             fetch_interval,
             concurrency,
@@ -166,10 +172,7 @@ fn settings(cli: &Cli) -> anyhow::Result<Settings> {
         base_dir.join(&cli.repo).to_string_lossy().into_owned()
     };
     let age_identity_file = cli.age_identity_file.as_ref().map(|p| base_dir.join(p));
-    let catalog_path = cli
-        .catalog
-        .clone()
-        .map_or_else(|| data_dir.join("catalog.db"), |c| base_dir.join(c));
+    let (catalog, catalog_path) = super::catalog_migrate::location(cli, &base_dir, &data_dir)?;
     let own = super::permissions::own_paths(
         &data_dir,
         &catalog_path,
@@ -180,6 +183,7 @@ fn settings(cli: &Cli) -> anyhow::Result<Settings> {
         super::permissions::load(cli.permissions.as_deref(), &base_dir, &cli.path, &own)?;
     Ok(Settings {
         permissions: Arc::new(permissions),
+        catalog,
         catalog_path,
         repo: RepoConfig {
             location,

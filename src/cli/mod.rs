@@ -24,6 +24,7 @@ macro_rules! outln {
     }};
 }
 
+mod catalog_migrate;
 mod commands;
 mod daemon_args;
 mod deploy;
@@ -77,9 +78,15 @@ pub struct Cli {
     /// File holding the API bearer token for --server (or set SAFEPOINT_TOKEN).
     #[arg(long, global = true, env = "SAFEPOINT_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
-    /// SQLite catalog file [default: <data-dir>/catalog.db].
+    /// The catalog: a SQLite file, or a PostgreSQL database as
+    /// postgres://USER@HOST:PORT/DATABASE (password from
+    /// --catalog-password-file) [default: <data-dir>/catalog.db].
     #[arg(long, global = true, env = "SAFEPOINT_CATALOG")]
-    pub catalog: Option<PathBuf>,
+    pub catalog: Option<String>,
+    /// File holding the password of a postgres:// --catalog (so it is
+    /// neither in argv nor in the environment).
+    #[arg(long, global = true, env = "SAFEPOINT_CATALOG_PASSWORD_FILE")]
+    pub catalog_password_file: Option<PathBuf>,
     /// Re-read every stored artifact and check its checksum at most this
     /// often, in seconds (a size check runs every cycle).
     #[arg(
@@ -346,6 +353,17 @@ pub enum CatalogCommand {
     /// Re-create the catalog's backups from the manifests in every declared
     /// storage (after the catalog was lost); nothing is taken or deleted.
     Rebuild,
+    /// Copy this catalog (--catalog) with its whole history into a new,
+    /// empty one, e.g. a SQLite install onto PostgreSQL; stop the daemon
+    /// first. Refuses a target that already holds anything.
+    Migrate {
+        /// The new catalog: postgres://USER@HOST:PORT/DATABASE (or a SQLite file).
+        #[arg(long)]
+        to: String,
+        /// File holding the password of the --to database.
+        #[arg(long)]
+        to_password_file: Option<PathBuf>,
+    },
 }
 
 pub fn main() -> ExitCode {

@@ -1,7 +1,8 @@
 //! IO: the daemon's HTTP listener (loopback by default). The status pages
 //! (`/`, `/policies/{name}`, `/backups/{id}`, in `pages`), `GET /metrics` (OpenMetrics text, or the classic text format when the
 //! scraper does not ask for OpenMetrics), `/healthz` (the process answers),
-//! `/readyz` (a valid revision is applied and the last cycle did not fail),
+//! `/readyz` (the catalog answers, a valid revision is applied and the last
+//! cycle did not fail),
 //! `/api/v1/status`, `/api/v1/plan` (both from the daemon's last cycle) and
 //! `/api/v1/backups` (the catalog). Every request has a body size limit and
 //! a timeout. The mutating endpoints are in `api`; docs/openapi.yaml
@@ -120,6 +121,18 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(s): State<ApiState>) -> Response {
+    // The snapshot is as old as the last cycle: ask the catalog now.
+    let reachable = tokio::time::timeout(std::time::Duration::from_secs(2), s.catalog.ping()).await;
+    if !matches!(reachable, Ok(true)) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "not ready: the catalog {} is unreachable\n",
+                s.catalog.location()
+            ),
+        )
+            .into_response();
+    }
     let snapshot = s.snapshot.borrow().clone();
     match snapshot.readiness() {
         Ok(()) => (StatusCode::OK, "ready\n").into_response(),

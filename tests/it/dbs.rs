@@ -173,13 +173,23 @@ impl Cluster {
         }
         let args: Vec<&str> = init.iter().map(String::as_str).collect();
         run(as_postgres(&args).stdout(Stdio::null()));
-        let port = free_port();
+        let cluster = Cluster {
+            dir,
+            port: free_port(),
+        };
+        cluster.resume();
+        cluster
+    }
+
+    /// Starts the server (again, after `kill`) on the same port and data.
+    pub fn resume(&self) {
         let opts = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c shared_buffers=32MB",
-            dir.display()
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c shared_buffers=32MB",
+            self.port,
+            self.dir.display()
         );
-        let log = dir.join("log").display().to_string();
-        let data_s = data.display().to_string();
+        let log = self.dir.join("log").display().to_string();
+        let data_s = self.dir.join("data").display().to_string();
         run(as_postgres(&[
             &format!("{PG_BIN}/pg_ctl"),
             "-D",
@@ -192,7 +202,6 @@ impl Cluster {
             "start",
         ])
         .stdout(Stdio::null()));
-        Cluster { dir, port }
     }
 
     /// Stops the server at once (`-m immediate`), as a crash would.

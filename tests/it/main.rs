@@ -5,6 +5,7 @@ mod alerts;
 mod api;
 mod audit;
 mod backup_restore;
+mod catalog_pg;
 mod command;
 mod common;
 mod contract_cli;
