@@ -26,12 +26,8 @@ macro_rules! outln {
 
 mod commands;
 mod daemon_args;
-mod deploy;
-mod notify_test;
 mod permissions;
-mod preview;
 mod progress;
-mod rebuild;
 mod remote;
 pub mod table;
 
