@@ -8,17 +8,172 @@
 //! SIGTERM/SIGINT stops both lanes taking new work, lets running backups
 //! finish within the grace period, then cancels them (recorded as failed,
 //! partial data removed).
+//!
+//! The daemon owns the job channel and composes its parts as siblings: the
+//! two lanes, the HTTP server (`http`, enqueuing jobs) and the monitor
+//! (status, metrics, API snapshot and alerts after each cycle, notice
+//! delivery). None of them knows the others; they share only the channel,
+//! the metrics registry and the snapshot the daemon hands each.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
-use tokio::sync::{Mutex, Notify, watch};
+use chrono::{TimeDelta, Utc};
+use tokio::sync::{Mutex, Notify, mpsc, watch};
+use tokio::task::JoinHandle;
 
-use crate::monitor::Monitor;
+use crate::catalog::Catalog;
+use crate::git;
+use crate::http::{self, ApiState, Snapshot};
+use crate::jobs::{self, Board, Job};
+use crate::metrics::Metrics;
+use crate::monitor::{Monitor, MonitorConfig};
+use crate::notify::Mailer;
 use crate::reconcile::{self, Context, RepoState, Scope};
 use crate::settings::Settings;
-use crate::{git, jobs};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("cannot listen on {addr}: {source}; pass another --listen address (SAFEPOINT_LISTEN)")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How the daemon serves and reports (from the command line).
+pub struct Options {
+    /// Where the HTTP API listens; `None` serves nothing (`daemon --once`).
+    pub listen: Option<SocketAddr>,
+    pub mailer: Option<Mailer>,
+    /// Re-notify a persisting problem after this long (0 = never).
+    pub reminder: TimeDelta,
+    /// How often the delivery task looks for notices queued by another
+    /// process (the CLI); notices this process queues go out at once.
+    pub outbox_poll: Duration,
+    /// API tokens and the Git webhook secret.
+    pub auth: Arc<http::api::Auth>,
+    /// The planner's options (previews use them, as the daemon does).
+    pub plan: crate::plan::PlanOptions,
+    /// The operator's permissions (previews validate with them, as the daemon does).
+    pub permissions: Arc<crate::policy::Permissions>,
+}
+
+/// The job channel: the API sends jobs, the requested lane takes them;
+/// jobs that waited for a running backup come back through a clone.
+struct Channel {
+    tx: mpsc::Sender<Job>,
+    rx: mpsc::Receiver<Job>,
+}
+
+/// Binds the listener (failing loudly when it cannot) and serves the API
+/// until `stop`.
+async fn serve_http(
+    addr: SocketAddr,
+    state: ApiState,
+    stop: watch::Receiver<bool>,
+) -> Result<JoinHandle<()>, DaemonError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| DaemonError::Listen { addr, source })?;
+    let bound = listener.local_addr().unwrap_or(addr);
+    tracing::info!(addr = %bound, "http api listening (/metrics, /healthz, /readyz, /api/v1/...)");
+    let router = http::router(state);
+    Ok(tokio::spawn(async move {
+        if let Err(e) = http::serve(listener, router, stop).await {
+            tracing::error!(error = %e, "http api stopped");
+        }
+    }))
+}
+
+/// Runs the daemon until SIGTERM/SIGINT (or, with `once`, one scheduled
+/// cycle): creates the job channel, the metrics registry and the API
+/// snapshot, starts the HTTP server (with a listen address) and the monitor,
+/// runs the lanes, then stops the server and the monitor (which makes a last
+/// delivery attempt).
+pub async fn run(
+    ctx: Context,
+    stop: watch::Sender<bool>,
+    once: bool,
+    request_concurrency: usize,
+    options: Options,
+) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    let (snapshot, snapshot_rx) = watch::channel(Arc::new(Snapshot::default()));
+    let (tx, rx) = mpsc::channel(1024);
+    let git_wake = Arc::new(Notify::new());
+    let (server_stop, server_stop_rx) = watch::channel(false);
+    let server = match options.listen {
+        Some(addr) => Some(
+            serve_http(
+                addr,
+                api_state(
+                    &ctx.catalog,
+                    &metrics,
+                    snapshot_rx,
+                    &options,
+                    &tx,
+                    &git_wake,
+                ),
+                server_stop_rx,
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    let monitor = Monitor::start(MonitorConfig {
+        catalog: ctx.catalog.clone(),
+        metrics,
+        snapshot,
+        mailer: options.mailer,
+        reminder: options.reminder,
+        // Without a listener (`--once`) notices go out at shutdown only.
+        outbox_poll: options.listen.map(|_| options.outbox_poll),
+        plan: options.plan,
+        permissions: options.permissions,
+    });
+    let channel = Channel { tx, rx };
+    let result = lanes(
+        ctx,
+        stop,
+        once,
+        request_concurrency,
+        &monitor,
+        channel,
+        &git_wake,
+    )
+    .await;
+    let _ = server_stop.send(true);
+    if let Some(server) = server {
+        let _ = server.await;
+    }
+    monitor.shutdown().await;
+    result
+}
+
+/// The API's handles into the daemon.
+fn api_state(
+    catalog: &Catalog,
+    metrics: &Arc<Metrics>,
+    snapshot: watch::Receiver<Arc<Snapshot>>,
+    options: &Options,
+    jobs: &mpsc::Sender<Job>,
+    git_wake: &Arc<Notify>,
+) -> ApiState {
+    ApiState {
+        metrics: metrics.clone(),
+        snapshot,
+        catalog: catalog.clone(),
+        control: http::api::Control {
+            auth: options.auth.clone(),
+            jobs: Some(jobs.clone()),
+            board: Arc::new(Board::default()),
+            git_wake: git_wake.clone(),
+        },
+    }
+}
 
 async fn shutdown_signal() {
     #[cfg(unix)]
@@ -45,12 +200,14 @@ async fn shutdown_signal() {
 /// Runs the two lanes until SIGTERM/SIGINT (or, with `once`, one scheduled
 /// cycle): the scheduled lane here, the requested lane in `jobs::lane` with
 /// at most `request_concurrency` cycles and backups of its own at once.
-pub async fn run(
+async fn lanes(
     ctx: Context,
     stop: watch::Sender<bool>,
     once: bool,
     request_concurrency: usize,
     monitor: &Monitor,
+    channel: Channel,
+    git_wake: &Notify,
 ) -> anyhow::Result<()> {
     let state = Mutex::new(RepoState::load(&ctx).await?);
     let wake = Arc::new(Notify::new());
@@ -66,7 +223,6 @@ pub async fn run(
     });
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
-    let queue = monitor.jobs.lock().ok().and_then(|mut j| j.take());
     tracing::info!(
         repo = %ctx.settings.repo.location,
         branch = %ctx.settings.repo.branch,
@@ -84,8 +240,9 @@ pub async fn run(
         ..ctx.clone()
     };
     let requested = async {
-        if let Some((requeue, rx)) = queue.filter(|_| !once) {
-            jobs::lane(&lane_ctx, &state, rx, requeue, monitor, quit_rx.clone()).await;
+        if !once {
+            let Channel { tx, rx } = channel;
+            jobs::lane(&lane_ctx, &state, rx, tx, monitor, quit_rx.clone()).await;
         }
     };
     let scheduled = async {
@@ -94,6 +251,7 @@ pub async fn run(
             state: &state,
             monitor,
             wake: &wake,
+            git_wake,
         };
         let result = lanes.scheduled(once, quit_rx.clone()).await;
         let _ = quit.send(true);
@@ -127,6 +285,8 @@ struct Lane<'a> {
     state: &'a Mutex<RepoState>,
     monitor: &'a Monitor,
     wake: &'a Notify,
+    /// Rung by the Git push webhook: fetch now.
+    git_wake: &'a Notify,
 }
 
 impl Lane<'_> {
@@ -176,7 +336,7 @@ impl Lane<'_> {
             tokio::select! {
                 _ = tokio::time::sleep(sleep_for) => {}
                 _ = self.wake.notified() => tracing::debug!("policy repository changed"),
-                _ = self.monitor.git_wake.notified() => tracing::info!("push webhook: fetching the policy repository"),
+                _ = self.git_wake.notified() => tracing::info!("push webhook: fetching the policy repository"),
                 _ = quit.wait_for(|q| *q) => {}
             }
         }

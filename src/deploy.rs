@@ -128,7 +128,10 @@ pub fn outcomes_for(
     let mut outcomes = Vec::new();
     for r in requests {
         let found = report.outcomes.iter().find(|o| {
-            o.policy == r.policy && o.action == ActionKind::Backup && o.trigger == Some(r.trigger)
+            o.policy == r.policy
+                && o.action == ActionKind::Backup
+                && o.trigger == Some(r.trigger)
+                && o.release == r.release
         });
         if let Some(o) = found {
             outcomes.push(o.clone());
@@ -146,6 +149,7 @@ pub fn outcomes_for(
             action: ActionKind::Backup,
             backup_id: None,
             trigger: Some(r.trigger),
+            release: r.release.clone(),
             ok: false,
             seconds: 0.0,
             detail: if why.is_empty() {

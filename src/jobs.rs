@@ -1,247 +1,35 @@
-//! IO wiring: the daemon's requested lane. Work asked for through the HTTP
-//! API (deploy start/finish, manual backups, drills) becomes a job; the lane
+//! App: the daemon's requested lane. Work asked for through the HTTP API
+//! (deploy start/finish, manual backups, drills) becomes a job; the lane
 //! runs it through `reconcile::cycle`, concurrently with the scheduled lane
 //! and never behind it (deploy starts and manual backups that arrive
-//! together share one cycle, so 100 concurrent gates cost one observation).
-//! A job whose policy has a backup running waits for that backup only, says
-//! so on the job, then reuses it or queues behind it. The API serves each
-//! job's progress from the `Board` and can wait for the answer.
+//! together share one cycle, so 100 concurrent gates cost one observation;
+//! each outcome names the request it answers, so gates of one policy for
+//! two releases each get their own snapshot). A job whose policy has a
+//! backup running waits for that backup only, says so on the job, then
+//! reuses it or queues behind it. The API serves each job's progress from
+//! the `Board` and can wait for its typed answer (`JobAnswer`; `http` maps
+//! it to a status code). The lane reports every cycle it ran to a
+//! `CycleObserver` (the daemon's monitor), which it does not know.
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
+mod job;
+
+pub use job::{Board, Job, JobAnswer, JobError, JobKind, JobResult, JobState, JobView};
+
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
 use crate::deploy::{self, DeployError, Selection};
 use crate::lock;
-use crate::monitor::Monitor;
 use crate::observed::{BackupRequest, DrillRequest, Health, Trigger};
 use crate::reconcile::{self, Context, CycleReport, Outcome, RepoState, Scope};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "job", rename_all = "kebab-case")]
-pub enum JobKind {
-    DeployStart {
-        release: String,
-        selection: Selection,
-    },
-    DeployFinish {
-        release: String,
-        success: bool,
-        selection: Selection,
-    },
-    Backup {
-        policy: String,
-    },
-    Drill {
-        policy: String,
-        backup: Option<String>,
-    },
-}
-
-/// HTTP-shaped answer: a status code and a JSON body.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct JobReply {
-    pub status: u16,
-    pub body: serde_json::Value,
-}
-
-impl JobReply {
-    fn ok(ok: bool, body: impl Serialize) -> JobReply {
-        JobReply {
-            status: if ok { 200 } else { 422 },
-            body: serde_json::to_value(body).unwrap_or_default(),
-        }
-    }
-
-    fn error(status: u16, message: impl Into<String>) -> JobReply {
-        JobReply {
-            status,
-            body: serde_json::json!({ "error": message.into() }),
-        }
-    }
-
-    fn from_deploy_error(e: DeployError) -> JobReply {
-        match e {
-            DeployError::NotFound(m) => JobReply::error(404, m),
-            other => JobReply::error(500, other.to_string()),
-        }
-    }
-}
-
-/// Where a job stands (`GET /api/v1/jobs/{id}`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum JobState {
-    Queued,
-    /// Behind a running backup of the same policy (`waiting_for` says which).
-    Waiting,
-    Running,
-    Done,
-}
-
-/// The job resource the API serves while the job runs and after.
-#[derive(Debug, Clone, Serialize)]
-pub struct JobView {
-    pub id: u64,
-    #[serde(flatten)]
-    pub kind: JobKind,
-    pub state: JobState,
-    pub requested_at: DateTime<Utc>,
-    /// Bumped on every change (long polls wait for a newer one).
-    pub version: u64,
-    /// What the job waits for right now, in words.
-    pub waiting_for: Option<String>,
-    /// Everything the job reported, oldest first.
-    pub messages: Vec<String>,
-    /// The answer, once `state` is `done`.
-    pub result: Option<JobReply>,
-}
-
-#[derive(Debug)]
-pub struct Job {
-    pub kind: JobKind,
-    /// `token:<name>` of the API caller.
-    pub caller: String,
-    pub requested_at: DateTime<Utc>,
-    /// Progress and the answer; the API holds the receivers.
-    progress: watch::Sender<JobView>,
-    /// Outcomes settled by a backup of the same policy that ran while the job waited.
-    reused: Vec<Outcome>,
-    /// Per policy: the running backup the job waited for (prefixed to its outcome).
-    waited: BTreeMap<String, String>,
-}
-
-impl Job {
-    pub fn new(id: u64, kind: JobKind, caller: String) -> (Job, watch::Receiver<JobView>) {
-        let requested_at = Utc::now();
-        let (progress, rx) = watch::channel(JobView {
-            id,
-            kind: kind.clone(),
-            state: JobState::Queued,
-            requested_at,
-            version: 0,
-            waiting_for: None,
-            messages: Vec::new(),
-            result: None,
-        });
-        let job = Job {
-            kind,
-            caller,
-            requested_at,
-            progress,
-            reused: Vec::new(),
-            waited: BTreeMap::new(),
-        };
-        (job, rx)
-    }
-
-    /// The job's id on the `Board`.
-    pub fn progress_id(&self) -> u64 {
-        self.progress.borrow().id
-    }
-
-    fn update(&self, f: impl FnOnce(&mut JobView)) {
-        self.progress.send_modify(|v| {
-            f(v);
-            v.version += 1;
-        });
-    }
-
-    fn waiting(&self, message: &str) {
-        tracing::info!(job = self.progress_id(), "{message}");
-        self.update(|v| {
-            v.state = JobState::Waiting;
-            v.waiting_for = Some(message.to_string());
-            v.messages.push(message.to_string());
-        });
-    }
-
-    fn note(&self, message: &str, state: JobState) {
-        self.update(|v| {
-            v.state = state;
-            v.waiting_for = None;
-            v.messages.push(message.to_string());
-        });
-    }
-
-    fn answer(self, reply: JobReply) {
-        self.update(|v| {
-            v.state = JobState::Done;
-            v.waiting_for = None;
-            v.result = Some(reply);
-        });
-    }
-}
-
-/// The jobs the API knows, for `GET /api/v1/jobs/{id}`: the newest
-/// `Board::KEEP`, finished or not.
-#[derive(Debug, Default)]
-pub struct Board {
-    inner: Mutex<(u64, BTreeMap<u64, watch::Receiver<JobView>>)>,
-}
-
-impl Board {
-    pub const KEEP: usize = 1000;
-
-    /// A new job with the next id, remembered on the board.
-    pub fn create(&self, kind: JobKind, caller: String) -> (Job, watch::Receiver<JobView>) {
-        let Ok(mut inner) = self.inner.lock() else {
-            return Job::new(0, kind, caller);
-        };
-        let (next, jobs) = &mut *inner;
-        *next += 1;
-        let (job, rx) = Job::new(*next, kind, caller);
-        jobs.insert(*next, rx.clone());
-        while jobs.len() > Board::KEEP {
-            jobs.pop_first();
-        }
-        (job, rx)
-    }
-
-    pub fn get(&self, id: u64) -> Option<watch::Receiver<JobView>> {
-        self.inner.lock().ok()?.1.get(&id).cloned()
-    }
-}
-
-type Batched = Vec<(Job, Vec<BackupRequest>)>;
-
-/// Splits backup-requesting jobs into as few rounds (one cycle each) as
-/// possible such that no round asks for the same policy and trigger under two
-/// different releases: a cycle's outcomes are matched to requests by policy
-/// and trigger, so two gates of one policy for releases r1 and r2 sharing a
-/// cycle would both be answered with the same snapshot. Identical requests
-/// (the same gate sent twice) stay together and share one backup.
-fn rounds(batched: Batched) -> Vec<Batched> {
-    type Taken = BTreeMap<(String, Trigger), Option<String>>;
-    let mut rounds: Vec<(Taken, Batched)> = Vec::new();
-    for (job, requests) in batched {
-        let fits = |taken: &Taken| {
-            requests.iter().all(|r| {
-                taken
-                    .get(&(r.policy.clone(), r.trigger))
-                    .is_none_or(|release| *release == r.release)
-            })
-        };
-        let at = match rounds.iter().position(|(taken, _)| fits(taken)) {
-            Some(at) => at,
-            None => {
-                rounds.push((Taken::new(), Vec::new()));
-                rounds.len() - 1
-            }
-        };
-        let (taken, jobs) = &mut rounds[at];
-        for r in &requests {
-            taken.insert((r.policy.clone(), r.trigger), r.release.clone());
-        }
-        jobs.push((job, requests));
-    }
-    rounds.into_iter().map(|(_, jobs)| jobs).collect()
+/// Told about every cycle the requested lane ran (the daemon's monitor:
+/// status, metrics, alerts).
+pub(crate) trait CycleObserver {
+    async fn cycle_done(&self, state: &RepoState, report: CycleReport, elapsed: Duration);
 }
 
 /// The backup requests a job asks for (deploy start, manual backup); `None`
@@ -282,29 +70,24 @@ async fn finish_policies(ctx: &Context, release: &str, selection: &Selection) ->
     policies
 }
 
-/// Runs a batch of jobs; returns the cycle reports (for metrics). A job
-/// that needs a policy whose backup is running is handed to `wait_behind`,
-/// which sends it back on `requeue` once that backup ended.
-pub async fn run_batch(
+/// Jobs of one batch that can run now: those asking for backups (with
+/// their requests) and the others.
+#[derive(Default)]
+struct Sorted {
+    backups: Vec<(Job, Vec<BackupRequest>)>,
+    others: Vec<Job>,
+}
+
+/// Sorts a batch: a job that cannot run is answered, one that needs a
+/// policy whose backup is running is handed to `wait_behind`.
+async fn sort(
     ctx: &Context,
-    state: &RepoState,
+    desired: &crate::policy::DesiredState,
     jobs: Vec<Job>,
     requeue: &mpsc::Sender<Job>,
-) -> Vec<CycleReport> {
-    let mut reports = Vec::new();
-    let desired = match state.desired() {
-        Ok(d) => d,
-        Err(e) => {
-            for job in jobs {
-                job.answer(JobReply::error(503, e.to_string()));
-            }
-            return reports;
-        }
-    };
+) -> Sorted {
     let locks = ctx.settings.locks_dir();
-    // 1. Everything that is a backup request shares one cycle (or a few: see `rounds`).
-    let mut batched: Batched = Vec::new();
-    let mut rest = Vec::new();
+    let mut sorted = Sorted::default();
     for job in jobs {
         let (requests, policies) = match backup_requests(desired, &job) {
             Some(Ok(mut r)) => {
@@ -313,7 +96,7 @@ pub async fn run_batch(
                 (Some(r), policies)
             }
             Some(Err(e)) => {
-                job.answer(JobReply::from_deploy_error(e));
+                job.answer(Err(e.into()));
                 continue;
             }
             None => match &job.kind {
@@ -332,72 +115,39 @@ pub async fn run_batch(
             continue;
         }
         match requests {
-            Some(r) => batched.push((job, r)),
-            None => rest.push(job),
+            Some(r) => sorted.backups.push((job, r)),
+            None => sorted.others.push(job),
         }
     }
-    for round in rounds(batched) {
-        let all: Vec<BackupRequest> = round.iter().flat_map(|(_, r)| r.clone()).collect();
-        for (job, _) in &round {
-            job.note("taking the requested backups", JobState::Running);
+    sorted
+}
+
+/// Runs a batch of jobs; returns the cycle reports (for metrics). A job
+/// that needs a policy whose backup is running is handed to `wait_behind`,
+/// which sends it back on `requeue` once that backup ended.
+pub async fn run_batch(
+    ctx: &Context,
+    state: &RepoState,
+    jobs: Vec<Job>,
+    requeue: &mpsc::Sender<Job>,
+) -> Vec<CycleReport> {
+    let desired = match state.desired() {
+        Ok(d) => d,
+        Err(e) => {
+            for job in jobs {
+                job.answer(Err(JobError::NoRevision(e.to_string())));
+            }
+            return Vec::new();
         }
-        let scope = Scope::answering(&all);
-        let report = if all.is_empty() {
-            None
-        } else {
-            match reconcile::cycle(ctx, state, all, scope, false).await {
-                Ok(report) => Some(report),
-                Err(e) => {
-                    for (job, _) in round {
-                        job.answer(JobReply::error(500, e.to_string()));
-                    }
-                    continue;
-                }
-            }
-        };
-        for (mut job, requests) in round {
-            let mut outcomes = match &report {
-                Some(report) => deploy::outcomes_for(&requests, report),
-                None => Vec::new(),
-            };
-            // A backup of the policy started (in the other lane or process)
-            // between the check above and this cycle: wait for it as well.
-            let raced: Vec<String> = outcomes
-                .iter()
-                .filter(|o| !o.ok && !job.waited.contains_key(&o.policy))
-                .filter(|o| lock::busy(&locks, &o.policy).unwrap_or(false))
-                .map(|o| o.policy.clone())
-                .collect();
-            if !raced.is_empty() {
-                job.reused.extend(outcomes.into_iter().filter(|o| o.ok));
-                tokio::spawn(wait_behind(ctx.clone(), job, raced, requeue.clone()));
-                continue;
-            }
-            outcomes.append(&mut job.reused);
-            for o in &mut outcomes {
-                if let Some(waited) = job.waited.get(&o.policy) {
-                    o.detail = format!("{waited}; {}", o.detail);
-                }
-            }
-            let answer = match &job.kind {
-                JobKind::DeployStart { release, .. } => {
-                    let job_ctx = Context {
-                        actor: job.caller.clone(),
-                        ..ctx.clone()
-                    };
-                    match deploy::record_start(&job_ctx, release, outcomes).await {
-                        Ok(r) => JobReply::ok(r.ok, r),
-                        Err(e) => JobReply::from_deploy_error(e),
-                    }
-                }
-                _ => JobReply::ok(outcomes.iter().all(|o| o.ok), &outcomes),
-            };
-            job.answer(answer);
-        }
-        reports.extend(report);
-    }
+    };
+    let sorted = sort(ctx, desired, jobs, requeue).await;
+    // 1. Everything that is a backup request shares one cycle.
+    let mut reports: Vec<CycleReport> = run_backups(ctx, state, sorted.backups, requeue)
+        .await
+        .into_iter()
+        .collect();
     // 2. The others one by one.
-    for job in rest {
+    for job in sorted.others {
         job.note("running", JobState::Running);
         let (answer, report) = run_other(ctx, state, desired, &job).await;
         reports.extend(report);
@@ -406,13 +156,94 @@ pub async fn run_batch(
     reports
 }
 
+/// One cycle for the backup requests of every job in `batched`; each job is
+/// answered with the outcomes of its own requests (an outcome names the
+/// policy, trigger and release it answers).
+async fn run_backups(
+    ctx: &Context,
+    state: &RepoState,
+    batched: Vec<(Job, Vec<BackupRequest>)>,
+    requeue: &mpsc::Sender<Job>,
+) -> Option<CycleReport> {
+    let all: Vec<BackupRequest> = batched.iter().flat_map(|(_, r)| r.clone()).collect();
+    for (job, _) in &batched {
+        job.note("taking the requested backups", JobState::Running);
+    }
+    let report = if all.is_empty() {
+        None
+    } else {
+        let scope = Scope::answering(&all);
+        match reconcile::cycle(ctx, state, all, scope, false).await {
+            Ok(report) => Some(report),
+            Err(e) => {
+                for (job, _) in batched {
+                    job.answer(Err(JobError::Failed(e.to_string())));
+                }
+                return None;
+            }
+        }
+    };
+    for (job, requests) in batched {
+        let outcomes = match &report {
+            Some(report) => deploy::outcomes_for(&requests, report),
+            None => Vec::new(),
+        };
+        answer_backups(ctx, job, outcomes, requeue).await;
+    }
+    report
+}
+
+/// Answers a job that asked for backups with `outcomes` (and what it
+/// reused while waiting), unless a backup of one of its policies started
+/// (in the other lane or process) since it was sorted: then it waits for
+/// that one as well.
+async fn answer_backups(
+    ctx: &Context,
+    mut job: Job,
+    mut outcomes: Vec<Outcome>,
+    requeue: &mpsc::Sender<Job>,
+) {
+    let locks = ctx.settings.locks_dir();
+    let raced: Vec<String> = outcomes
+        .iter()
+        .filter(|o| !o.ok && !job.waited.contains_key(&o.policy))
+        .filter(|o| lock::busy(&locks, &o.policy).unwrap_or(false))
+        .map(|o| o.policy.clone())
+        .collect();
+    if !raced.is_empty() {
+        job.reused.extend(outcomes.into_iter().filter(|o| o.ok));
+        tokio::spawn(wait_behind(ctx.clone(), job, raced, requeue.clone()));
+        return;
+    }
+    outcomes.append(&mut job.reused);
+    for o in &mut outcomes {
+        if let Some(waited) = job.waited.get(&o.policy) {
+            o.detail = format!("{waited}; {}", o.detail);
+        }
+    }
+    let answer = match &job.kind {
+        JobKind::DeployStart { release, .. } => {
+            let job_ctx = Context {
+                actor: job.caller.clone(),
+                ..ctx.clone()
+            };
+            deploy::record_start(&job_ctx, release, outcomes)
+                .await
+                .map(JobResult::Deploy)
+                .map_err(JobError::from)
+        }
+        _ => Ok(JobResult::Backups(outcomes)),
+    };
+    job.answer(answer);
+}
+
 /// A `deploy finish` or a drill.
 async fn run_other(
     ctx: &Context,
     state: &RepoState,
     desired: &crate::policy::DesiredState,
     job: &Job,
-) -> (JobReply, Option<CycleReport>) {
+) -> (JobAnswer, Option<CycleReport>) {
     let job_ctx = Context {
         actor: job.caller.clone(),
         ..ctx.clone()
@@ -422,10 +253,13 @@ async fn run_other(
             release,
             success,
             selection,
-        } => match deploy::finish(&job_ctx, state, release, *success, selection).await {
-            Ok(r) => (JobReply::ok(r.ok, r), None),
-            Err(e) => (JobReply::from_deploy_error(e), None),
-        },
+        } => {
+            let finished = deploy::finish(&job_ctx, state, release, *success, selection).await;
+            (
+                finished.map(JobResult::Deploy).map_err(JobError::from),
+                None,
+            )
+        }
         JobKind::Drill { policy, backup } => {
             if desired
                 .policies
@@ -433,7 +267,7 @@ async fn run_other(
                 .is_none_or(|p| p.drill.is_none())
             {
                 let why = format!("policy {policy} does not exist or declares no drill");
-                return (JobReply::error(404, why), None);
+                return (Err(JobError::NotFound(why)), None);
             }
             let request = DrillRequest {
                 policy: policy.clone(),
@@ -446,18 +280,19 @@ async fn run_other(
             {
                 Ok(report) => {
                     let answer = match report.drills.first() {
-                        Some(Ok(o)) => JobReply::ok(o.passed, o),
-                        Some(Err((_, why))) => JobReply::error(500, why.clone()),
-                        None => JobReply::error(409, "no drill could run (no verified backup?)"),
+                        Some(Ok(o)) => Ok(JobResult::Drill(o.clone())),
+                        Some(Err((_, why))) => Err(JobError::Failed(why.clone())),
+                        None => Err(JobError::NothingToDrill),
                     };
                     (answer, Some(report))
                 }
-                Err(e) => (JobReply::error(500, e.to_string()), None),
+                Err(e) => (Err(JobError::Failed(e.to_string())), None),
             }
         }
-        JobKind::DeployStart { .. } | JobKind::Backup { .. } => {
-            (JobReply::error(500, "internal: job not batched"), None)
-        }
+        JobKind::DeployStart { .. } | JobKind::Backup { .. } => (
+            Err(JobError::Failed("internal: job not batched".into())),
+            None,
+        ),
     }
 }
 
@@ -492,7 +327,7 @@ async fn wait_behind(ctx: Context, mut job: Job, busy: Vec<String>, requeue: mps
                 "cannot check the lock of {policy} in {}: {e}",
                 locks.display()
             );
-            job.answer(JobReply::error(500, why));
+            job.answer(Err(JobError::Failed(why)));
             return;
         }
         let reused = match &run {
@@ -524,7 +359,7 @@ async fn wait_behind(ctx: Context, mut job: Job, busy: Vec<String>, requeue: mps
         }
     }
     if let Err(mpsc::error::SendError(job)) = requeue.send(job).await {
-        job.answer(JobReply::error(503, "the daemon is shutting down"));
+        job.answer(Err(JobError::ShuttingDown));
     }
 }
 
@@ -546,6 +381,7 @@ async fn reusable(ctx: &Context, job: &Job, run: &crate::catalog::RunRow) -> Opt
         action: crate::model::ActionKind::Backup,
         backup_id: Some(b.id.clone()),
         trigger: Some(b.trigger),
+        release: b.release.clone(),
         ok: true,
         seconds: 0.0,
         detail: format!("{} bytes stored, checksum verified", b.size),
@@ -556,12 +392,12 @@ async fn reusable(ctx: &Context, job: &Job, run: &crate::catalog::RunRow) -> Opt
 /// gates arriving together share one cycle), runs up to `bound` batches at
 /// once, independently of the scheduled lane, until `quit` is set; then
 /// lets the running batches finish.
-pub async fn lane(
+pub(crate) async fn lane(
     ctx: &Context,
     state: &tokio::sync::Mutex<RepoState>,
     mut rx: mpsc::Receiver<Job>,
     requeue: mpsc::Sender<Job>,
-    monitor: &Monitor,
+    observer: &impl CycleObserver,
     mut quit: watch::Receiver<bool>,
 ) {
     let bound = ctx.settings.concurrency.max(1);
@@ -584,7 +420,7 @@ pub async fn lane(
                 running.push(async move {
                     let started = std::time::Instant::now();
                     for report in run_batch(ctx, &snapshot, batch, &requeue).await {
-                        monitor.after_cycle(&snapshot, Some(&Ok(report)), started.elapsed()).await;
+                        observer.cycle_done(&snapshot, report, started.elapsed()).await;
                     }
                 });
             }
@@ -600,55 +436,70 @@ pub async fn lane(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::ActionKind;
 
-    fn gate(policy: &str, release: &str) -> (Job, Vec<BackupRequest>) {
-        let request = BackupRequest {
+    fn gate(policy: &str, release: &str) -> BackupRequest {
+        BackupRequest {
             policy: policy.into(),
             trigger: Trigger::PreDeploy,
             release: Some(release.into()),
             requested_by: "token:ci".into(),
-        };
-        let kind = JobKind::DeployStart {
-            release: release.into(),
-            selection: Selection::default(),
-        };
-        (Job::new(0, kind, "token:ci".into()).0, vec![request])
+        }
     }
 
-    fn releases(round: &Batched) -> Vec<(String, String)> {
-        round
-            .iter()
-            .flat_map(|(_, rs)| rs.iter())
-            .map(|r| (r.policy.clone(), r.release.clone().unwrap_or_default()))
-            .collect()
+    fn taken(policy: &str, release: &str, id: &str) -> Outcome {
+        Outcome {
+            policy: policy.into(),
+            action: ActionKind::Backup,
+            backup_id: Some(id.into()),
+            trigger: Some(Trigger::PreDeploy),
+            release: Some(release.into()),
+            ok: true,
+            seconds: 1.0,
+            detail: "stored".into(),
+        }
+    }
+
+    fn report(outcomes: Vec<Outcome>) -> CycleReport {
+        CycleReport {
+            now: chrono::Utc::now(),
+            plan: crate::plan::Plan::default(),
+            observe: Default::default(),
+            outcomes,
+            drills: Vec::new(),
+        }
+    }
+
+    fn ids(outcomes: &[Outcome]) -> Vec<Option<&str>> {
+        outcomes.iter().map(|o| o.backup_id.as_deref()).collect()
     }
 
     #[test]
-    fn gates_of_one_policy_for_two_releases_never_share_a_cycle() {
-        let split = rounds(vec![
-            gate("orders", "r1"),
-            gate("orders", "r2"),
-            gate("orders", "r1"),
-            gate("billing", "r2"),
+    fn gates_of_one_policy_for_two_releases_get_their_own_answers() {
+        // One cycle took a snapshot per release (the planner takes one
+        // backup per policy, trigger and release), in either order.
+        let cycle = report(vec![
+            taken("orders", "r2", "b-r2"),
+            taken("orders", "r1", "b-r1"),
+            taken("billing", "r2", "c-r2"),
         ]);
-        assert_eq!(split.len(), 2);
-        let pair = |p: &str, r: &str| (p.to_string(), r.to_string());
+        let answer = |requests: &[BackupRequest]| deploy::outcomes_for(requests, &cycle);
+        assert_eq!(ids(&answer(&[gate("orders", "r1")])), [Some("b-r1")]);
+        assert_eq!(ids(&answer(&[gate("orders", "r2")])), [Some("b-r2")]);
+        // The same gate sent twice shares its snapshot.
+        assert_eq!(ids(&answer(&[gate("orders", "r1")])), [Some("b-r1")]);
         assert_eq!(
-            releases(&split[0]),
-            [
-                pair("orders", "r1"),
-                pair("orders", "r1"),
-                pair("billing", "r2")
-            ]
+            ids(&answer(&[gate("orders", "r2"), gate("billing", "r2")])),
+            [Some("b-r2"), Some("c-r2")]
         );
-        assert_eq!(releases(&split[1]), [pair("orders", "r2")]);
     }
 
     #[test]
-    fn gates_of_different_policies_share_one_cycle() {
-        let batch: Batched = (0..100)
-            .map(|i| gate(&format!("svc{i}"), &format!("svc{i}-v1")))
-            .collect();
-        assert_eq!(rounds(batch).len(), 1);
+    fn a_gate_whose_release_got_no_snapshot_fails_instead_of_taking_another() {
+        let cycle = report(vec![taken("orders", "r1", "b-r1")]);
+        let answer = deploy::outcomes_for(&[gate("orders", "r2")], &cycle);
+        assert_eq!(ids(&answer), [None]);
+        assert!(!answer[0].ok, "{answer:?}");
+        assert_eq!(answer[0].release.as_deref(), Some("r2"));
     }
 }

@@ -124,7 +124,14 @@ impl Metrics {
             notifications_queued: Gauge::default(),
             registry: Registry::default(),
         };
-        let r = &mut registry;
+        m.register_backups(&mut registry);
+        m.register_cycles(&mut registry);
+        Metrics { registry, ..m }
+    }
+
+    /// The families of backups and drills.
+    fn register_backups(&self, r: &mut Registry) {
+        let m = self;
         r.register(
             "backup_last_success_timestamp_seconds",
             "Start time (Unix seconds) of the newest verified backup of the policy: the point in time it captures",
@@ -175,6 +182,11 @@ impl Metrics {
             "Recovery drills, by policy and outcome (passed|failed|error: could not run)",
             m.drills.clone(),
         );
+    }
+
+    /// The families of cycles, revisions, notifications and the build.
+    fn register_cycles(&self, r: &mut Registry) {
+        let m = self;
         r.register(
             "reconcile_duration_seconds",
             "Wall time of one reconcile cycle (observe, plan, execute)",
@@ -214,7 +226,6 @@ impl Metrics {
             })
             .set(1);
         r.register("build_info", "safepoint build information", build);
-        Metrics { registry, ..m }
     }
 
     /// The OpenMetrics text exposition (ends with `# EOF`).

@@ -1,20 +1,20 @@
-//! IO wiring: what the daemon reports after each cycle. Derives the status
-//! from the catalog (after execution, so a backup that just failed or
-//! succeeded counts), sets the metrics, publishes the snapshot the HTTP API
-//! serves and runs the alert state machine. Also owns the HTTP listener and
-//! the notice delivery task (woken by the catalog's outbox bell whenever this
-//! process queues a notice), and stops them with the daemon.
+//! App: what the daemon reports after each cycle. Derives the status from
+//! the catalog (after execution, so a backup that just failed or succeeded
+//! counts), sets the metrics, publishes the snapshot the HTTP API serves and
+//! runs the alert state machine. Also runs the notice delivery task (woken
+//! by the catalog's outbox bell whenever this process queues a notice) and
+//! stops it with the daemon. The daemon hands it the metrics registry and
+//! the snapshot's sender; it knows neither the HTTP server nor the jobs.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::catalog::{Catalog, CatalogError};
-use crate::http::{self, ApiState, Snapshot};
+use crate::http::Snapshot;
 use crate::metrics::Metrics;
 use crate::notify::{self, Channels, Mailer};
 use crate::observed::ObservedState;
@@ -22,38 +22,21 @@ use crate::policy::DesiredState;
 use crate::reconcile::{CycleReport, ReconcileError, RepoState};
 use crate::status::{self, RepoInput};
 
-#[derive(Debug, thiserror::Error)]
-pub enum MonitorError {
-    #[error("cannot listen on {addr}: {source}; pass another --listen address (SAFEPOINT_LISTEN)")]
-    Listen {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-impl MonitorError {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            MonitorError::Listen { .. } => "listen",
-        }
-    }
-}
-
-pub struct MonitorOptions {
-    /// Where the HTTP API listens; `None` serves nothing (`daemon --once`).
-    pub listen: Option<SocketAddr>,
+/// What the monitor works with (from the daemon).
+pub struct MonitorConfig {
+    pub catalog: Catalog,
+    pub metrics: Arc<Metrics>,
+    /// The snapshot the HTTP API serves.
+    pub snapshot: watch::Sender<Arc<Snapshot>>,
     pub mailer: Option<Mailer>,
     /// Re-notify a persisting problem after this long (0 = never).
     pub reminder: TimeDelta,
-    /// How often the delivery task looks for notices queued by another
-    /// process (the CLI); notices this process queues go out at once.
-    pub outbox_poll: Duration,
-    /// API tokens and the Git webhook secret.
-    pub auth: Arc<crate::http::api::Auth>,
-    /// The planner's options (previews use them, as the daemon does).
+    /// How often the delivery task looks for notices other processes
+    /// queued; `None` runs no delivery task (notices go out at shutdown).
+    pub outbox_poll: Option<Duration>,
+    /// The planner's options and the operator's permissions (previews of
+    /// the revision in force use them).
     pub plan: crate::plan::PlanOptions,
-    /// The operator's permissions (previews validate with them, as the daemon does).
     pub permissions: Arc<crate::policy::Permissions>,
 }
 
@@ -65,39 +48,20 @@ pub struct Monitor {
     reminder: TimeDelta,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
-    /// The address actually bound (for `--listen 127.0.0.1:0`).
-    pub local_addr: Option<SocketAddr>,
-    /// Work from the API for the requested lane (taken by the daemon loop),
-    /// with a sender for jobs that come back after waiting.
-    pub jobs: std::sync::Mutex<Option<JobQueue>>,
     /// Serialises `after_cycle`: both lanes finish cycles, and status,
     /// metrics and alerts are computed from the catalog one cycle at a time.
     after_cycle: tokio::sync::Mutex<()>,
-    /// Rung by the Git push webhook: fetch now.
-    pub git_wake: Arc<Notify>,
     plan: crate::plan::PlanOptions,
     permissions: Arc<crate::policy::Permissions>,
 }
 
-/// The requested lane's queue: jobs from the API and jobs back from waiting.
-pub type JobQueue = (
-    tokio::sync::mpsc::Sender<crate::jobs::Job>,
-    tokio::sync::mpsc::Receiver<crate::jobs::Job>,
-);
-
 impl Monitor {
-    /// Binds the listener (failing loudly when it cannot) and starts the
-    /// HTTP server and, with a listener, the notice delivery task.
-    pub async fn start(
-        catalog: &Catalog,
-        options: MonitorOptions,
-    ) -> Result<Monitor, MonitorError> {
-        let metrics = Arc::new(Metrics::new());
-        let (snapshot, snapshot_rx) = watch::channel(Arc::new(Snapshot::default()));
+    /// Starts the notice delivery task (with `outbox_poll`).
+    pub fn start(config: MonitorConfig) -> Monitor {
         let (stop, stop_rx) = watch::channel(false);
         let channels = match notify::Poster::new() {
             Ok(poster) => Some(Channels {
-                mailer: options.mailer.clone(),
+                mailer: config.mailer.clone(),
                 poster,
             }),
             Err(e) => {
@@ -106,58 +70,27 @@ impl Monitor {
             }
         };
         let mut tasks = Vec::new();
-        let mut local_addr = None;
-        let (jobs_tx, jobs_rx) = tokio::sync::mpsc::channel(1024);
-        let git_wake = Arc::new(Notify::new());
-        if let Some(addr) = options.listen {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|source| MonitorError::Listen { addr, source })?;
-            let bound = listener.local_addr().unwrap_or(addr);
-            local_addr = Some(bound);
-            tracing::info!(addr = %bound, "http api listening (/metrics, /healthz, /readyz, /api/v1/...)");
-            let router = http::router(ApiState {
-                metrics: metrics.clone(),
-                snapshot: snapshot_rx,
-                catalog: catalog.clone(),
-                control: crate::http::api::Control {
-                    auth: options.auth.clone(),
-                    jobs: Some(jobs_tx.clone()),
-                    board: Arc::new(crate::jobs::Board::default()),
-                    git_wake: git_wake.clone(),
-                },
-            });
-            let server_stop = stop_rx.clone();
-            tasks.push(tokio::spawn(async move {
-                if let Err(e) = http::serve(listener, router, server_stop).await {
-                    tracing::error!(error = %e, "http api stopped");
-                }
-            }));
-            if let Some(channels) = channels.clone() {
-                tasks.push(tokio::spawn(delivery_loop(
-                    catalog.clone(),
-                    channels,
-                    metrics.clone(),
-                    options.outbox_poll,
-                    stop_rx,
-                )));
-            }
+        if let (Some(poll), Some(channels)) = (config.outbox_poll, channels.clone()) {
+            tasks.push(tokio::spawn(delivery_loop(
+                config.catalog.clone(),
+                channels,
+                config.metrics.clone(),
+                poll,
+                stop_rx,
+            )));
         }
-        Ok(Monitor {
-            metrics,
-            catalog: catalog.clone(),
-            snapshot,
+        Monitor {
+            metrics: config.metrics,
+            catalog: config.catalog,
+            snapshot: config.snapshot,
             channels,
-            reminder: options.reminder,
+            reminder: config.reminder,
             stop,
             tasks,
-            local_addr,
-            jobs: std::sync::Mutex::new(Some((jobs_tx, jobs_rx))),
             after_cycle: tokio::sync::Mutex::new(()),
-            git_wake,
-            plan: options.plan,
-            permissions: options.permissions,
-        })
+            plan: config.plan,
+            permissions: config.permissions,
+        }
     }
 
     /// Reading the policy repository failed (the last applied revision stays).
@@ -245,7 +178,7 @@ impl Monitor {
         }));
     }
 
-    /// Stops the HTTP server and the delivery task, then makes one last
+    /// Stops the delivery task, then makes one last
     /// delivery attempt (bounded by the SMTP timeout) so that `--once` and a
     /// shutdown send what the last cycle decided.
     pub async fn shutdown(self) {
@@ -263,6 +196,12 @@ impl Monitor {
                 Err(e) => tracing::error!(error = %e, "alert delivery failed"),
             }
         }
+    }
+}
+
+impl crate::jobs::CycleObserver for Monitor {
+    async fn cycle_done(&self, state: &RepoState, report: CycleReport, elapsed: Duration) {
+        self.after_cycle(state, Some(&Ok(report)), elapsed).await;
     }
 }
 

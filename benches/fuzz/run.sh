@@ -14,4 +14,4 @@ export SAFEPOINT_FUZZ_SECONDS=$seconds
 if [ -n "$target" ]; then export SAFEPOINT_FUZZ_TARGET=$target; fi
 # Release profile: more inputs per second; the test runs the same code.
 cargo test --release --test it fuzz::fuzz_targets_answer -- --nocapture --test-threads 1 2>&1 |
-  grep -E '^fuzz |panicked|test result|saved as'
+  grep -oE 'fuzz [a-z-]+: .*|panicked.*|test result.*|saved as.*'

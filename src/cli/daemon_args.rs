@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use chrono::TimeDelta;
 use clap::Args;
 
-use crate::monitor::MonitorOptions;
+use crate::daemon::Options;
 use crate::notify::{Mailer, SmtpSettings, SmtpTls};
 
 #[derive(Debug, Args)]
@@ -47,7 +47,7 @@ impl ObservabilityArgs {
         ]
     }
 
-    pub fn options(&self, once: bool) -> anyhow::Result<MonitorOptions> {
+    pub fn options(&self, once: bool) -> anyhow::Result<Options> {
         let mailer = self.smtp.mailer()?;
         let tokens = match &self.api_tokens_file {
             Some(path) => {
@@ -70,7 +70,7 @@ impl ObservabilityArgs {
             ),
             None => None,
         };
-        Ok(MonitorOptions {
+        Ok(Options {
             listen: (!once).then_some(self.listen),
             mailer,
             reminder: TimeDelta::seconds(self.alert_reminder.max(0)),

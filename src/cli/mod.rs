@@ -24,15 +24,10 @@ macro_rules! outln {
     }};
 }
 
-mod catalog_migrate;
 mod commands;
 mod daemon_args;
-mod deploy;
-mod notify_test;
 mod permissions;
-mod preview;
 mod progress;
-mod rebuild;
 mod remote;
 pub mod table;
 

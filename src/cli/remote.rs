@@ -41,7 +41,50 @@ pub async fn run(server: &str, cli: Cli) -> anyhow::Result<u8> {
         .build()
         .context("cannot build the HTTP client")?;
     let output = cli.output;
-    let (method_post, path, body): (bool, String, serde_json::Value) = match &cli.command {
+    let (method_post, path, body) = request(&cli.command)?;
+    let url = format!("{base}{path}");
+    let request = if method_post {
+        let body = body.to_string();
+        client
+            .post(&url)
+            .bearer_auth(token(&cli)?)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+    } else {
+        client.get(&url)
+    };
+    let response = request.send().await.with_context(|| {
+        format!("cannot reach {url}; is the daemon running with --listen there?")
+    })?;
+    let mut status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    let mut json: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    if status == StatusCode::ACCEPTED
+        && let Some(href) = json["href"].as_str()
+    {
+        let deadline = body["timeoutSeconds"]
+            .as_i64()
+            .map(|s| std::time::Instant::now() + Duration::from_secs(s.max(0) as u64));
+        let job_url = format!("{base}{href}");
+        (status, json) = follow(&client, &job_url, &token(&cli)?, deadline).await?;
+    }
+    // The same contract as in-process: `list --policy P` shows P's backups only.
+    if let (Command::List { policy: Some(p) }, Some(rows)) = (&cli.command, json.as_array_mut()) {
+        rows.retain(|r| r["record"]["policy"].as_str() == Some(p.as_str()));
+    }
+    if output == Output::Json || !status.is_success() && status != StatusCode::UNPROCESSABLE_ENTITY
+    {
+        outln!("{}", serde_json::to_string_pretty(&json)?);
+    } else {
+        print_human(&json)?;
+    }
+    Ok(exit_code(&cli.command, status, &json, &url))
+}
+
+/// The API call a command makes: (POST?, path, JSON body).
+fn request(command: &Command) -> anyhow::Result<(bool, String, serde_json::Value)> {
+    Ok(match command {
         Command::Deploy {
             command:
                 DeployCommand::Start {
@@ -107,48 +150,15 @@ pub async fn run(server: &str, cli: Cli) -> anyhow::Result<u8> {
                 .unwrap_or("this command")
                 .to_lowercase()
         ),
-    };
-    let url = format!("{base}{path}");
-    let request = if method_post {
-        let body = body.to_string();
-        client
-            .post(&url)
-            .bearer_auth(token(&cli)?)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body)
-    } else {
-        client.get(&url)
-    };
-    let response = request.send().await.with_context(|| {
-        format!("cannot reach {url}; is the daemon running with --listen there?")
-    })?;
-    let mut status = response.status();
-    let text = response.text().await.unwrap_or_default();
-    let mut json: serde_json::Value =
-        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
-    if status == StatusCode::ACCEPTED
-        && let Some(href) = json["href"].as_str()
-    {
-        let deadline = body["timeoutSeconds"]
-            .as_i64()
-            .map(|s| std::time::Instant::now() + Duration::from_secs(s.max(0) as u64));
-        let job_url = format!("{base}{href}");
-        (status, json) = follow(&client, &job_url, &token(&cli)?, deadline).await?;
-    }
-    // The same contract as in-process: `list --policy P` shows P's backups only.
-    if let (Command::List { policy: Some(p) }, Some(rows)) = (&cli.command, json.as_array_mut()) {
-        rows.retain(|r| r["record"]["policy"].as_str() == Some(p.as_str()));
-    }
-    if output == Output::Json || !status.is_success() && status != StatusCode::UNPROCESSABLE_ENTITY
-    {
-        outln!("{}", serde_json::to_string_pretty(&json)?);
-    } else {
-        print_human(&json)?;
-    }
-    Ok(match status {
+    })
+}
+
+/// The in-process exit code for the API's answer.
+fn exit_code(command: &Command, status: StatusCode, json: &serde_json::Value, url: &str) -> u8 {
+    match status {
         // The in-process exit codes: `status` 1 when something is Stalled,
         // `plan` 1 when actions are pending.
-        s if s.is_success() => match &cli.command {
+        s if s.is_success() => match command {
             Command::Status if json["ready"] == false => 1,
             Command::Plan if json["actions"].as_array().is_some_and(|a| !a.is_empty()) => 1,
             _ => 0,
@@ -165,7 +175,7 @@ pub async fn run(server: &str, cli: Cli) -> anyhow::Result<u8> {
             eprintln!("error: {url} answered {other}");
             2
         }
-    })
+    }
 }
 
 /// Long-polls a job (`GET /api/v1/jobs/{id}?after=V&waitSeconds=S`),

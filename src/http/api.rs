@@ -18,7 +18,7 @@ use tokio::sync::{Notify, mpsc};
 
 use super::ApiState;
 use crate::deploy::Selection;
-use crate::jobs::{Board, Job, JobKind, JobReply};
+use crate::jobs::{Board, Job, JobAnswer, JobError, JobKind};
 
 /// Longest a caller may wait for a job's outcome (`timeoutSeconds`).
 pub const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
@@ -174,8 +174,8 @@ async fn submit(control: &Control, kind: JobKind, caller: &str, body: &Body) -> 
         )
             .into_response();
     }
-    match tokio::time::timeout(limit, view.wait_for(|v| v.result.is_some())).await {
-        Ok(Ok(v)) => reply(v.result.clone()),
+    match tokio::time::timeout(limit, view.wait_for(|v| v.answer.is_some())).await {
+        Ok(Ok(v)) => reply(v.answer.as_ref()),
         Ok(Err(_)) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "the daemon stopped before answering",
@@ -190,12 +190,54 @@ async fn submit(control: &Control, kind: JobKind, caller: &str, body: &Body) -> 
     }
 }
 
-fn reply(result: Option<JobReply>) -> Response {
-    let Some(reply) = result else {
+/// A job's answer over HTTP: 200 with the report when what was asked
+/// succeeded, 422 with the report when it did not (the gate blocks, the
+/// drill failed), and for a job that could not run, its error with 404
+/// (unknown release, policy or drill), 409 (nothing to drill), 503 (no
+/// revision applied, shutting down) or 500.
+pub(crate) fn answer_status(answer: &JobAnswer) -> (StatusCode, serde_json::Value) {
+    match answer {
+        Ok(result) => (
+            if result.ok() {
+                StatusCode::OK
+            } else {
+                StatusCode::UNPROCESSABLE_ENTITY
+            },
+            serde_json::to_value(result).unwrap_or_default(),
+        ),
+        Err(e) => {
+            let status = match e {
+                JobError::NotFound(_) => StatusCode::NOT_FOUND,
+                JobError::NothingToDrill => StatusCode::CONFLICT,
+                JobError::NoRevision(_) | JobError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+                JobError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            (status, serde_json::json!({ "error": e.to_string() }))
+        }
+    }
+}
+
+fn reply(answer: Option<&JobAnswer>) -> Response {
+    let Some(answer) = answer else {
         return error(StatusCode::INTERNAL_SERVER_ERROR, "job without an answer");
     };
-    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, Json(reply.body)).into_response()
+    let (status, body) = answer_status(answer);
+    (status, Json(body)).into_response()
+}
+
+/// The job resource as served: the view, with the answer as `result`
+/// (`{"status": <HTTP status>, "body": ...}`, what a waiting call would
+/// have answered) once the job is done.
+fn job_json(view: &crate::jobs::JobView) -> serde_json::Value {
+    let mut json = serde_json::to_value(view).unwrap_or_default();
+    json["result"] = match &view.answer {
+        Some(answer) => {
+            let (status, body) = answer_status(answer);
+            serde_json::json!({ "status": status.as_u16(), "body": body })
+        }
+        None => serde_json::Value::Null,
+    };
+    json
 }
 
 /// Longest `waitSeconds` of `GET /api/v1/jobs/{id}`.
@@ -234,10 +276,10 @@ pub async fn job(
     };
     let limit = Duration::from_secs(q.wait_seconds.unwrap_or(0)).min(MAX_POLL);
     if let Some(after) = q.after {
-        let changed = view.wait_for(|v| v.version > after || v.result.is_some());
+        let changed = view.wait_for(|v| v.version > after || v.answer.is_some());
         let _ = tokio::time::timeout(limit, changed).await;
     }
-    let current = view.borrow().clone();
+    let current = job_json(&view.borrow());
     Json(current).into_response()
 }
 
@@ -382,6 +424,36 @@ pub async fn drills(State(s): State<ApiState>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn job_answers_map_to_the_documented_status_codes() {
+        use crate::jobs::JobResult;
+        let outcome = |ok: bool| crate::model::Outcome {
+            policy: "orders".into(),
+            action: crate::model::ActionKind::Backup,
+            backup_id: ok.then(|| "b1".to_string()),
+            trigger: Some(crate::model::Trigger::Manual),
+            release: None,
+            ok,
+            seconds: 0.0,
+            detail: "d".into(),
+        };
+        let status = |a: JobAnswer| answer_status(&a).0.as_u16();
+        assert_eq!(status(Ok(JobResult::Backups(vec![outcome(true)]))), 200);
+        let (code, body) = answer_status(&Ok(JobResult::Backups(vec![outcome(false)])));
+        assert_eq!(code.as_u16(), 422);
+        assert_eq!(
+            body[0]["policy"], "orders",
+            "the body is the outcomes: {body}"
+        );
+        assert_eq!(status(Err(JobError::NotFound("no release r9".into()))), 404);
+        assert_eq!(status(Err(JobError::NothingToDrill)), 409);
+        assert_eq!(status(Err(JobError::NoRevision("none".into()))), 503);
+        assert_eq!(status(Err(JobError::ShuttingDown)), 503);
+        assert_eq!(status(Err(JobError::Failed("disk full".into()))), 500);
+        let (_, body) = answer_status(&Err(JobError::Failed("disk full".into())));
+        assert_eq!(body, serde_json::json!({"error": "disk full"}));
+    }
 
     #[test]
     fn github_signature_format_is_verified() {

@@ -18,6 +18,12 @@ pub struct Outcome {
     pub backup_id: Option<String>,
     /// The backup's trigger (backups only).
     pub trigger: Option<Trigger>,
+    /// The release the backup was requested for (backups only). With
+    /// `policy` and `trigger` it names the request the outcome answers: the
+    /// planner takes one backup per distinct policy, trigger and release,
+    /// so two gates of one policy for two releases get their own answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
     pub ok: bool,
     /// Wall time the action took.
     pub seconds: f64,

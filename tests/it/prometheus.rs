@@ -47,6 +47,7 @@ fn exported_names() -> BTreeSet<String> {
         action: safepoint::model::ActionKind::Backup,
         backup_id: None,
         trigger: Some(Trigger::Schedule),
+        release: None,
         ok: true,
         seconds: 1.0,
         detail: String::new(),

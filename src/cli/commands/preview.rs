@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use chrono::Utc;
 
-use super::{Cli, Output};
+use crate::cli::{Cli, Output};
 use crate::git::{self, RepoConfig};
 use crate::preview::{self, Proposal};
 use crate::reconcile::{Context, RepoState};
@@ -52,7 +52,7 @@ fn print(output: Output, report: &serde_json::Value) -> anyhow::Result<u8> {
 
 /// In-process: the proposal against the revision the daemon applied last
 /// (recorded in the catalog) and the backups the catalog knows.
-pub async fn run(ctx: &Context, git_ref: &str, output: Output) -> anyhow::Result<u8> {
+pub(super) async fn run(ctx: &Context, git_ref: &str, output: Output) -> anyhow::Result<u8> {
     let proposal = proposal(ctx.settings.repo.clone(), git_ref).await?;
     let state = RepoState::load(ctx).await?;
     let observed = preview::observed(&ctx.catalog).await?;
@@ -75,7 +75,7 @@ pub async fn run(ctx: &Context, git_ref: &str, output: Output) -> anyhow::Result
 
 /// `--server URL`: uploads the policy files of `git_ref` from the local
 /// checkout (`--repo`, default `.`); the daemon answers the preview.
-pub async fn remote(server: &str, cli: &Cli, git_ref: &str) -> anyhow::Result<u8> {
+pub(super) async fn remote(server: &str, cli: &Cli, git_ref: &str) -> anyhow::Result<u8> {
     if git::is_remote(&cli.repo) {
         bail!(
             "with --server, --repo must be a local checkout (the CI workspace), not {}; the proposed files are read there and uploaded",
@@ -107,7 +107,7 @@ pub async fn remote(server: &str, cli: &Cli, git_ref: &str) -> anyhow::Result<u8
         .context("cannot build the HTTP client")?;
     let response = client
         .post(&url)
-        .bearer_auth(super::remote::token(cli)?)
+        .bearer_auth(crate::cli::remote::token(cli)?)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .body(body.to_string())
         .send()

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 
-use super::{Cli, Output};
+use crate::cli::{Cli, Output};
 use crate::catalog::{Catalog, Location};
 use crate::reconcile::Context;
 

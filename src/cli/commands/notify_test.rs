@@ -7,9 +7,9 @@
 use chrono::Utc;
 use serde::Serialize;
 
-use super::Output;
-use super::commands::loaded_state;
-use super::daemon_args::SmtpArgs;
+use super::shared::loaded_state;
+use crate::cli::Output;
+use crate::cli::daemon_args::SmtpArgs;
 use crate::notify::{self, Poster};
 use crate::reconcile::Context;
 

@@ -6,8 +6,8 @@
 use anyhow::bail;
 use tokio::sync::watch;
 
-use super::commands::loaded_state;
-use super::{DeployCommand, DeployStatus, Output};
+use super::shared::loaded_state;
+use crate::cli::{DeployCommand, DeployStatus, Output};
 use crate::deploy::{self, DeployError, DeployReport, Selection};
 use crate::pins::{self, PinError};
 use crate::reconcile::Context;
@@ -72,7 +72,7 @@ fn exit_code(result: Result<DeployReport, DeployError>, output: Output) -> anyho
     }
 }
 
-pub async fn run(
+pub(super) async fn run(
     ctx: &Context,
     stop: &watch::Sender<bool>,
     command: DeployCommand,
@@ -134,7 +134,7 @@ pub async fn run(
 /// `pin ID --reason R` (`reason` set) / `unpin ID`: in the catalog and as a
 /// marker in storage (`crate::pins`). Exit 4 for an unknown backup, 1 when the
 /// storage side failed (see the message for what holds).
-pub async fn pin(
+pub(super) async fn pin(
     ctx: &Context,
     backup_id: &str,
     reason: Option<&str>,
