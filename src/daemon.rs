@@ -15,8 +15,11 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio::sync::{Mutex, Notify, watch};
 
+use crate::engine::context::{Context, ReconcileError, RepoState};
+use crate::engine::cycle::{self, CycleReport};
+use crate::engine::execute::Scope;
+use crate::engine::refresh::refresh;
 use crate::monitor::Monitor;
-use crate::reconcile::{self, Context, RepoState, Scope};
 use crate::settings::Settings;
 use crate::{git, jobs};
 
@@ -133,7 +136,7 @@ impl Lane<'_> {
     /// Refreshes the shared state and returns a copy to plan with.
     async fn refreshed(&self) -> RepoState {
         let mut state = self.state.lock().await;
-        if let Err(e) = reconcile::refresh(self.ctx, &mut state).await {
+        if let Err(e) = refresh(self.ctx, &mut state).await {
             self.monitor.refresh_failed(&e);
             tracing::error!(error = %e, "cannot read the policy repository; retrying at the next wake-up");
         }
@@ -150,7 +153,7 @@ impl Lane<'_> {
             let mut sleep_for = ctx.settings.fetch_interval;
             if state.applied.is_some() {
                 let started = std::time::Instant::now();
-                let result = reconcile::cycle(ctx, &state, Vec::new(), scope.clone(), false).await;
+                let result = cycle::cycle(ctx, &state, Vec::new(), scope.clone(), false).await;
                 self.monitor
                     .after_cycle(&state, Some(&result), started.elapsed())
                     .await;
@@ -169,7 +172,7 @@ impl Lane<'_> {
                     anyhow::bail!("no valid policy revision to apply; run `safepoint validate`");
                 }
             }
-            if let Ok(Some(next)) = reconcile::next_wakeup(ctx, &state).await {
+            if let Ok(Some(next)) = cycle::next_wakeup(ctx, &state).await {
                 let until = (next - Utc::now()).to_std().unwrap_or(Duration::ZERO);
                 sleep_for = sleep_for.min(until.max(Duration::from_millis(200)));
             }
@@ -185,7 +188,7 @@ impl Lane<'_> {
 }
 
 /// Logs a cycle; true when actions were executed and all succeeded.
-fn log_cycle(result: Result<reconcile::CycleReport, reconcile::ReconcileError>) -> bool {
+fn log_cycle(result: Result<CycleReport, ReconcileError>) -> bool {
     match result {
         Ok(report) => {
             for note in &report.plan.notes {

@@ -1,5 +1,5 @@
 //! Deploy integration: the pre-deploy gate and the deploy outcome.
-//! Both turn into backup requests that go through `reconcile::cycle` (the one
+//! Both turn into backup requests that go through `engine::cycle` (the one
 //! execution path); this module only chooses the requests, pins, and records
 //! the deploy events. Used by the CLI (and the HTTP API).
 
@@ -7,10 +7,13 @@ use chrono::Utc;
 use serde::Serialize;
 
 use crate::catalog::DeployRecord;
+use crate::engine::context::{Context, ReconcileError, RepoState};
+use crate::engine::cycle::{self, CycleReport};
+use crate::engine::execute::Scope;
+use crate::model::Outcome;
 use crate::model::{ActionKind, AuditKind};
 use crate::observed::{BackupRequest, Trigger};
 use crate::policy::{BackupPolicy, DesiredState, OnFailure};
-use crate::reconcile::{self, Context, ReconcileError, RepoState, Scope};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
@@ -109,22 +112,19 @@ async fn run_requests(
     ctx: &Context,
     state: &RepoState,
     requests: Vec<BackupRequest>,
-) -> Result<Vec<reconcile::Outcome>, DeployError> {
+) -> Result<Vec<Outcome>, DeployError> {
     if requests.is_empty() {
         return Ok(Vec::new());
     }
     let scope = Scope::answering(&requests);
-    let report = reconcile::cycle(ctx, state, requests.clone(), scope, false).await?;
+    let report = cycle::cycle(ctx, state, requests.clone(), scope, false).await?;
     Ok(outcomes_for(&requests, &report))
 }
 
 /// The outcomes answering `requests` in a cycle's report. A request the
 /// planner could not serve (e.g. a backup of that policy is running) is a
 /// failure, with the planner's note as the reason.
-pub fn outcomes_for(
-    requests: &[BackupRequest],
-    report: &reconcile::CycleReport,
-) -> Vec<reconcile::Outcome> {
+pub fn outcomes_for(requests: &[BackupRequest], report: &CycleReport) -> Vec<Outcome> {
     let mut outcomes = Vec::new();
     for r in requests {
         let found = report.outcomes.iter().find(|o| {
@@ -141,7 +141,7 @@ pub fn outcomes_for(
             .filter(|n| n.policy == r.policy)
             .map(|n| n.text.clone())
             .collect();
-        outcomes.push(reconcile::Outcome {
+        outcomes.push(Outcome {
             policy: r.policy.clone(),
             action: ActionKind::Backup,
             backup_id: None,
@@ -204,7 +204,7 @@ pub fn start_requests(
 pub async fn record_start(
     ctx: &Context,
     release: &str,
-    outcomes: Vec<reconcile::Outcome>,
+    outcomes: Vec<Outcome>,
 ) -> Result<DeployReport, DeployError> {
     let mut steps = Vec::new();
     for o in outcomes

@@ -1,6 +1,6 @@
 //! IO wiring: the daemon's requested lane. Work asked for through the HTTP
 //! API (deploy start/finish, manual backups, drills) becomes a job; the lane
-//! runs it through `reconcile::cycle`, concurrently with the scheduled lane
+//! runs it through `engine::cycle`, concurrently with the scheduled lane
 //! and never behind it (deploy starts and manual backups that arrive
 //! together share one cycle, so 100 concurrent gates cost one observation).
 //! A job whose policy has a backup running waits for that backup only, says
@@ -18,10 +18,14 @@ use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
 use crate::deploy::{self, DeployError, Selection};
+use crate::engine::context::{Context, RepoState};
+use crate::engine::cycle::{self, CycleReport};
+use crate::engine::execute::Scope;
+use crate::engine::refresh;
 use crate::lock;
+use crate::model::Outcome;
 use crate::monitor::Monitor;
 use crate::observed::{BackupRequest, DrillRequest, Health, Trigger};
-use crate::reconcile::{self, Context, CycleReport, Outcome, RepoState, Scope};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "job", rename_all = "kebab-case")]
@@ -345,7 +349,7 @@ pub async fn run_batch(
         let report = if all.is_empty() {
             None
         } else {
-            match reconcile::cycle(ctx, state, all, scope, false).await {
+            match cycle::cycle(ctx, state, all, scope, false).await {
                 Ok(report) => Some(report),
                 Err(e) => {
                     for (job, _) in round {
@@ -441,8 +445,7 @@ async fn run_other(
                 requested_by: job.caller.clone(),
             };
             let scope = Scope::Drills(vec![policy.clone()]);
-            match reconcile::cycle_with(&job_ctx, state, Vec::new(), vec![request], scope, false)
-                .await
+            match cycle::cycle_with(&job_ctx, state, Vec::new(), vec![request], scope, false).await
             {
                 Ok(report) => {
                     let answer = match report.drills.first() {
@@ -575,7 +578,7 @@ pub async fn lane(
                 }
                 let snapshot = {
                     let mut s = state.lock().await;
-                    if let Err(e) = reconcile::refresh(ctx, &mut s).await {
+                    if let Err(e) = refresh::refresh(ctx, &mut s).await {
                         tracing::error!(error = %e, "cannot read the policy repository; jobs run on the last applied revision");
                     }
                     s.clone()

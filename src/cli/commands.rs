@@ -1,4 +1,4 @@
-//! The commands: thin wrappers that wire settings, call `reconcile` and print.
+//! The commands: thin wrappers that wire settings, call the engine and print.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,14 +12,17 @@ use super::table::{age, bytes, render};
 use super::{AuditCommand, Cli, Command, ExportFormat, Output, ReportFormat};
 use crate::catalog::Catalog;
 use crate::daemon;
+use crate::engine::context::{Context, RepoState};
+use crate::engine::execute::Scope;
 use crate::engine::{self, restore::Which};
+use crate::engine::{cycle, observe, refresh};
 use crate::executor::{self, RestoreTarget};
 use crate::git::RepoConfig;
+use crate::model::Outcome;
 use crate::monitor::Monitor;
 use crate::observed::{BackupRequest, Trigger};
 use crate::plan::PlanOptions;
 use crate::policy::{self, PolicyFile};
-use crate::reconcile::{self, Context, RepoState, Scope};
 use crate::settings::Settings;
 use crate::status;
 
@@ -325,13 +328,13 @@ fn validate(dir: &Path, permissions: &policy::Permissions, output: Output) -> an
 
 pub(super) async fn loaded_state(ctx: &Context) -> anyhow::Result<RepoState> {
     let mut state = RepoState::load(ctx).await?;
-    reconcile::refresh(ctx, &mut state).await?;
+    refresh::refresh(ctx, &mut state).await?;
     Ok(state)
 }
 
 async fn plan(ctx: &Context, output: Output) -> anyhow::Result<u8> {
     let state = loaded_state(ctx).await?;
-    let report = reconcile::cycle(ctx, &state, Vec::new(), Scope::All, true).await?;
+    let report = cycle::cycle(ctx, &state, Vec::new(), Scope::All, true).await?;
     match output {
         Output::Json => print_json(&report.plan)?,
         Output::Table => out!("{}", report.plan.render()),
@@ -343,7 +346,7 @@ async fn show_status(ctx: &Context, output: Output) -> anyhow::Result<u8> {
     let state = loaded_state(ctx).await?;
     let now = Utc::now();
     let (observed, _) = match state.desired() {
-        Ok(desired) => reconcile::observe(ctx, desired, Vec::new(), Vec::new(), now).await?,
+        Ok(desired) => observe::observe(ctx, desired, Vec::new(), Vec::new(), now).await?,
         Err(_) => Default::default(),
     };
     let empty = policy::DesiredState::default();
@@ -419,7 +422,7 @@ async fn list(ctx: &Context, policy: Option<&str>, output: Output) -> anyhow::Re
     let state = loaded_state(ctx).await?;
     let desired = state.desired()?;
     let now = Utc::now();
-    let (observed, _) = reconcile::observe(ctx, desired, Vec::new(), Vec::new(), now).await?;
+    let (observed, _) = observe::observe(ctx, desired, Vec::new(), Vec::new(), now).await?;
     let plan = crate::plan::plan(desired, &observed, now, &ctx.settings.plan);
     let rows_db = ctx.catalog.backups().await?;
     let mut items = Vec::new();
@@ -510,7 +513,7 @@ async fn backup(ctx: &Context, policy: &str, output: Output) -> anyhow::Result<u
         requested_by: caller(),
     };
     let scope = Scope::answering(std::slice::from_ref(&request));
-    let report = reconcile::cycle(ctx, &state, vec![request], scope, false).await?;
+    let report = cycle::cycle(ctx, &state, vec![request], scope, false).await?;
     if report.outcomes.is_empty() {
         let why = why_not(&report.plan, policy, "the planner produced no backup");
         bail!("no backup was taken for {policy}: {why}");
@@ -518,7 +521,7 @@ async fn backup(ctx: &Context, policy: &str, output: Output) -> anyhow::Result<u
     print_outcomes(&report.outcomes, output)
 }
 
-fn print_outcomes(outcomes: &[reconcile::Outcome], output: Output) -> anyhow::Result<u8> {
+fn print_outcomes(outcomes: &[Outcome], output: Output) -> anyhow::Result<u8> {
     if output == Output::Json {
         print_json(&outcomes)?;
     } else {
@@ -546,7 +549,7 @@ async fn prune(ctx: Context, dry_run: bool, orphans: bool, output: Output) -> an
         ..ctx
     };
     let state = loaded_state(&ctx).await?;
-    let report = reconcile::cycle(&ctx, &state, Vec::new(), Scope::Deletions, dry_run).await?;
+    let report = cycle::cycle(&ctx, &state, Vec::new(), Scope::Deletions, dry_run).await?;
     let deletions: Vec<_> = report
         .plan
         .actions
@@ -772,8 +775,7 @@ async fn drill(
         requested_by: ctx.actor.clone(),
     };
     let scope = Scope::Drills(vec![policy.to_string()]);
-    let report =
-        reconcile::cycle_with(ctx, &state, Vec::new(), vec![request], scope, false).await?;
+    let report = cycle::cycle_with(ctx, &state, Vec::new(), vec![request], scope, false).await?;
     let Some(result) = report.drills.into_iter().next() else {
         let why = why_not(&report.plan, policy, "nothing to drill");
         bail!("no drill was run for {policy}: {why}");

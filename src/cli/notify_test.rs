@@ -10,8 +10,8 @@ use serde::Serialize;
 use super::Output;
 use super::commands::loaded_state;
 use super::daemon_args::SmtpArgs;
+use crate::engine::context::Context;
 use crate::notify::{self, Poster};
-use crate::reconcile::Context;
 
 #[derive(Serialize)]
 struct Line {
