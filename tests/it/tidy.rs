@@ -315,8 +315,6 @@ const KNOWN_LONG_FNS: &[(&str, &str)] = &[
     ("src/cli/rebuild.rs", "run"),
     ("src/cli/remote.rs", "run"),
     ("src/deploy.rs", "finish"),
-    ("src/drill/mod.rs", "checks"),
-    ("src/drill/mod.rs", "run"),
     ("src/executor/directory.rs", "backup_blocking"),
     ("src/executor/postgres.rs", "backup"),
     // main's status page (merged over limit: 139 lines).
