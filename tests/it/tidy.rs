@@ -321,7 +321,6 @@ const KNOWN_LONG_FNS: &[(&str, &str)] = &[
     ("src/http/timeline.rs", "mark"),
     ("src/jobs.rs", "run_batch"),
     ("src/metrics.rs", "new"),
-    ("src/pins.rs", "reconcile_listing"),
     ("src/policy/backup_policy.rs", "drill"),
     ("src/policy/backup_policy.rs", "drill_target"),
     // main's tenancy (permission checks) and preview (annotations) grew it
