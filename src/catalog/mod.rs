@@ -22,7 +22,7 @@ mod drills;
 pub use drills::{CheckResult, DrillRow};
 
 pub use crate::model::RevisionRecord;
-pub use alerts::{NewNotification, QueuedNotification};
+pub use alerts::{NewNotification, QueuedNotification, outbox_rows};
 pub use deploys::DeployRecord;
 
 #[derive(Debug, thiserror::Error)]
