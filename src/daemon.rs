@@ -30,7 +30,10 @@ use crate::jobs::{self, Board, Job};
 use crate::metrics::Metrics;
 use crate::monitor::{Monitor, MonitorConfig};
 use crate::notify::Mailer;
-use crate::reconcile::{self, Context, RepoState, Scope};
+use crate::engine::context::{Context, ReconcileError, RepoState};
+use crate::engine::cycle::{self, CycleReport};
+use crate::engine::execute::Scope;
+use crate::engine::refresh::refresh;
 use crate::settings::Settings;
 
 #[derive(Debug, thiserror::Error)]
@@ -293,7 +296,7 @@ impl Lane<'_> {
     /// Refreshes the shared state and returns a copy to plan with.
     async fn refreshed(&self) -> RepoState {
         let mut state = self.state.lock().await;
-        if let Err(e) = reconcile::refresh(self.ctx, &mut state).await {
+        if let Err(e) = refresh(self.ctx, &mut state).await {
             self.monitor.refresh_failed(&e);
             tracing::error!(error = %e, "cannot read the policy repository; retrying at the next wake-up");
         }
@@ -310,7 +313,7 @@ impl Lane<'_> {
             let mut sleep_for = ctx.settings.fetch_interval;
             if state.applied.is_some() {
                 let started = std::time::Instant::now();
-                let result = reconcile::cycle(ctx, &state, Vec::new(), scope.clone(), false).await;
+                let result = cycle::cycle(ctx, &state, Vec::new(), scope.clone(), false).await;
                 self.monitor
                     .after_cycle(&state, Some(&result), started.elapsed())
                     .await;
@@ -329,7 +332,7 @@ impl Lane<'_> {
                     anyhow::bail!("no valid policy revision to apply; run `safepoint validate`");
                 }
             }
-            if let Ok(Some(next)) = reconcile::next_wakeup(ctx, &state).await {
+            if let Ok(Some(next)) = cycle::next_wakeup(ctx, &state).await {
                 let until = (next - Utc::now()).to_std().unwrap_or(Duration::ZERO);
                 sleep_for = sleep_for.min(until.max(Duration::from_millis(200)));
             }
@@ -345,7 +348,7 @@ impl Lane<'_> {
 }
 
 /// Logs a cycle; true when actions were executed and all succeeded.
-fn log_cycle(result: Result<reconcile::CycleReport, reconcile::ReconcileError>) -> bool {
+fn log_cycle(result: Result<CycleReport, ReconcileError>) -> bool {
     match result {
         Ok(report) => {
             for note in &report.plan.notes {

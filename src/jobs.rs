@@ -1,6 +1,6 @@
 //! App: the daemon's requested lane. Work asked for through the HTTP API
 //! (deploy start/finish, manual backups, drills) becomes a job; the lane
-//! runs it through `reconcile::cycle`, concurrently with the scheduled lane
+//! runs it through `engine::cycle`, concurrently with the scheduled lane
 //! and never behind it (deploy starts and manual backups that arrive
 //! together share one cycle, so 100 concurrent gates cost one observation;
 //! each outcome names the request it answers, so gates of one policy for
@@ -22,9 +22,13 @@ use futures_util::stream::FuturesUnordered;
 use tokio::sync::{mpsc, watch};
 
 use crate::deploy::{self, DeployError, Selection};
+use crate::engine::context::{Context, RepoState};
+use crate::engine::cycle::{self, CycleReport};
+use crate::engine::execute::Scope;
+use crate::engine::refresh;
 use crate::lock;
+use crate::model::Outcome;
 use crate::observed::{BackupRequest, DrillRequest, Health, Trigger};
-use crate::reconcile::{self, Context, CycleReport, Outcome, RepoState, Scope};
 
 /// Told about every cycle the requested lane ran (the daemon's monitor:
 /// status, metrics, alerts).
@@ -173,7 +177,7 @@ async fn run_backups(
         None
     } else {
         let scope = Scope::answering(&all);
-        match reconcile::cycle(ctx, state, all, scope, false).await {
+        match cycle::cycle(ctx, state, all, scope, false).await {
             Ok(report) => Some(report),
             Err(e) => {
                 for (job, _) in batched {
@@ -275,8 +279,7 @@ async fn run_other(
                 requested_by: job.caller.clone(),
             };
             let scope = Scope::Drills(vec![policy.clone()]);
-            match reconcile::cycle_with(&job_ctx, state, Vec::new(), vec![request], scope, false)
-                .await
+            match cycle::cycle_with(&job_ctx, state, Vec::new(), vec![request], scope, false).await
             {
                 Ok(report) => {
                     let answer = match report.drills.first() {
@@ -411,7 +414,7 @@ pub(crate) async fn lane(
                 }
                 let snapshot = {
                     let mut s = state.lock().await;
-                    if let Err(e) = reconcile::refresh(ctx, &mut s).await {
+                    if let Err(e) = refresh::refresh(ctx, &mut s).await {
                         tracing::error!(error = %e, "cannot read the policy repository; jobs run on the last applied revision");
                     }
                     s.clone()

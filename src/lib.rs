@@ -1,8 +1,8 @@
 //! safepoint: backups as a step of the delivery pipeline.
 //!
 //! Pure modules decide (`policy`, `observed`, `plan`, `status`); IO modules act
-//! (`git`, `catalog`, `storage`, `executor`); `reconcile` is the one place where
-//! they meet. See docs/ARCHITECTURE.md.
+//! (`git`, `catalog`, `storage`, `executor`); the use cases in `engine` are where
+//! they meet (one cycle: `engine::cycle`). See docs/ARCHITECTURE.md.
 
 pub mod audit;
 pub mod catalog;
@@ -25,7 +25,6 @@ pub mod pins;
 pub mod plan;
 pub mod policy;
 pub mod preview;
-pub mod reconcile;
 pub mod report;
 pub mod settings;
 pub mod status;

@@ -14,12 +14,13 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::catalog::{Catalog, CatalogError};
+use crate::engine::context::{ReconcileError, RepoState};
+use crate::engine::cycle::CycleReport;
 use crate::http::Snapshot;
 use crate::metrics::Metrics;
 use crate::notify::{self, Channels, Mailer};
 use crate::observed::ObservedState;
 use crate::policy::DesiredState;
-use crate::reconcile::{CycleReport, ReconcileError, RepoState};
 use crate::status::{self, RepoInput};
 
 /// What the monitor works with (from the daemon).

@@ -1,5 +1,5 @@
 //! Pure: the observed state the planner compares with the desired state.
-//! Built by `reconcile::observe` from the catalog and the storage listings.
+//! Built by `engine::observe` from the catalog and the storage listings.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};

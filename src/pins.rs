@@ -26,10 +26,10 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::catalog::{BackupRow, CatalogError};
-use crate::engine::context::Context;
+use crate::engine::context::{Context, storage_for};
 use crate::model::AuditKind;
 use crate::policy::DesiredState;
-use crate::storage::{self, PIN_FORMAT, PinMarker, Storage, StorageError, UnreadablePin};
+use crate::storage::{PIN_FORMAT, PinMarker, Storage, StorageError, UnreadablePin};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PinError {
@@ -60,13 +60,6 @@ pub struct Pinned {
     pub marker_error: Option<String>,
     /// What was recorded in the audit log.
     pub message: String,
-}
-
-fn storage_for(ctx: &Context, desired: &DesiredState, name: &str) -> Option<Arc<dyn Storage>> {
-    desired
-        .storages
-        .get(name)
-        .map(|spec| Arc::from(storage::open(spec, &ctx.settings.base_dir)))
 }
 
 async fn on_storage<T: Send + 'static>(
@@ -221,17 +214,28 @@ pub async fn reconcile_listing(
     known: &BTreeMap<String, BackupRow>,
     now: DateTime<Utc>,
 ) -> Result<PinReport, CatalogError> {
-    let name = st.name().to_string();
     let mut report = PinReport::default();
-    let catalog_pin = |id: &str| known.get(id).and_then(|r| r.pin.as_ref());
+    restore_from_markers(ctx, st.name(), &found, known, now, &mut report).await?;
+    rewrite_markers(ctx, st, &found, known, now, &mut report).await?;
+    unknown_pin_states(st.name(), &found, known, &mut report);
+    Ok(report)
+}
+
+/// Marker present, catalog not pinned: the catalog is pinned from the marker.
+async fn restore_from_markers(
+    ctx: &Context,
+    name: &str,
+    found: &ListedPins<'_>,
+    known: &BTreeMap<String, BackupRow>,
+    now: DateTime<Utc>,
+    report: &mut PinReport,
+) -> Result<(), CatalogError> {
+    let unpinned = |id: &str| known.get(id).and_then(|r| r.pin.as_ref()).is_none();
     for m in found
         .markers
         .iter()
-        .filter(|m| found.listed.contains(&m.id))
+        .filter(|m| found.listed.contains(&m.id) && unpinned(&m.id))
     {
-        if catalog_pin(&m.id).is_some() {
-            continue;
-        }
         ctx.catalog.set_pin(&m.id, Some(m)).await?;
         let msg = format!(
             "backup {}/{} is pinned in storage {name} ({}, by {} at {}) but not in the catalog: pin restored",
@@ -253,13 +257,24 @@ pub async fn reconcile_listing(
         tracing::warn!("{msg}");
         report.restored.push(m.id.clone());
     }
+    Ok(())
+}
+
+/// Catalog pinned, marker absent, unreadable or different: the marker is
+/// rewritten from the catalog (a failed write is reported; the next
+/// observation tries again).
+async fn rewrite_markers(
+    ctx: &Context,
+    st: &Arc<dyn Storage>,
+    found: &ListedPins<'_>,
+    known: &BTreeMap<String, BackupRow>,
+    now: DateTime<Utc>,
+    report: &mut PinReport,
+) -> Result<(), CatalogError> {
+    let name = st.name().to_string();
     let markers: BTreeMap<&str, &PinMarker> =
         found.markers.iter().map(|m| (m.id.as_str(), m)).collect();
-    let unreadable: BTreeMap<&str, &UnreadablePin> = found
-        .unreadable
-        .iter()
-        .map(|u| (u.id.as_str(), u))
-        .collect();
+    let unreadable: BTreeSet<&str> = found.unreadable.iter().map(|u| u.id.as_str()).collect();
     let pinned_here = known
         .values()
         .filter(|r| r.record.storage == name && found.listed.contains(&r.record.id));
@@ -274,7 +289,7 @@ pub async fn reconcile_listing(
                 continue;
             }
             Some(_) => "records another pin",
-            None if unreadable.contains_key(id) => "is unreadable",
+            None if unreadable.contains(id) => "is unreadable",
             None => "is missing",
         };
         let marker = pin.clone();
@@ -306,8 +321,20 @@ pub async fn reconcile_listing(
             }
         }
     }
+    Ok(())
+}
+
+/// Marker unreadable, catalog not pinned: the pin state is unknown (the
+/// backup is never pruned while that lasts).
+fn unknown_pin_states(
+    name: &str,
+    found: &ListedPins<'_>,
+    known: &BTreeMap<String, BackupRow>,
+    report: &mut PinReport,
+) {
     for u in &found.unreadable {
-        if catalog_pin(&u.id).is_some() || !found.listed.contains(&u.id) {
+        let pinned = known.get(&u.id).and_then(|r| r.pin.as_ref()).is_some();
+        if pinned || !found.listed.contains(&u.id) {
             continue;
         }
         let problem = u.error.to_string();
@@ -318,5 +345,4 @@ pub async fn reconcile_listing(
             format!("its pin marker in storage {name} is unreadable"),
         );
     }
-    Ok(report)
 }

@@ -1,6 +1,6 @@
 //! IO wiring: previews of a proposed policy revision (`safepoint preview`,
 //! `POST /api/v1/previews`) and the deletion guard the daemon applies before
-//! a new revision (`reconcile::refresh`). The observed state comes from the
+//! a new revision (`engine::refresh`). The observed state comes from the
 //! catalog only — no storage is listed, nothing is written — and the
 //! decisions from the pure `plan::preview`.
 

@@ -1,5 +1,7 @@
 //! IO: the catalog's alert tables (migrations 0002, 0007): open alerts and
-//! the notification outbox (email and webhook). Saving an evaluation (new
+//! the notification outbox (email and webhook; a decided notice becomes its
+//! rows through `outbox_rows`, for the alert evaluation and for one-off
+//! events such as a failed deploy). Saving an evaluation (new
 //! alert state plus the notifications it produced) is one transaction, and
 //! every commit that queues something rings the outbox bell (`Catalog::
 //! outbox_bell`), so the daemon's delivery task sends it at once.
@@ -9,6 +11,8 @@ use sqlx::Row;
 
 use super::{Catalog, CatalogError, get_ots, get_ts, q, ts};
 use crate::model::{ActiveAlert, Recipient, WebhookTarget};
+use crate::notify::alerts::Notice;
+use crate::notify::payload::Payload;
 
 /// A notification to queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +37,43 @@ pub struct QueuedNotification {
     pub id: i64,
     pub attempts: i64,
     pub item: NewNotification,
+}
+
+/// The outbox rows of a decided notice: one email per recipient notifier
+/// with addresses (when `email`), one webhook post (the version-1 JSON
+/// payload) per recipient notifier with a webhook.
+pub fn outbox_rows(n: &Notice, email: bool) -> Result<Vec<NewNotification>, serde_json::Error> {
+    let mut out = Vec::new();
+    for r in &n.recipients {
+        let row = |channel: &str| NewNotification {
+            channel: channel.into(),
+            kind: n.kind.as_str().into(),
+            policy: n.policy.clone(),
+            reason: n.reason.clone(),
+            notifier: r.notifier.clone(),
+            sender: None,
+            recipients: Vec::new(),
+            subject: n.subject.clone(),
+            body: String::new(),
+            webhook: None,
+        };
+        if email && !r.to.is_empty() {
+            out.push(NewNotification {
+                sender: r.from.clone(),
+                recipients: r.to.clone(),
+                body: n.body.clone(),
+                ..row("email")
+            });
+        }
+        if let Some(target) = &r.webhook {
+            out.push(NewNotification {
+                body: serde_json::to_string(&Payload::new(n, &r.notifier))?,
+                webhook: Some(target.clone()),
+                ..row("webhook")
+            });
+        }
+    }
+    Ok(out)
 }
 
 impl Catalog {

@@ -29,7 +29,7 @@ mod tests;
 pub use drills::{CheckResult, DrillRow};
 
 pub use crate::model::RevisionRecord;
-pub use alerts::{NewNotification, QueuedNotification};
+pub use alerts::{NewNotification, QueuedNotification, outbox_rows};
 pub use copy::CopyReport;
 pub use deploys::DeployRecord;
 pub use location::{Backend, Location, is_postgres_url, redact_text};

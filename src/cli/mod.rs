@@ -1,5 +1,5 @@
-//! Startup wiring and the command line. Every command builds a
-//! `reconcile::Context` and goes through `reconcile`; output is a table by
+//! Startup wiring and the command line. Every command builds an
+//! `engine::context::Context` and goes through the engine; output is a table by
 //! default, `--output json` everywhere. Exit codes: 0 ok / nothing to do,
 //! 1 problem found / actions pending / action failed, 2 could not run.
 //! Everything a command prints on stdout goes through `out!`/`outln!`

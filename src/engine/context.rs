@@ -10,6 +10,7 @@ use crate::catalog::{Catalog, CatalogError, RevisionRecord};
 use crate::git::{self, GitError, Revision};
 use crate::policy::{self, DesiredState};
 use crate::settings::Settings;
+use crate::storage::{self, Storage};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
@@ -65,6 +66,15 @@ pub async fn blocking<T: Send + 'static, E: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ReconcileError::Join(e.to_string()))
+}
+
+/// The storage `name` of `desired`, opened relative to the data directory;
+/// `None` when the revision does not declare it.
+pub fn storage_for(ctx: &Context, desired: &DesiredState, name: &str) -> Option<Arc<dyn Storage>> {
+    desired
+        .storages
+        .get(name)
+        .map(|spec| Arc::from(storage::open(spec, &ctx.settings.base_dir)))
 }
 
 impl RepoState {

@@ -2,7 +2,7 @@
 //! overloaded, dropped the connection mid-stream, a lock timed out) from one
 //! that needs a human (bad password, missing database, version mismatch)
 //! by the text of a tool's stderr or a server's error message. The retry in
-//! `reconcile::run_backup` acts on the answer.
+//! `engine::backup::run_backup` acts on the answer.
 
 /// Texts that need a human even when a transient phrase appears with them
 /// (e.g. "connection to server ... failed: FATAL: password authentication

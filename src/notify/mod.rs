@@ -18,7 +18,7 @@ use crate::catalog::{Catalog, CatalogError, NewNotification};
 use crate::metrics::Metrics;
 use crate::policy::DesiredState;
 use crate::status::Status;
-use alerts::{EventDetail, Notice, Recipient};
+use alerts::{Notice, Recipient};
 use payload::Payload;
 pub use smtp::{Mailer, SmtpSettings, SmtpTls};
 pub use webhook::{Answer, Poster};
@@ -116,7 +116,7 @@ pub async fn evaluate(
     let mut queue = Vec::new();
     for n in &step.notices {
         log_notice(n);
-        queue.extend(notifications(n, email)?);
+        queue.extend(crate::catalog::outbox_rows(n, email)?);
     }
     catalog.save_alerts(&step.state, &queue, now).await?;
     Ok(step.notices)
@@ -129,62 +129,6 @@ fn log_notice(n: &Notice) {
         n.policy.as_str()
     };
     tracing::warn!(policy = %what, reason = %n.reason, kind = n.kind.as_str(), recipients = n.recipients.len(), "alert");
-}
-
-/// One email per recipient notifier with addresses (when `email`), one
-/// webhook post per recipient notifier with a webhook.
-fn notifications(n: &Notice, email: bool) -> Result<Vec<NewNotification>, NotifyError> {
-    let mut out = Vec::new();
-    for r in &n.recipients {
-        let row = |channel: &str| NewNotification {
-            channel: channel.into(),
-            kind: n.kind.as_str().into(),
-            policy: n.policy.clone(),
-            reason: n.reason.clone(),
-            notifier: r.notifier.clone(),
-            sender: None,
-            recipients: Vec::new(),
-            subject: n.subject.clone(),
-            body: String::new(),
-            webhook: None,
-        };
-        if email && !r.to.is_empty() {
-            out.push(NewNotification {
-                sender: r.from.clone(),
-                recipients: r.to.clone(),
-                body: n.body.clone(),
-                ..row("email")
-            });
-        }
-        if let Some(target) = &r.webhook {
-            out.push(NewNotification {
-                body: serde_json::to_string(&Payload::new(n, &r.notifier))?,
-                webhook: Some(target.clone()),
-                ..row("webhook")
-            });
-        }
-    }
-    Ok(out)
-}
-
-/// Queues a one-off event notice (e.g. a failed deploy) for the policy's
-/// notifiers (email and webhook). Any process may queue; the daemon
-/// delivers it: at once when it queued it itself (the outbox bell), within
-/// `--outbox-poll` when another process did. Returns the number queued.
-pub async fn queue_event(
-    catalog: &Catalog,
-    desired: &DesiredState,
-    policy: &str,
-    reason: &str,
-    event: EventDetail,
-    now: DateTime<Utc>,
-) -> Result<usize, NotifyError> {
-    let recipients = alerts::policy_recipients(desired, policy);
-    let n = alerts::event_notice(policy, reason, event, recipients, now);
-    log_notice(&n);
-    let queue = notifications(&n, true)?;
-    catalog.queue_notifications(&queue, now).await?;
-    Ok(queue.len())
 }
 
 /// Retry delay after `attempts` failed attempts: 30 s doubling up to 1 h,

@@ -18,7 +18,7 @@
 //!   verified backup, or orphans a policy's history, must acknowledge it in
 //!   the revision itself (`policy::annotations`); `Preview::refused` says
 //!   whether it does not. The daemon applies the same guard before applying
-//!   a revision (`reconcile::refresh`).
+//!   a revision (`engine::refresh`).
 //!
 //! Rendering (Markdown for a pull-request comment) is in `preview_render.rs`.
 

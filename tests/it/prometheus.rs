@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use chrono::Utc;
 use safepoint::drill::DrillOutcome;
 use safepoint::metrics::Metrics;
+use safepoint::model::Outcome;
 use safepoint::observed::Trigger;
-use safepoint::reconcile::Outcome;
 use safepoint::status::{LastGood, PolicyStatus, Status};
 
 fn root() -> PathBuf {

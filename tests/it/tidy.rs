@@ -88,8 +88,20 @@ const LAYERS: &[(&str, Layer)] = &[
     ("executor", Layer::Io),
     ("lock", Layer::Io),
     ("settings", Layer::Io),
+    // The engine's use cases, one file each (listed so the cycle check sees
+    // them apart: `cycle` runs drills, drills restore through `restore`).
     ("engine", Layer::Engine),
-    ("reconcile", Layer::Engine),
+    ("engine/backup", Layer::Engine),
+    ("engine/context", Layer::Engine),
+    ("engine/cycle", Layer::Engine),
+    ("engine/execute", Layer::Engine),
+    ("engine/ids", Layer::Engine),
+    ("engine/import", Layer::Engine),
+    ("engine/observe", Layer::Engine),
+    ("engine/prune", Layer::Engine),
+    ("engine/refresh", Layer::Engine),
+    ("engine/releases", Layer::Engine),
+    ("engine/restore", Layer::Engine),
     ("drill", Layer::Engine),
     ("deploy", Layer::Engine),
     ("pins", Layer::Engine),
@@ -114,11 +126,7 @@ const SPLIT: &[&str] = &["cli"];
 const KNOWN_CYCLE_EDGES: &[(&str, &str, &str)] = &[];
 
 /// Upward imports that are known debts, each with its reason. Shrink only.
-const KNOWN_UPWARD: &[(&str, &str, &str)] = &[(
-    "deploy",
-    "notify",
-    "a failed deploy queues its alert mail through notify::queue_event",
-)];
+const KNOWN_UPWARD: &[(&str, &str, &str)] = &[];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Layer {
@@ -366,7 +374,8 @@ fn the_cycle_check_sees_cycles_between_cli_submodules() {
 fn the_layer_checks_see_real_imports() {
     let graph = import_graph();
     let known: Modules = graph.keys().cloned().collect();
-    assert!(graph["reconcile"].contains("plan"), "{graph:?}");
+    assert!(graph["engine/cycle"].contains("plan"), "{graph:?}");
+    assert!(graph["engine/cycle"].contains("drill"), "{graph:?}");
     assert!(
         graph["cli/commands/restore"].contains("engine"),
         "{graph:?}"
@@ -404,18 +413,13 @@ const KNOWN_LONG_FILES: &[&str] = &[
     // main's preview feature (merged over limit: 551 lines).
     "src/plan/preview.rs",
     "src/plan/retention.rs",
-    "src/reconcile.rs",
     "src/storage/s3.rs",
 ];
 const KNOWN_LONG_FNS: &[(&str, &str)] = &[
-    ("src/deploy.rs", "finish"),
-    ("src/drill/mod.rs", "checks"),
-    ("src/drill/mod.rs", "run"),
     ("src/executor/directory.rs", "backup_blocking"),
     ("src/executor/postgres.rs", "backup"),
     // main's status page (merged over limit: 139 lines).
     ("src/http/timeline.rs", "mark"),
-    ("src/pins.rs", "reconcile_listing"),
     ("src/policy/backup_policy.rs", "drill"),
     ("src/policy/backup_policy.rs", "drill_target"),
     // main's tenancy (permission checks) and preview (annotations) grew it
@@ -425,10 +429,6 @@ const KNOWN_LONG_FNS: &[(&str, &str)] = &[
     ("src/policy/permissions/file.rs", "grant"),
     ("src/policy/source.rs", "source"),
     ("src/policy/storage.rs", "s3"),
-    ("src/reconcile.rs", "execute_policy"),
-    ("src/reconcile.rs", "observe"),
-    ("src/reconcile.rs", "run_backup"),
-    ("src/reconcile.rs", "take_backup"),
     ("src/report.rs", "policy_report"),
     ("src/status.rs", "compute"),
     ("src/storage/s3_error.rs", "remote"),

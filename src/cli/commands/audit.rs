@@ -3,7 +3,7 @@
 
 use super::shared::{print_json, window_start};
 use crate::cli::{AuditCommand, ExportFormat, Output};
-use crate::reconcile::Context;
+use crate::engine::context::Context;
 
 fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) {

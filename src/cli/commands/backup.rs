@@ -5,7 +5,9 @@ use anyhow::bail;
 use super::shared::{caller, loaded_state, print_outcomes, why_not};
 use crate::cli::Output;
 use crate::observed::{BackupRequest, Trigger};
-use crate::reconcile::{self, Context, Scope};
+use crate::engine::context::Context;
+use crate::engine::execute::Scope;
+use crate::engine::cycle;
 
 pub(super) async fn backup(ctx: &Context, policy: &str, output: Output) -> anyhow::Result<u8> {
     let state = loaded_state(ctx).await?;
@@ -23,7 +25,7 @@ pub(super) async fn backup(ctx: &Context, policy: &str, output: Output) -> anyho
         requested_by: caller(),
     };
     let scope = Scope::answering(std::slice::from_ref(&request));
-    let report = reconcile::cycle(ctx, &state, vec![request], scope, false).await?;
+    let report = cycle::cycle(ctx, &state, vec![request], scope, false).await?;
     if report.outcomes.is_empty() {
         let why = why_not(&report.plan, policy, "the planner produced no backup");
         bail!("no backup was taken for {policy}: {why}");

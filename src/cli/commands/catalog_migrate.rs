@@ -9,7 +9,7 @@ use anyhow::{Context as _, bail};
 
 use crate::cli::{Cli, Output};
 use crate::catalog::{Catalog, Location};
-use crate::reconcile::Context;
+use crate::engine::context::Context;
 
 /// Where this process's audit head witness of a PostgreSQL catalog lives.
 fn pg_audit_head(data_dir: &Path) -> PathBuf {

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use crate::cli::daemon_args::ObservabilityArgs;
 use crate::cli::permissions;
-use crate::reconcile::Context;
+use crate::engine::context::Context;
 
 /// The daemon's flags and the global flags it reads again.
 pub(super) struct Flags {

@@ -9,8 +9,8 @@ use tokio::sync::watch;
 use super::shared::loaded_state;
 use crate::cli::{DeployCommand, DeployStatus, Output};
 use crate::deploy::{self, DeployError, DeployReport, Selection};
+use crate::engine::context::Context;
 use crate::pins::{self, PinError};
-use crate::reconcile::Context;
 
 fn selection(policy: Vec<String>, selector: Vec<String>) -> anyhow::Result<Selection> {
     let mut selectors = Vec::new();

@@ -5,7 +5,9 @@ use anyhow::bail;
 
 use super::shared::{loaded_state, print_json, why_not};
 use crate::cli::Output;
-use crate::reconcile::{self, Context, Scope};
+use crate::engine::context::Context;
+use crate::engine::execute::Scope;
+use crate::engine::cycle;
 
 pub(super) async fn drill(
     ctx: &Context,
@@ -35,7 +37,7 @@ pub(super) async fn drill(
     };
     let scope = Scope::Drills(vec![policy.to_string()]);
     let report =
-        reconcile::cycle_with(ctx, &state, Vec::new(), vec![request], scope, false).await?;
+        cycle::cycle_with(ctx, &state, Vec::new(), vec![request], scope, false).await?;
     let Some(result) = report.drills.into_iter().next() else {
         let why = why_not(&report.plan, policy, "nothing to drill");
         bail!("no drill was run for {policy}: {why}");

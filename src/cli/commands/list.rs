@@ -6,7 +6,8 @@ use chrono::Utc;
 use super::shared::{loaded_state, print_json};
 use crate::cli::Output;
 use crate::cli::table::{bytes, render};
-use crate::reconcile::{self, Context};
+use crate::engine::context::Context;
+use crate::engine::observe;
 
 pub(super) async fn list(
     ctx: &Context,
@@ -16,7 +17,7 @@ pub(super) async fn list(
     let state = loaded_state(ctx).await?;
     let desired = state.desired()?;
     let now = Utc::now();
-    let (observed, _) = reconcile::observe(ctx, desired, Vec::new(), Vec::new(), now).await?;
+    let (observed, _) = observe::observe(ctx, desired, Vec::new(), Vec::new(), now).await?;
     let plan = crate::plan::plan(desired, &observed, now, &ctx.settings.plan);
     let rows_db = ctx.catalog.backups().await?;
     let mut items = Vec::new();

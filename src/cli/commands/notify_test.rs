@@ -10,8 +10,8 @@ use serde::Serialize;
 use super::shared::loaded_state;
 use crate::cli::Output;
 use crate::cli::daemon_args::SmtpArgs;
+use crate::engine::context::Context;
 use crate::notify::{self, Poster};
-use crate::reconcile::Context;
 
 #[derive(Serialize)]
 struct Line {

@@ -3,11 +3,13 @@
 
 use super::shared::{loaded_state, print_json};
 use crate::cli::Output;
-use crate::reconcile::{self, Context, Scope};
+use crate::engine::context::Context;
+use crate::engine::execute::Scope;
+use crate::engine::cycle;
 
 pub(super) async fn plan(ctx: &Context, output: Output) -> anyhow::Result<u8> {
     let state = loaded_state(ctx).await?;
-    let report = reconcile::cycle(ctx, &state, Vec::new(), Scope::All, true).await?;
+    let report = cycle::cycle(ctx, &state, Vec::new(), Scope::All, true).await?;
     match output {
         Output::Json => print_json(&report.plan)?,
         Output::Table => out!("{}", report.plan.render()),

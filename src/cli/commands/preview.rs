@@ -13,9 +13,9 @@ use anyhow::{Context as _, bail};
 use chrono::Utc;
 
 use crate::cli::{Cli, Output};
+use crate::engine::context::{Context, RepoState};
 use crate::git::{self, RepoConfig};
 use crate::preview::{self, Proposal};
-use crate::reconcile::{Context, RepoState};
 
 /// Resolves `git_ref` in `cfg`'s repository and reads its policy files.
 async fn proposal(cfg: RepoConfig, git_ref: &str) -> anyhow::Result<Proposal> {

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use super::shared::{loaded_state, print_json, print_outcomes};
 use crate::cli::Output;
-use crate::reconcile::{self, Context, Scope};
+use crate::engine::context::Context;
+use crate::engine::execute::Scope;
+use crate::engine::cycle;
 
 pub(super) async fn prune(
     ctx: Context,
@@ -20,7 +22,7 @@ pub(super) async fn prune(
         ..ctx
     };
     let state = loaded_state(&ctx).await?;
-    let report = reconcile::cycle(&ctx, &state, Vec::new(), Scope::Deletions, dry_run).await?;
+    let report = cycle::cycle(&ctx, &state, Vec::new(), Scope::Deletions, dry_run).await?;
     let deletions: Vec<_> = report
         .plan
         .actions

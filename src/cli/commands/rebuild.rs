@@ -16,7 +16,8 @@ use serde::Serialize;
 use crate::cli::Output;
 use crate::cli::table::render;
 use crate::engine::import;
-use crate::reconcile::{self, Context, RepoState};
+use crate::engine::context::{Context, RepoState};
+use crate::engine::refresh;
 use crate::storage::{self, Storage};
 
 #[derive(Debug, Default, Serialize)]
@@ -37,7 +38,7 @@ struct StorageReport {
 
 pub(super) async fn run(ctx: &Context, output: Output) -> anyhow::Result<u8> {
     let mut state = RepoState::load(ctx).await?;
-    reconcile::refresh(ctx, &mut state).await?;
+    refresh::refresh(ctx, &mut state).await?;
     let desired = state.desired()?;
     let known: BTreeMap<String, crate::catalog::BackupRow> = ctx
         .catalog

@@ -8,7 +8,7 @@ use super::shared::{caller, loaded_state, print_json};
 use crate::cli::Output;
 use crate::engine::{self, restore::Which};
 use crate::executor::{self, RestoreTarget};
-use crate::reconcile::Context;
+use crate::engine::context::Context;
 
 /// Where to restore: `--to`, `--to-password-from`, `--force`.
 pub(super) struct Target {

@@ -12,7 +12,8 @@ use crate::cli::{Cli, Output};
 use crate::git::RepoConfig;
 use crate::plan::PlanOptions;
 use crate::policy::PolicyFile;
-use crate::reconcile::{self, Context, RepoState};
+use crate::engine::context::{Context, RepoState};
+use crate::engine::refresh;
 use crate::settings::Settings;
 
 pub(super) fn settings(cli: &Cli) -> anyhow::Result<Settings> {
@@ -132,12 +133,12 @@ pub(super) fn read_policy_dir(dir: &Path) -> std::io::Result<Vec<PolicyFile>> {
 /// The repository state with the revision in force refreshed from Git.
 pub(super) async fn loaded_state(ctx: &Context) -> anyhow::Result<RepoState> {
     let mut state = RepoState::load(ctx).await?;
-    reconcile::refresh(ctx, &mut state).await?;
+    refresh::refresh(ctx, &mut state).await?;
     Ok(state)
 }
 
 pub(super) fn print_outcomes(
-    outcomes: &[reconcile::Outcome],
+    outcomes: &[crate::model::Outcome],
     output: Output,
 ) -> anyhow::Result<u8> {
     if output == Output::Json {

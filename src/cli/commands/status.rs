@@ -7,14 +7,15 @@ use super::shared::{loaded_state, print_json};
 use crate::cli::Output;
 use crate::cli::table::{age, render};
 use crate::policy;
-use crate::reconcile::{self, Context};
+use crate::engine::context::Context;
+use crate::engine::observe;
 use crate::status;
 
 pub(super) async fn show_status(ctx: &Context, output: Output) -> anyhow::Result<u8> {
     let state = loaded_state(ctx).await?;
     let now = Utc::now();
     let (observed, _) = match state.desired() {
-        Ok(desired) => reconcile::observe(ctx, desired, Vec::new(), Vec::new(), now).await?,
+        Ok(desired) => observe::observe(ctx, desired, Vec::new(), Vec::new(), now).await?,
         Err(_) => Default::default(),
     };
     let empty = policy::DesiredState::default();
