@@ -24,16 +24,16 @@ use tokio::sync::{Mutex, Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::catalog::Catalog;
+use crate::engine::context::{Context, ReconcileError, RepoState};
+use crate::engine::cycle::{self, CycleReport};
+use crate::engine::execute::Scope;
+use crate::engine::refresh::refresh;
 use crate::git;
 use crate::http::{self, ApiState, Snapshot};
 use crate::jobs::{self, Board, Job};
 use crate::metrics::Metrics;
 use crate::monitor::{Monitor, MonitorConfig};
 use crate::notify::Mailer;
-use crate::engine::context::{Context, ReconcileError, RepoState};
-use crate::engine::cycle::{self, CycleReport};
-use crate::engine::execute::Scope;
-use crate::engine::refresh::refresh;
 use crate::settings::Settings;
 
 #[derive(Debug, thiserror::Error)]

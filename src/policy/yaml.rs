@@ -141,9 +141,30 @@ fn syntax_problem(err: &ScanError) -> YamlProblem {
     }
 }
 
+impl Frame {
+    fn map(pos: Pos, anchor: usize) -> Frame {
+        Frame::Map {
+            pos,
+            anchor,
+            entries: Vec::new(),
+            pending_key: None,
+        }
+    }
+
+    fn seq(pos: Pos, anchor: usize) -> Frame {
+        Frame::Seq {
+            pos,
+            anchor,
+            items: Vec::new(),
+        }
+    }
+}
+
 impl Builder {
-    fn check_depth(&self, pos: Pos) -> Result<(), YamlProblem> {
+    /// Starts a mapping or sequence at `pos`, unless it nests too deep.
+    fn open(&mut self, frame: Frame, pos: Pos) -> Result<(), YamlProblem> {
         if self.stack.len() < MAX_DEPTH {
+            self.stack.push(frame);
             return Ok(());
         }
         Err(YamlProblem {
@@ -167,22 +188,11 @@ impl Builder {
             Event::Nothing | Event::StreamStart | Event::StreamEnd | Event::DocumentEnd => {}
             Event::MappingStart(anchor, tag) => {
                 reject_tag(tag.as_deref(), pos)?;
-                self.check_depth(pos)?;
-                self.stack.push(Frame::Map {
-                    pos,
-                    anchor,
-                    entries: Vec::new(),
-                    pending_key: None,
-                });
+                self.open(Frame::map(pos, anchor), pos)?;
             }
             Event::SequenceStart(anchor, tag) => {
                 reject_tag(tag.as_deref(), pos)?;
-                self.check_depth(pos)?;
-                self.stack.push(Frame::Seq {
-                    pos,
-                    anchor,
-                    items: Vec::new(),
-                });
+                self.open(Frame::seq(pos, anchor), pos)?;
             }
             Event::MappingEnd => {
                 if let Some(Frame::Map {

@@ -108,7 +108,7 @@ mod tests {
     fn manifest(file: &str, status: &str, format: u32) -> Vec<u8> {
         serde_json::json!({
             "format": format, "id": "b1", "policy": "p", "storage": "s",
-            "sourceKind": "sqlite", "trigger": "scheduled", "release": null,
+            "sourceKind": "sqlite", "trigger": "schedule", "release": null,
             "commit": null, "requestedBy": null,
             "startedAt": "2026-11-29T10:00:00Z", "finishedAt": "2026-11-29T10:00:01Z",
             "artifact": {"file": file, "size": 1, "rawSize": 1, "checksum": "blake3:00",

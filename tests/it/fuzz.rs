@@ -196,11 +196,11 @@ fn targets() -> Vec<Target> {
                 [
                     "> 0",
                     ">= 10",
-                    "== 3",
+                    "= 3",
                     "!= 0",
-                    "< 1.5",
+                    "<= 1.5",
                     "~ ^v[0-9]+$",
-                    "= ok",
+                    "non-empty",
                 ]
                 .iter()
                 .map(|s| s.as_bytes().to_vec())
@@ -246,7 +246,7 @@ const PERMISSIONS_TEAMS: &str = r#"apiVersion: safepoint/v1
 kind: Permissions
 grants:
   - name: payments
-    match: {policies: ["payments-*"]}
+    match: {names: ["payments-*"]}
     sourceKinds: [postgres]
     hosts: ["db-*.internal:5432"]
     secrets: {env: ["PAYMENTS_*"]}
@@ -267,7 +267,7 @@ const MANIFEST: &str = r#"{
   "policy": "orders",
   "storage": "local",
   "sourceKind": "postgres",
-  "trigger": "scheduled",
+  "trigger": "schedule",
   "release": null,
   "commit": "0123456789abcdef",
   "requestedBy": null,
@@ -384,6 +384,35 @@ fn run(target: &Target, cases: u32, seed: Option<u64>) -> Result<u64, String> {
             ))
         }
         Err(TestError::Abort(why)) => Err(format!("fuzz target `{}` aborted: {why}", target.name)),
+    }
+}
+
+/// The seeds are inputs the targets accept: mutations start from the valid
+/// path, not only from errors.
+#[test]
+fn fuzz_seeds_are_accepted_inputs() {
+    // The last seed holds every shipped document (a policy alone names a
+    // storage declared in another file).
+    let all = policy_seeds().pop().unwrap();
+    let loaded = policy::load(&[PolicyFile::from_bytes("seed.yaml", all)]);
+    assert!(loaded.is_ok(), "{loaded:?}");
+    for seed in [PERMISSIVE, PERMISSIONS_TEAMS] {
+        policy::permissions::parse("perm.yaml", seed).unwrap();
+    }
+    manifest::parse(MANIFEST.as_bytes(), "orders", "20261129T101500Z-1a2b").unwrap();
+    pin::parse_marker(PIN.as_bytes(), "orders", "20261129T101500Z-1a2b").unwrap();
+    let header = String::from_utf8(webhook_seeds().remove(0)).unwrap();
+    payload::verify(SECRET, &header, BODY, fixed_now()).unwrap();
+    for seed in [
+        "> 0",
+        ">= 10",
+        "= 3",
+        "!= 0",
+        "<= 1.5",
+        "~ ^v[0-9]+$",
+        "non-empty",
+    ] {
+        Expectation::parse(seed).unwrap();
     }
 }
 

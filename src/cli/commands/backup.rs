@@ -4,10 +4,10 @@ use anyhow::bail;
 
 use super::shared::{caller, loaded_state, print_outcomes, why_not};
 use crate::cli::Output;
-use crate::observed::{BackupRequest, Trigger};
 use crate::engine::context::Context;
-use crate::engine::execute::Scope;
 use crate::engine::cycle;
+use crate::engine::execute::Scope;
+use crate::observed::{BackupRequest, Trigger};
 
 pub(super) async fn backup(ctx: &Context, policy: &str, output: Output) -> anyhow::Result<u8> {
     let state = loaded_state(ctx).await?;

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 
-use crate::cli::{Cli, Output};
 use crate::catalog::{Catalog, Location};
+use crate::cli::{Cli, Output};
 use crate::engine::context::Context;
 
 /// Where this process's audit head witness of a PostgreSQL catalog lives.

@@ -6,8 +6,8 @@ use anyhow::bail;
 use super::shared::{loaded_state, print_json, why_not};
 use crate::cli::Output;
 use crate::engine::context::Context;
-use crate::engine::execute::Scope;
 use crate::engine::cycle;
+use crate::engine::execute::Scope;
 
 pub(super) async fn drill(
     ctx: &Context,
@@ -36,8 +36,7 @@ pub(super) async fn drill(
         requested_by: ctx.actor.clone(),
     };
     let scope = Scope::Drills(vec![policy.to_string()]);
-    let report =
-        cycle::cycle_with(ctx, &state, Vec::new(), vec![request], scope, false).await?;
+    let report = cycle::cycle_with(ctx, &state, Vec::new(), vec![request], scope, false).await?;
     let Some(result) = report.drills.into_iter().next() else {
         let why = why_not(&report.plan, policy, "nothing to drill");
         bail!("no drill was run for {policy}: {why}");

@@ -28,8 +28,8 @@ use tokio::sync::watch;
 
 use crate::catalog::Catalog;
 use crate::cli::{CatalogCommand, Cli, Command, NotifyCommand};
-use crate::engine::restore::Which;
 use crate::engine::context::Context;
+use crate::engine::restore::Which;
 
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     // Validation reads files only: it runs here even with --server (CI).

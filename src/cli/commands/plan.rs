@@ -4,8 +4,8 @@
 use super::shared::{loaded_state, print_json};
 use crate::cli::Output;
 use crate::engine::context::Context;
-use crate::engine::execute::Scope;
 use crate::engine::cycle;
+use crate::engine::execute::Scope;
 
 pub(super) async fn plan(ctx: &Context, output: Output) -> anyhow::Result<u8> {
     let state = loaded_state(ctx).await?;

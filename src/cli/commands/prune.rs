@@ -6,8 +6,8 @@ use std::sync::Arc;
 use super::shared::{loaded_state, print_json, print_outcomes};
 use crate::cli::Output;
 use crate::engine::context::Context;
-use crate::engine::execute::Scope;
 use crate::engine::cycle;
+use crate::engine::execute::Scope;
 
 pub(super) async fn prune(
     ctx: Context,

@@ -15,8 +15,8 @@ use serde::Serialize;
 
 use crate::cli::Output;
 use crate::cli::table::render;
-use crate::engine::import;
 use crate::engine::context::{Context, RepoState};
+use crate::engine::import;
 use crate::engine::refresh;
 use crate::storage::{self, Storage};
 

@@ -4,8 +4,8 @@ use chrono::Utc;
 
 use super::shared::{loaded_state, print_json, window_start};
 use crate::cli::ReportFormat;
-use crate::policy;
 use crate::engine::context::Context;
+use crate::policy;
 
 pub(super) async fn report(ctx: &Context, since: &str, format: ReportFormat) -> anyhow::Result<u8> {
     let state = loaded_state(ctx).await?;

@@ -6,9 +6,9 @@ use anyhow::{Context as _, bail};
 
 use super::shared::{caller, loaded_state, print_json};
 use crate::cli::Output;
+use crate::engine::context::Context;
 use crate::engine::{self, restore::Which};
 use crate::executor::{self, RestoreTarget};
-use crate::engine::context::Context;
 
 /// Where to restore: `--to`, `--to-password-from`, `--force`.
 pub(super) struct Target {

@@ -9,11 +9,11 @@ use anyhow::Context as _;
 use chrono::{TimeDelta, Utc};
 
 use crate::cli::{Cli, Output};
+use crate::engine::context::{Context, RepoState};
+use crate::engine::refresh;
 use crate::git::RepoConfig;
 use crate::plan::PlanOptions;
 use crate::policy::PolicyFile;
-use crate::engine::context::{Context, RepoState};
-use crate::engine::refresh;
 use crate::settings::Settings;
 
 pub(super) fn settings(cli: &Cli) -> anyhow::Result<Settings> {

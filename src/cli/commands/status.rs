@@ -6,9 +6,9 @@ use chrono::{TimeDelta, Utc};
 use super::shared::{loaded_state, print_json};
 use crate::cli::Output;
 use crate::cli::table::{age, render};
-use crate::policy;
 use crate::engine::context::Context;
 use crate::engine::observe;
+use crate::policy;
 use crate::status;
 
 pub(super) async fn show_status(ctx: &Context, output: Output) -> anyhow::Result<u8> {
