@@ -6,4 +6,5 @@
 pub mod context;
 pub mod ids;
 pub mod import;
+pub mod pitr;
 pub mod restore;
