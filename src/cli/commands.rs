@@ -30,6 +30,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         let permissions = validate_permissions(&cli, &dir)?;
         return validate(&dir, &permissions, cli.output);
     }
+    // Run by PostgreSQL during recovery: no catalog, no repository.
+    if let Command::WalFetch {
+        recovery,
+        wal_file,
+        path,
+    } = &cli.command
+    {
+        return super::pitr::wal_fetch(recovery, wal_file, path).await;
+    }
     if let Some(server) = cli.server.clone() {
         if let Command::Preview { git_ref } = &cli.command {
             return super::preview::remote(&server, &cli, git_ref).await;
@@ -68,7 +77,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             to,
             to_password_from,
             force,
+            to_time,
+            to_dir,
+            start,
         } => {
+            if let Some(dir) = to_dir {
+                let args = super::pitr::Args::new(policy, to_time, latest, dir, start, force)?;
+                return super::pitr::restore(&ctx, args, cli.output).await;
+            }
+            let to = to.unwrap_or_default();
             let which = Which {
                 backup_id,
                 policy,
@@ -86,6 +103,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             };
             restore(&ctx, which, &to, opts, cli.output).await?
         }
+        Command::WalFetch { .. } => unreachable!("handled above"),
         Command::Drill { policy, backup } => drill(&ctx, &policy, backup, cli.output).await?,
         Command::Deploy { command } => {
             super::deploy::run(&ctx, &stop_tx, command, cli.output).await?
