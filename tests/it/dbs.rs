@@ -146,6 +146,11 @@ fn as_postgres(args: &[&str]) -> Command {
 
 impl Cluster {
     pub fn start(password: Option<&str>) -> Cluster {
+        Self::start_with(password, "")
+    }
+
+    /// Like `start`, with extra server options (`-c name=value ...`).
+    pub fn start_with(password: Option<&str>, extra: &str) -> Cluster {
         // Under /tmp directly: the postgres user cannot enter root's tempdirs.
         let dir = PathBuf::from("/tmp").join(unique("safepoint-pg"));
         std::fs::create_dir_all(&dir).unwrap();
@@ -175,7 +180,7 @@ impl Cluster {
         run(as_postgres(&args).stdout(Stdio::null()));
         let port = free_port();
         let opts = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c shared_buffers=32MB",
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c shared_buffers=32MB {extra}",
             dir.display()
         );
         let log = dir.join("log").display().to_string();
