@@ -599,7 +599,7 @@ fn source_field_that_does_not_apply_is_an_error() {
     assert!(
         d.hint
             .as_deref()
-            .is_some_and(|h| h.contains("`url`, `passwordFrom` and `binDir`"))
+            .is_some_and(|h| h.contains("`url`, `passwordFrom`, `binDir` and `pitr`"))
     );
 }
 
