@@ -96,7 +96,10 @@ pub async fn restore(ctx: &Context, args: Args, output: Output) -> anyhow::Resul
         );
     }
     let spec = desired.storages.get(&policy.storage).with_context(|| {
-        format!("storage {} of policy {} is not declared", policy.storage, policy.name)
+        format!(
+            "storage {} of policy {} is not declared",
+            policy.storage, policy.name
+        )
     })?;
     let storage = engine::restore::open_storage(ctx, spec);
     let st = storage.clone();
@@ -115,7 +118,8 @@ pub async fn restore(ctx: &Context, args: Args, output: Output) -> anyhow::Resul
         row.manifest.policy,
         row.manifest.id,
         dir.display(),
-        args.target.map_or("the end of the archive".into(), |t| t.to_rfc3339()),
+        args.target
+            .map_or("the end of the archive".into(), |t| t.to_rfc3339()),
         ctx.actor
     );
     let job = Restore {
@@ -134,8 +138,16 @@ pub async fn restore(ctx: &Context, args: Args, output: Output) -> anyhow::Resul
         age_identity_file: ctx.settings.age_identity_file.clone(),
     };
     configure(&dir, &recovery, args.target)?;
-    let major = row.manifest.tools.get("postgres").and_then(|v| crate::executor::postgres::client_major(v));
-    let started = if args.start { Some(start(&dir, major).await?) } else { None };
+    let major = row
+        .manifest
+        .tools
+        .get("postgres")
+        .and_then(|v| crate::executor::postgres::client_major(v));
+    let started = if args.start {
+        Some(start(&dir, major).await?)
+    } else {
+        None
+    };
     report(output, &row.manifest.id, &base, &dir, args.target, started)
 }
 
@@ -163,7 +175,11 @@ fn choose<'a>(
             "policy {policy} has no verified base backup yet; take one with `safepoint backup {policy}`"
         ),
         None => {
-            let oldest = bases.iter().filter(|(_, b)| usable(b)).map(|(_, b)| b.stop_time).min();
+            let oldest = bases
+                .iter()
+                .filter(|(_, b)| usable(b))
+                .map(|(_, b)| b.stop_time)
+                .min();
             match oldest {
                 Some(t) => bail!(
                     "no base backup of {policy} was finished at or before {}; the oldest usable one was finished at {}: pick a later --to-time",
@@ -239,9 +255,8 @@ fn conf_quote(s: &str) -> String {
 
 /// `safepoint wal-fetch --recovery FILE WAL PATH`: 0 written, 1 not archived.
 pub async fn wal_fetch(recovery: &Path, wal_file: &str, path: &Path) -> anyhow::Result<u8> {
-    let text = std::fs::read(recovery).with_context(|| {
-        format!("cannot read the recovery file {}", recovery.display())
-    })?;
+    let text = std::fs::read(recovery)
+        .with_context(|| format!("cannot read the recovery file {}", recovery.display()))?;
     let r: Recovery = serde_json::from_slice(&text)
         .with_context(|| format!("{} is not a safepoint recovery file", recovery.display()))?;
     // Backup history files and the like are never archived: "not there".
@@ -277,7 +292,9 @@ struct Started {
 /// waits until recovery ended and the server was promoted.
 async fn start(dir: &Path, major: Option<u32>) -> anyhow::Result<Started> {
     let owner = server_user(dir)?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let log = dir.join("safepoint-restore.log");
     let pg_ctl = program(major, "pg_ctl");
     let mut cmd = Command::new(&pg_ctl);
@@ -323,7 +340,12 @@ async fn start(dir: &Path, major: Option<u32>) -> anyhow::Result<Started> {
 /// (server programs must match the data directory's major version).
 fn program(major: Option<u32>, name: &str) -> PathBuf {
     major
-        .map(|m| Path::new("/usr/lib/postgresql").join(m.to_string()).join("bin").join(name))
+        .map(|m| {
+            Path::new("/usr/lib/postgresql")
+                .join(m.to_string())
+                .join("bin")
+                .join(name)
+        })
         .filter(|p| p.is_file())
         .unwrap_or_else(|| PathBuf::from(name))
 }
@@ -399,7 +421,10 @@ fn report(
             s.log.display(),
             dir.display()
         ),
-        None => outln!("start it with `pg_ctl -D {} start`: it replays the archived WAL through `safepoint wal-fetch` and promotes at the target", dir.display()),
+        None => outln!(
+            "start it with `pg_ctl -D {} start`: it replays the archived WAL through `safepoint wal-fetch` and promotes at the target",
+            dir.display()
+        ),
     }
     Ok(0)
 }

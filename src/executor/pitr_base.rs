@@ -160,7 +160,9 @@ fn parse_captured(
         .split_once(" (file ")
         .and_then(|(lsn, f)| Some((parse_lsn(lsn)?, f.trim_end_matches(')').to_string())))
         .ok_or(format!("cannot read START WAL LOCATION `{start}`"))?;
-    let timeline = field("START TIMELINE:")?.parse().map_err(|_| "bad START TIMELINE")?;
+    let timeline = field("START TIMELINE:")?
+        .parse()
+        .map_err(|_| "bad START TIMELINE")?;
     let manifest: serde_json::Value = files
         .get("backup_manifest")
         .and_then(|b| serde_json::from_slice(b).ok())
@@ -190,7 +192,8 @@ pub async fn restore(
     let (head, input) = super::blocking(move || {
         let mut input = input;
         let mut head = [0u8; 5];
-        let n = read_full(&mut input, &mut head).map_err(|e| ExecError::RestoredInvalid(format!("reading the backup failed: {e}")))?;
+        let n = read_full(&mut input, &mut head)
+            .map_err(|e| ExecError::RestoredInvalid(format!("reading the backup failed: {e}")))?;
         Ok((head[..n].to_vec(), input))
     })
     .await?;
@@ -204,12 +207,12 @@ pub async fn restore(
     let input: Box<dyn Read + Send> = Box::new(io::Cursor::new(head).chain(input));
     let produced = super::directory::restore(input, target.clone(), force).await?;
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o700)).map_err(|source| {
-        ExecError::Target {
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o700)).map_err(
+        |source| ExecError::Target {
             path: target,
             source,
-        }
-    })?;
+        },
+    )?;
     Ok(produced)
 }
 
@@ -253,7 +256,10 @@ impl<W: Write> TarTap<W> {
                 Some((name, left, pad)) => {
                     let take = (*left).min(buf.len() as u64) as usize;
                     if let Some(n) = name {
-                        self.files.entry(n.clone()).or_default().extend_from_slice(&buf[..take]);
+                        self.files
+                            .entry(n.clone())
+                            .or_default()
+                            .extend_from_slice(&buf[..take]);
                     }
                     *left -= take as u64;
                     buf = &buf[take..];
@@ -291,15 +297,17 @@ fn entry(h: &[u8]) -> Option<(Option<String>, u64, u64)> {
         String::from_utf8_lossy(&f[..end]).into_owned()
     };
     let size = if h[124] & 0x80 != 0 {
-        h[125..136].iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b))
+        h[125..136]
+            .iter()
+            .fold(0u64, |acc, &b| (acc << 8) | u64::from(b))
     } else {
         u64::from_str_radix(text(124..136).trim(), 8).unwrap_or(0)
     };
     let name = text(0..100);
     let name = name.trim_start_matches("./");
     let regular = matches!(h[156], b'0' | 0);
-    let captured = (regular && CAPTURED.contains(&name) && size <= CAPTURE_LIMIT)
-        .then(|| name.to_string());
+    let captured =
+        (regular && CAPTURED.contains(&name) && size <= CAPTURE_LIMIT).then(|| name.to_string());
     if size == 0 {
         return None;
     }
@@ -341,7 +349,11 @@ START TIME: 2026-11-29 21:00:00 UTC\nLABEL: safepoint\nSTART TIMELINE: 1\n";
         let manifest = br#"{"PostgreSQL-Backup-Manifest-Version": 1, "Files": [],
 "WAL-Ranges": [{ "Timeline": 1, "Start-LSN": "0/2000028", "End-LSN": "0/2000100" }]}"#;
         let big = vec![7u8; 70_000];
-        let tar = tar_of(&[("backup_label", label), ("base/1/1259", &big), ("backup_manifest", manifest)]);
+        let tar = tar_of(&[
+            ("backup_label", label),
+            ("base/1/1259", &big),
+            ("backup_manifest", manifest),
+        ]);
         let mut tap = TarTap::new(Vec::new());
         // Odd write sizes: headers and bodies split across writes.
         for chunk in tar.chunks(333) {
@@ -357,7 +369,15 @@ START TIME: 2026-11-29 21:00:00 UTC\nLABEL: safepoint\nSTART TIMELINE: 1\n";
         assert_eq!(base.start_wal, "000000010000000000000002");
         let mut tools = BTreeMap::new();
         base.clone().into_tools(&mut tools);
-        assert_eq!(BaseBackup::from_tools(&tools), Some(BaseBackup { stop_time: DateTime::parse_from_rfc3339(&now.to_rfc3339()).unwrap().with_timezone(&Utc), ..base }));
+        assert_eq!(
+            BaseBackup::from_tools(&tools),
+            Some(BaseBackup {
+                stop_time: DateTime::parse_from_rfc3339(&now.to_rfc3339())
+                    .unwrap()
+                    .with_timezone(&Utc),
+                ..base
+            })
+        );
     }
 
     #[test]

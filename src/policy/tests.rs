@@ -960,27 +960,70 @@ fn pitr_is_a_postgres_source_block_with_defaults_and_checked_fields() {
     let state = load(&with("    pitr: {walFlushInterval: 2s, slot: orders_wal}"))
         .unwrap_or_else(|d| panic!("{}", render(&d)));
     let pitr = state.policies["orders-db"].source.pitr().cloned();
-    assert_eq!(pitr.map(|p| (p.wal_flush_interval, p.slot)), Some((TimeDelta::seconds(2), "orders_wal".into())));
-    let diags = problems(&with("    pitr: {walFlushInterval: soon, slot: Orders-WAL}"));
+    assert_eq!(
+        pitr.map(|p| (p.wal_flush_interval, p.slot)),
+        Some((TimeDelta::seconds(2), "orders_wal".into()))
+    );
+    let diags = problems(&with(
+        "    pitr: {walFlushInterval: soon, slot: Orders-WAL}",
+    ));
     let at = |needle: &str| {
         diags
             .iter()
             .find(|d| d.message.contains(needle))
             .map(|d| (d.file.clone(), d.line))
     };
-    assert_eq!(at("invalid replication slot"), Some((ORDERS.to_string(), 11)), "{}", render(&diags));
-    assert_eq!(at("walFlushInterval"), Some((ORDERS.to_string(), 11)), "{}", render(&diags));
+    assert_eq!(
+        at("invalid replication slot"),
+        Some((ORDERS.to_string(), 11)),
+        "{}",
+        render(&diags)
+    );
+    assert_eq!(
+        at("walFlushInterval"),
+        Some((ORDERS.to_string(), 11)),
+        "{}",
+        render(&diags)
+    );
     let diags = problems(&with("    pitr: {walFlushInterval: 2h}"));
-    assert!(diags.iter().any(|d| d.message.contains("longer than an hour")), "{}", render(&diags));
+    assert!(
+        diags
+            .iter()
+            .any(|d| d.message.contains("longer than an hour")),
+        "{}",
+        render(&diags)
+    );
     // The example policy has a drill: not for PITR policies yet.
     let diags = problems(&with_drill("    pitr: {}"));
-    assert!(diags.iter().any(|d| d.message.contains("drills of a PITR policy")), "{}", render(&diags));
+    assert!(
+        diags
+            .iter()
+            .any(|d| d.message.contains("drills of a PITR policy")),
+        "{}",
+        render(&diags)
+    );
     let diags = problems(&with("    pitr: {walFlushInterval: 2h}"));
-    assert!(diags.iter().any(|d| d.message.contains("longer than an hour")), "{}", render(&diags));
+    assert!(
+        diags
+            .iter()
+            .any(|d| d.message.contains("longer than an hour")),
+        "{}",
+        render(&diags)
+    );
     let diags = problems(&policy_with(|p| {
         p.replace("type: postgres                    #", "type: mysql #")
-            .replace("postgres://backup@db.internal:5432/orders", "mysql://backup@db:3306/orders")
-            .replace("    passwordFrom: {env: ORDERS_DB_PASSWORD}", "    pitr: {}")
+            .replace(
+                "postgres://backup@db.internal:5432/orders",
+                "mysql://backup@db:3306/orders",
+            )
+            .replace(
+                "    passwordFrom: {env: ORDERS_DB_PASSWORD}",
+                "    pitr: {}",
+            )
     }));
-    assert!(diags.iter().any(|d| d.message.contains("pitr")), "{}", render(&diags));
+    assert!(
+        diags.iter().any(|d| d.message.contains("pitr")),
+        "{}",
+        render(&diags)
+    );
 }

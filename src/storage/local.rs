@@ -258,7 +258,11 @@ impl Storage for LocalStorage {
     }
 
     fn get_wal(&self, policy: &str, object: &str) -> Result<Vec<u8>, StorageError> {
-        let path = self.root.join(super::wal::WAL_DIR).join(policy).join(object);
+        let path = self
+            .root
+            .join(super::wal::WAL_DIR)
+            .join(policy)
+            .join(object);
         fs::read(&path).map_err(self.err("read", &path))
     }
 

@@ -13,9 +13,9 @@ pub mod local;
 pub mod manifest;
 pub mod pin;
 pub mod pipeline;
-pub mod wal;
 pub mod s3;
 pub mod s3_error;
+pub mod wal;
 
 use std::io::{Read, Write};
 use std::path::PathBuf;

@@ -405,8 +405,11 @@ impl Storage for S3Storage {
     fn put_wal(&self, policy: &str, object: &str, body: &[u8]) -> Result<(), StorageError> {
         let key = self.key(&[super::wal::WAL_DIR, policy, object]);
         // A single PUT is atomic: the object is whole or absent.
-        block(self.rt()?, self.store.put(&key, PutPayload::from(body.to_vec())))
-            .map_err(|e| remote(&self.target, "write", &key, e))?;
+        block(
+            self.rt()?,
+            self.store.put(&key, PutPayload::from(body.to_vec())),
+        )
+        .map_err(|e| remote(&self.target, "write", &key, e))?;
         Ok(())
     }
 

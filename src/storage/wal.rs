@@ -76,7 +76,12 @@ pub fn list(st: &dyn Storage, policy: &str) -> Result<Vec<WalObject>, StorageErr
         .collect())
 }
 
-fn io_err(st: &dyn Storage, op: &'static str, path: String, source: std::io::Error) -> StorageError {
+fn io_err(
+    st: &dyn Storage,
+    op: &'static str,
+    path: String,
+    source: std::io::Error,
+) -> StorageError {
     StorageError::Io {
         storage: st.name().to_string(),
         op,
@@ -106,12 +111,16 @@ pub fn upload(
     let hex = written.checksum.trim_start_matches("blake3:");
     let object = format!(
         "{wal}~{hex}.zst{}",
-        if keys.is_empty() { "" } else { crypt::AGE_SUFFIX }
+        if keys.is_empty() {
+            ""
+        } else {
+            crypt::AGE_SUFFIX
+        }
     );
     st.put_wal(policy, &object, &body)?;
     let back = st.get_wal(policy, &object)?;
-    let (_, checksum) = pipeline::checksum_of(&back[..])
-        .map_err(|e| io_err(st, "read back", object.clone(), e))?;
+    let (_, checksum) =
+        pipeline::checksum_of(&back[..]).map_err(|e| io_err(st, "read back", object.clone(), e))?;
     if checksum != written.checksum {
         return Err(io_err(
             st,
@@ -168,10 +177,18 @@ pub fn fetch(
     };
     let (_, checksum) = pipeline::checksum_of(&body[..]).map_err(|e| corrupt(e.to_string()))?;
     if checksum != found.checksum {
-        return Err(corrupt(format!("checksum is {checksum}, its name says {}", found.checksum)));
+        return Err(corrupt(format!(
+            "checksum is {checksum}, its name says {}",
+            found.checksum
+        )));
     }
     let encryption = found.encrypted.then_some(crypt::AGE);
-    let plain = crypt::open(std::io::Cursor::new(body), &found.object, encryption, identities)?;
+    let plain = crypt::open(
+        std::io::Cursor::new(body),
+        &found.object,
+        encryption,
+        identities,
+    )?;
     let mut out = Vec::new();
     pipeline::decompress(plain)
         .and_then(|mut r| r.read_to_end(&mut out))
@@ -191,10 +208,19 @@ mod tests {
         let seg = "000000010000000000000003";
         let partial = upload(&st, "p", &format!("{seg}.partial"), b"half", &[]).unwrap();
         assert!(partial.is_partial());
-        assert_eq!(fetch(&st, "p", seg, None).unwrap().as_deref(), Some(&b"half"[..]));
+        assert_eq!(
+            fetch(&st, "p", seg, None).unwrap().as_deref(),
+            Some(&b"half"[..])
+        );
         upload(&st, "p", seg, b"whole", &[]).unwrap();
-        assert_eq!(fetch(&st, "p", seg, None).unwrap().as_deref(), Some(&b"whole"[..]));
-        assert_eq!(fetch(&st, "p", "000000010000000000000004", None).unwrap(), None);
+        assert_eq!(
+            fetch(&st, "p", seg, None).unwrap().as_deref(),
+            Some(&b"whole"[..])
+        );
+        assert_eq!(
+            fetch(&st, "p", "000000010000000000000004", None).unwrap(),
+            None
+        );
         // The WAL archive is not a policy with leftover backups.
         assert!(st.list().unwrap().leftovers.is_empty());
         assert_eq!(list(&st, "p").unwrap().len(), 2);
@@ -211,13 +237,19 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
         std::fs::write(&path, bytes).unwrap();
-        assert!(matches!(fetch(&st, "p", seg, None), Err(FetchError::Corrupt { .. })));
+        assert!(matches!(
+            fetch(&st, "p", seg, None),
+            Err(FetchError::Corrupt { .. })
+        ));
     }
 
     #[test]
     fn names_are_parsed_strictly() {
         let hex = "a".repeat(64);
-        assert!(WalObject::parse(&format!("00000002.history~{hex}.zst.age")).is_some_and(|o| o.encrypted));
+        assert!(
+            WalObject::parse(&format!("00000002.history~{hex}.zst.age"))
+                .is_some_and(|o| o.encrypted)
+        );
         assert!(WalObject::parse(&format!("backup_label~{hex}.zst")).is_none());
         assert!(WalObject::parse("000000010000000000000003~short.zst").is_none());
     }

@@ -23,7 +23,11 @@ const POLICY: &str = "pitr-orders";
 fn wait_until(what: &str, secs: u64, log: &dyn Fn() -> String, mut probe: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while !probe() {
-        assert!(Instant::now() < deadline, "{what} did not happen within {secs}s; daemon log:\n{}", log());
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not happen within {secs}s; daemon log:\n{}",
+            log()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -42,7 +46,16 @@ fn archived(f: &Fixture) -> Vec<String> {
 /// One row per transaction, every 20 ms, until killed.
 fn inserter(port: u16) -> Child {
     Command::new("psql")
-        .args(["-X", "-q", "-h", "127.0.0.1", "-U", "postgres", "-p", &port.to_string()])
+        .args([
+            "-X",
+            "-q",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-p",
+            &port.to_string(),
+        ])
         .args(["-d", "postgres", "-c"])
         .arg(
             "DO $$ BEGIN FOR i IN 1..1000000 LOOP \
@@ -77,7 +90,9 @@ struct Stopped(Vec<Child>);
 impl Drop for Stopped {
     fn drop(&mut self) {
         for c in &mut self.0 {
-            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
             let _ = c.wait();
         }
     }
@@ -90,7 +105,13 @@ impl Drop for Restored<'_> {
     fn drop(&mut self) {
         let data = self.0.join("data");
         let _ = Command::new("runuser")
-            .args(["-u", "postgres", "--", "/usr/lib/postgresql/15/bin/pg_ctl", "-D"])
+            .args([
+                "-u",
+                "postgres",
+                "--",
+                "/usr/lib/postgresql/15/bin/pg_ctl",
+                "-D",
+            ])
             .arg(&data)
             .args(["-m", "immediate", "stop"])
             .stdout(Stdio::null())
@@ -104,7 +125,11 @@ impl Drop for Restored<'_> {
 fn restore_to_a_time_holds_exactly_the_rows_committed_by_then_across_a_receiver_kill() {
     let cluster = Cluster::start_with(None, "-c track_commit_timestamp=on");
     let port = cluster.port;
-    psql_at(port, "postgres", "CREATE TABLE t (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())");
+    psql_at(
+        port,
+        "postgres",
+        "CREATE TABLE t (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())",
+    );
     let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
     let policy = db_policy(POLICY, "postgres", &url, "").replacen(
         "\n  storage: local",
@@ -120,11 +145,19 @@ fn restore_to_a_time_holds_exactly_the_rows_committed_by_then_across_a_receiver_
     let daemon = children.0[1].id();
     let logged = || std::fs::read_to_string(&log).unwrap_or_default();
 
-    wait_until("the first WAL segment archived", 60, &logged, || !archived(&f).is_empty());
-    wait_until("the daemon's first base backup", 60, &logged, || !f.backups(POLICY).is_empty());
+    wait_until("the first WAL segment archived", 60, &logged, || {
+        !archived(&f).is_empty()
+    });
+    wait_until("the daemon's first base backup", 60, &logged, || {
+        !f.backups(POLICY).is_empty()
+    });
     // A base backup certainly taken while the archive streams.
     f.cmd().args(["backup", POLICY]).assert().success();
-    let slot = psql_at(port, "postgres", "SELECT slot_name FROM pg_replication_slots");
+    let slot = psql_at(
+        port,
+        "postgres",
+        "SELECT slot_name FROM pg_replication_slots",
+    );
     assert_eq!(slot, "safepoint_pitr_orders", "the slot was created");
 
     // Kill the receiver: the supervisor starts a new one on the same slot.
@@ -134,7 +167,13 @@ fn restore_to_a_time_holds_exactly_the_rows_committed_by_then_across_a_receiver_
         first.is_some()
     });
     let first = first.unwrap();
-    assert!(Command::new("kill").args(["-KILL", &first.to_string()]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-KILL", &first.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
     std::thread::sleep(Duration::from_secs(1));
     wait_until("pg_receivewal restarted", 30, &logged, || {
         child_named(daemon, "pg_receivewal").is_some_and(|p| p != first)
@@ -146,11 +185,17 @@ fn restore_to_a_time_holds_exactly_the_rows_committed_by_then_across_a_receiver_
 
     let parent = Path::new("/tmp").join(unique("safepoint-pitr"));
     std::fs::create_dir_all(&parent).unwrap();
-    let postgres_uid: u32 = String::from_utf8(Command::new("id").args(["-u", "postgres"]).output().unwrap().stdout)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let postgres_uid: u32 = String::from_utf8(
+        Command::new("id")
+            .args(["-u", "postgres"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .parse()
+    .unwrap();
     std::os::unix::fs::chown(&parent, Some(postgres_uid), Some(postgres_uid)).unwrap();
     let _restored = Restored(&parent);
     let t = target.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
@@ -184,17 +229,21 @@ fn restore_to_a_time_holds_exactly_the_rows_committed_by_then_across_a_receiver_
         "postgres",
         &format!("SELECT count(*) FROM t WHERE pg_xact_commit_timestamp(xmin) > '{t}'"),
     );
-    assert_ne!(later, "0", "rows after the target exist in the source and not in the restore");
+    assert_ne!(
+        later, "0",
+        "rows after the target exist in the source and not in the restore"
+    );
     let rows: u64 = got.split(':').next().unwrap().parse().unwrap();
-    assert!(rows > 100, "the restore holds the rows from before and after the kill: {rows}");
+    assert!(
+        rows > 100,
+        "the restore holds the rows from before and after the kill: {rows}"
+    );
 }
 
 #[test]
 fn the_policy_example_of_docs_pitr_validates() {
-    let doc = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/pitr.md"),
-    )
-    .unwrap();
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/pitr.md"))
+        .unwrap();
     let blocks = crate::docs_examples::fenced_blocks(&doc, "yaml");
     assert_eq!(blocks.len(), 1, "{blocks:?}");
     let dir = tempfile::tempdir().unwrap();
