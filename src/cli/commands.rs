@@ -34,10 +34,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     if let Command::WalFetch {
         recovery,
         wal_file,
-        path,
+        destination,
     } = &cli.command
     {
-        return super::pitr::wal_fetch(recovery, wal_file, path).await;
+        return super::pitr::wal_fetch(recovery, wal_file, destination).await;
     }
     if let Some(server) = cli.server.clone() {
         if let Command::Preview { git_ref } = &cli.command {

@@ -284,7 +284,8 @@ pub enum Command {
         /// WAL file name (PostgreSQL's %f).
         wal_file: String,
         /// Where to write it (PostgreSQL's %p).
-        path: PathBuf,
+        #[arg(value_name = "PATH")]
+        destination: PathBuf,
     },
     /// Catalog maintenance.
     #[command(subcommand)]
