@@ -260,7 +260,8 @@ async fn lanes(
         let _ = quit.send(true);
         result
     };
-    let both = async { tokio::join!(scheduled, requested).0 };
+    let archiving = crate::engine::pitr::supervise(&ctx, &state, quit_rx.clone());
+    let both = async { tokio::join!(scheduled, requested, archiving).0 };
     tokio::pin!(both);
     tokio::select! {
         result = &mut both => result,

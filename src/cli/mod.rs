@@ -252,8 +252,20 @@ pub enum Command {
         /// Where to restore: a file path (sqlite), a directory (directory), a
         /// database URL (postgres://user@host/db, mysql://user@host/db; created
         /// if missing), or a value passed to a command source's restoreCommand.
-        #[arg(long)]
-        to: String,
+        #[arg(long, required_unless_present = "to_dir", conflicts_with = "to_dir")]
+        to: Option<String>,
+        /// PITR policies: recover to this moment (RFC 3339, e.g.
+        /// 2026-11-29T10:42:00Z): every transaction committed at or before it.
+        #[arg(long, requires = "to_dir", conflicts_with_all = ["latest", "release", "backup_id"])]
+        to_time: Option<String>,
+        /// PITR policies: the new data directory to recover into (with
+        /// --to-time, or --latest for everything archived).
+        #[arg(long, requires = "policy")]
+        to_dir: Option<PathBuf>,
+        /// With --to-dir: start the server on a free loopback port and wait
+        /// until recovery reached the target (it keeps running).
+        #[arg(long, requires = "to_dir")]
+        start: bool,
         /// Password of the --to database: env:NAME or file:PATH [default: the
         /// URL's, else PGPASSWORD / MYSQL_PWD].
         #[arg(long)]
@@ -263,6 +275,18 @@ pub enum Command {
         /// written over it (files the backup does not hold stay).
         #[arg(long)]
         force: bool,
+    },
+    /// Copy one archived WAL file of a PITR policy to PATH: the
+    /// restore_command `restore --to-dir` writes (exit 1: not archived).
+    WalFetch {
+        /// The recovery file `restore --to-dir` wrote into the data directory.
+        #[arg(long)]
+        recovery: PathBuf,
+        /// WAL file name (PostgreSQL's %f).
+        wal_file: String,
+        /// Where to write it (PostgreSQL's %p).
+        #[arg(value_name = "PATH")]
+        destination: PathBuf,
     },
     /// Catalog maintenance.
     #[command(subcommand)]

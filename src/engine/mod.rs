@@ -14,6 +14,7 @@ pub mod execute;
 pub mod ids;
 pub mod import;
 pub mod observe;
+pub mod pitr;
 pub mod prune;
 pub mod refresh;
 pub mod releases;

@@ -9,6 +9,8 @@ pub mod directory;
 pub mod guard;
 pub mod mysql;
 pub(crate) mod pgtools;
+pub mod pitr_base;
+pub mod pitr_wal;
 pub mod postgres;
 pub(crate) mod process;
 pub mod secret;
@@ -197,6 +199,7 @@ pub fn artifact_file(source: &Source) -> &'static str {
     match source {
         Source::Sqlite { .. } => "data.sqlite.zst",
         Source::Directory { .. } => "data.tar.zst",
+        Source::Postgres { pitr: Some(_), .. } => pitr_base::ARTIFACT,
         Source::Postgres { .. } => "data.dump.zst",
         Source::Mysql { .. } => "data.sql.zst",
         Source::Command { .. } => "data.bin.zst",
@@ -228,9 +231,14 @@ pub async fn backup<W: Write + Send + 'static>(
             url,
             password_from,
             bin_dir,
+            pitr,
         } => {
             secret_file(password_from)?;
-            postgres::backup(url, password_from.as_ref(), bin_dir.as_deref(), ctx, out).await
+            let (pw, bin) = (password_from.as_ref(), bin_dir.as_deref());
+            match pitr {
+                Some(_) => pitr_base::backup(url, pw, bin, ctx, out).await,
+                None => postgres::backup(url, pw, bin, ctx, out).await,
+            }
         }
         Source::Mysql { url, password_from } => {
             secret_file(password_from)?;
@@ -289,6 +297,7 @@ pub async fn restore(
     match (source_kind, target) {
         ("sqlite", RestoreTarget::Path(p)) => sqlite::restore(input, p.clone(), force).await,
         ("directory", RestoreTarget::Path(p)) => directory::restore(input, p.clone(), force).await,
+        ("postgres", RestoreTarget::Path(p)) => pitr_base::restore(input, p.clone(), force).await,
         ("postgres", RestoreTarget::Url(u)) if is_scheme(u, &["postgres", "postgresql"]) => {
             postgres::restore(input, u, pw, force).await
         }
@@ -312,7 +321,7 @@ pub async fn restore(
         (kind, target) => Err(ExecError::Unsupported {
             kind: kind.to_string(),
             target: secret::scrub_url_passwords(&target.to_string()),
-            hint: "sqlite and directory backups restore into a path (--to ./restored), postgres into postgres://..., mysql into mysql://...",
+            hint: "sqlite and directory backups restore into a path (--to ./restored), postgres into postgres://... (a PITR base backup into a directory), mysql into mysql://...",
         }),
     }
 }

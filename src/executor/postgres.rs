@@ -25,7 +25,7 @@ use crate::storage::pipeline::Cancel;
 /// PostgreSQL's differences from the other SQL servers.
 pub(crate) struct Pg;
 
-type Server = sql::Server<Pg>;
+pub(crate) type Server = sql::Server<Pg>;
 
 impl Dialect for Pg {
     type Conn = PgConnection;
@@ -140,7 +140,7 @@ impl Dialect for Pg {
 
 /// A pg_dump/pg_restore invocation against this server (URL in argv
 /// without password, password in the child's environment).
-fn tool(server: &Server, program: &str) -> Tool {
+pub(crate) fn tool(server: &Server, program: &str) -> Tool {
     let mut tool = Tool::new(program, server.target(), server.redactor.clone());
     tool.cmd
         .arg("--no-password")

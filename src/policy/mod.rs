@@ -7,6 +7,7 @@ mod document;
 mod duration;
 pub mod model;
 pub mod permissions;
+mod pitr;
 mod raw;
 mod schema;
 mod source;

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use chrono::TimeDelta;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Everything one policy revision asks for, keyed by `metadata.name`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -31,7 +31,7 @@ pub struct Acknowledged {
     pub orphans: std::collections::BTreeSet<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StorageSpec {
     pub name: String,
     pub kind: StorageKind,
@@ -39,7 +39,7 @@ pub struct StorageSpec {
     pub age_recipients: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum StorageKind {
     Local {
@@ -61,7 +61,7 @@ pub enum StorageKind {
 }
 
 /// An S3 access key, by reference only.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct S3Credentials {
     pub access_key_id_from: SecretRef,
     pub secret_access_key_from: SecretRef,
@@ -122,6 +122,9 @@ pub enum Source {
         /// Directory of the `pg_dump` to run (`source.binDir`).
         #[serde(skip_serializing_if = "Option::is_none")]
         bin_dir: Option<PathBuf>,
+        /// Continuous archiving (`source.pitr`): base backups + WAL.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pitr: Option<Pitr>,
     },
     Mysql {
         url: String,
@@ -150,6 +153,27 @@ impl Source {
             Source::Sqlite { .. } => "sqlite",
             Source::Directory { .. } => "directory",
             Source::Command { .. } => "command",
+        }
+    }
+}
+
+/// Point-in-time recovery of a PostgreSQL source (`source.pitr`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Pitr {
+    /// The WAL segment being written reaches the storage at least this often.
+    #[serde(with = "delta_secs")]
+    pub wal_flush_interval: TimeDelta,
+    /// Physical replication slot (`[a-z0-9_]`, at most 63 characters).
+    pub slot: String,
+}
+
+impl Source {
+    /// The PITR settings of a `postgres` source in continuous-archiving mode.
+    pub fn pitr(&self) -> Option<&Pitr> {
+        match self {
+            Source::Postgres { pitr, .. } => pitr.as_ref(),
+            _ => None,
         }
     }
 }

@@ -208,7 +208,7 @@ impl SourceType {
 }
 
 /// The data source. Which fields apply depends on `type`:
-/// `postgres`/`mysql`: `url`, `passwordFrom` (`postgres` also `binDir`); `sqlite`: `path`;
+/// `postgres`/`mysql`: `url`, `passwordFrom` (`postgres` also `binDir` and `pitr`); `sqlite`: `path`;
 /// `directory`: `path`, `exclude`; `command`: `backupCommand`, `restoreCommand`.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -230,6 +230,22 @@ pub(crate) struct SourceSpec {
     pub backup_command: Option<String>,
     /// `command`: shell command reading a backup on stdin (needed by drills).
     pub restore_command: Option<String>,
+    /// `postgres`: point-in-time recovery. The scheduled backups become
+    /// base backups (`pg_basebackup`) and the WAL is archived continuously
+    /// (`pg_receivewal` on a physical replication slot) into the storage.
+    pub pitr: Option<PitrSpec>,
+}
+
+/// Continuous WAL archiving of a `postgres` source (docs/pitr.md).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct PitrSpec {
+    /// How often the WAL segment being written is copied to the storage
+    /// (a duration, default `10s`): the achievable RPO.
+    pub wal_flush_interval: Option<String>,
+    /// Physical replication slot `pg_receivewal` streams from, created if
+    /// missing (default `safepoint_<policy name with - as _>`).
+    pub slot: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]

@@ -9,11 +9,15 @@ use super::url;
 use super::validate::{Sink, does_not_apply, secret_ref};
 
 /// Checks required and forbidden fields per source type.
-pub(crate) fn source(sink: &mut Sink<'_>, s: raw::SourceSpec) -> Option<model::Source> {
+pub(crate) fn source(
+    sink: &mut Sink<'_>,
+    s: raw::SourceSpec,
+    policy: &str,
+) -> Option<model::Source> {
     let base = "/spec/source";
     let kind = s.kind.name();
     let uses = match s.kind {
-        raw::SourceType::Postgres => "`url`, `passwordFrom` and `binDir`",
+        raw::SourceType::Postgres => "`url`, `passwordFrom`, `binDir` and `pitr`",
         raw::SourceType::Mysql => "`url` and `passwordFrom`",
         raw::SourceType::Sqlite => "`path`",
         raw::SourceType::Directory => "`path` and `exclude`",
@@ -29,6 +33,11 @@ pub(crate) fn source(sink: &mut Sink<'_>, s: raw::SourceSpec) -> Option<model::S
         (
             "binDir",
             s.bin_dir.is_some(),
+            s.kind == raw::SourceType::Postgres,
+        ),
+        (
+            "pitr",
+            s.pitr.is_some(),
             s.kind == raw::SourceType::Postgres,
         ),
         ("path", s.path.is_some(), is_file),
@@ -94,12 +103,17 @@ pub(crate) fn source(sink: &mut Sink<'_>, s: raw::SourceSpec) -> Option<model::S
                 }
                 d => d.map(PathBuf::from),
             };
+            let pitr = match s.pitr.filter(|_| s.kind == raw::SourceType::Postgres) {
+                Some(p) => Some(super::pitr::pitr(sink, &format!("{base}/pitr"), p, policy)?),
+                None => None,
+            };
             let url = url?;
             if s.kind == raw::SourceType::Postgres {
                 model::Source::Postgres {
                     url,
                     password_from,
                     bin_dir,
+                    pitr,
                 }
             } else {
                 model::Source::Mysql { url, password_from }

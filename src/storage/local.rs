@@ -182,6 +182,9 @@ impl Storage for LocalStorage {
                 continue;
             }
             let policy_name = policy.file_name().to_string_lossy().into_owned();
+            if policy_name == super::wal::WAL_DIR {
+                continue;
+            }
             let backups = fs::read_dir(policy.path()).map_err(self.err("list", &policy.path()))?;
             for backup in backups {
                 let backup = backup.map_err(self.err("list", &policy.path()))?;
@@ -239,6 +242,46 @@ impl Storage for LocalStorage {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(self.err("stat", &path)(e)),
         }
+    }
+
+    fn put_wal(&self, policy: &str, object: &str, body: &[u8]) -> Result<(), StorageError> {
+        let dir = self.root.join(super::wal::WAL_DIR).join(policy);
+        fs::create_dir_all(&dir).map_err(self.err("create directory", &dir))?;
+        write_atomically(&dir, object, body).map_err(self.err("write", &dir.join(object)))
+    }
+
+    fn get_wal(&self, policy: &str, object: &str) -> Result<Vec<u8>, StorageError> {
+        let path = self
+            .root
+            .join(super::wal::WAL_DIR)
+            .join(policy)
+            .join(object);
+        fs::read(&path).map_err(self.err("read", &path))
+    }
+
+    fn list_wal(&self, policy: &str) -> Result<Vec<String>, StorageError> {
+        let dir = self.root.join(super::wal::WAL_DIR).join(policy);
+        let entries = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.err("list", &dir)(e)),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            let name = entry.map_err(self.err("list", &dir))?.file_name();
+            let name = name.to_string_lossy();
+            // `write_atomically`'s temp files are not objects yet.
+            if !name.ends_with(".tmp") {
+                names.push(name.into_owned());
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn remove_wal(&self, policy: &str, object: &str) -> Result<(), StorageError> {
+        let dir = self.root.join(super::wal::WAL_DIR).join(policy);
+        remove_durably(&dir, object).map_err(self.err("delete", &dir.join(object)))
     }
 
     fn write_pin(&self, marker: &PinMarker) -> Result<(), StorageError> {

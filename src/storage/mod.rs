@@ -15,6 +15,7 @@ pub mod pin;
 pub mod pipeline;
 pub mod s3;
 pub mod s3_error;
+pub mod wal;
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -147,6 +148,16 @@ pub trait Storage: Send + Sync {
     fn write_pin(&self, marker: &PinMarker) -> Result<(), StorageError>;
     /// Removes the pin marker of `<policy>/<id>`; absent is fine.
     fn remove_pin(&self, policy: &str, id: &str) -> Result<(), StorageError>;
+    /// Writes `_wal/<policy>/<object>` (the WAL archive, `wal.rs`) whole or
+    /// not at all, durably. `_wal` is never listed as a policy (policy names
+    /// are DNS labels, without `_`).
+    fn put_wal(&self, policy: &str, object: &str, body: &[u8]) -> Result<(), StorageError>;
+    /// Reads `_wal/<policy>/<object>` as stored.
+    fn get_wal(&self, policy: &str, object: &str) -> Result<Vec<u8>, StorageError>;
+    /// The object names under `_wal/<policy>/`, sorted (empty when none).
+    fn list_wal(&self, policy: &str) -> Result<Vec<String>, StorageError>;
+    /// Removes `_wal/<policy>/<object>`; absent is fine.
+    fn remove_wal(&self, policy: &str, object: &str) -> Result<(), StorageError>;
 }
 
 /// Builds the storage a `Storage` document describes. Relative paths are
@@ -232,6 +243,18 @@ impl Storage for Unavailable {
         Err(self.err())
     }
     fn remove_pin(&self, _: &str, _: &str) -> Result<(), StorageError> {
+        Err(self.err())
+    }
+    fn put_wal(&self, _: &str, _: &str, _: &[u8]) -> Result<(), StorageError> {
+        Err(self.err())
+    }
+    fn get_wal(&self, _: &str, _: &str) -> Result<Vec<u8>, StorageError> {
+        Err(self.err())
+    }
+    fn list_wal(&self, _: &str) -> Result<Vec<String>, StorageError> {
+        Err(self.err())
+    }
+    fn remove_wal(&self, _: &str, _: &str) -> Result<(), StorageError> {
         Err(self.err())
     }
 }

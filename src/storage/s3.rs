@@ -336,7 +336,9 @@ impl Storage for S3Storage {
         // Per backup: (has a manifest, has a pin marker).
         let mut backups: BTreeMap<(String, String), (bool, bool)> = BTreeMap::new();
         for (rel, _) in self.list_under(&[])? {
-            if let [policy, id, file, ..] = rel.as_slice() {
+            if let [policy, id, file, ..] = rel.as_slice()
+                && policy != super::wal::WAL_DIR
+            {
                 let has = backups.entry((policy.clone(), id.clone())).or_default();
                 has.0 |= rel.len() == 3 && file == MANIFEST_FILE;
                 has.1 |= rel.len() == 3 && file == PIN_FILE;
@@ -394,6 +396,43 @@ impl Storage for S3Storage {
             Ok(meta) => Ok(Some(meta.size)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(remote(&self.target, "stat", &key, e)),
+        }
+    }
+
+    fn put_wal(&self, policy: &str, object: &str, body: &[u8]) -> Result<(), StorageError> {
+        let key = self.key(&[super::wal::WAL_DIR, policy, object]);
+        // A single PUT is atomic: the object is whole or absent.
+        block(
+            self.rt()?,
+            self.store.put(&key, PutPayload::from(body.to_vec())),
+        )
+        .map_err(|e| remote(&self.target, "write", &key, e))?;
+        Ok(())
+    }
+
+    fn get_wal(&self, policy: &str, object: &str) -> Result<Vec<u8>, StorageError> {
+        let key = self.key(&[super::wal::WAL_DIR, policy, object]);
+        Ok(self.get_bytes(&key)?.to_vec())
+    }
+
+    fn list_wal(&self, policy: &str) -> Result<Vec<String>, StorageError> {
+        let mut names: Vec<String> = self
+            .list_under(&[super::wal::WAL_DIR, policy])?
+            .into_iter()
+            .filter_map(|(rel, _)| match rel.as_slice() {
+                [_, _, name] => Some(name.clone()),
+                _ => None,
+            })
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    fn remove_wal(&self, policy: &str, object: &str) -> Result<(), StorageError> {
+        let key = self.key(&[super::wal::WAL_DIR, policy, object]);
+        match block(self.rt()?, self.store.delete(&key)) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(remote(&self.target, "delete", &key, e)),
         }
     }
 

@@ -111,10 +111,13 @@ fn spans(cell: &str) -> Vec<String> {
         .collect()
 }
 
-/// The command words of a README command cell: `pin ID [--reason R]` → `pin`.
+/// The command words of a README command cell: `pin ID [--reason R]` → `pin`,
+/// `wal-fetch --recovery FILE` → `wal-fetch`.
 fn command_key(span: &str) -> String {
     span.split_whitespace()
-        .take_while(|w| w.chars().all(|c| c.is_ascii_lowercase()))
+        .take_while(|w| {
+            !w.starts_with('-') && w.chars().all(|c| c.is_ascii_lowercase() || c == '-')
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }

@@ -136,6 +136,8 @@ pub fn free_port() -> u16 {
 pub struct Cluster {
     pub dir: PathBuf,
     pub port: u16,
+    /// Extra server options (`-c name=value ...`), kept for `resume`.
+    extra: String,
 }
 
 fn as_postgres(args: &[&str]) -> Command {
@@ -146,6 +148,11 @@ fn as_postgres(args: &[&str]) -> Command {
 
 impl Cluster {
     pub fn start(password: Option<&str>) -> Cluster {
+        Self::start_with(password, "")
+    }
+
+    /// Like `start`, with extra server options (`-c name=value ...`).
+    pub fn start_with(password: Option<&str>, extra: &str) -> Cluster {
         // Under /tmp directly: the postgres user cannot enter root's tempdirs.
         let dir = PathBuf::from("/tmp").join(unique("safepoint-pg"));
         std::fs::create_dir_all(&dir).unwrap();
@@ -176,6 +183,7 @@ impl Cluster {
         let cluster = Cluster {
             dir,
             port: free_port(),
+            extra: extra.to_string(),
         };
         cluster.resume();
         cluster
@@ -184,9 +192,10 @@ impl Cluster {
     /// Starts the server (again, after `kill`) on the same port and data.
     pub fn resume(&self) {
         let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c shared_buffers=32MB",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c shared_buffers=32MB {}",
             self.port,
-            self.dir.display()
+            self.dir.display(),
+            self.extra
         );
         let log = self.dir.join("log").display().to_string();
         let data_s = self.dir.join("data").display().to_string();

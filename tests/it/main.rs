@@ -30,6 +30,7 @@ mod openapi;
 mod permissions;
 mod pg_client;
 mod pins;
+mod pitr;
 mod plan_scenarios;
 mod postgres;
 mod preview;

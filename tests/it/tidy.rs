@@ -98,6 +98,7 @@ const LAYERS: &[(&str, Layer)] = &[
     ("engine/ids", Layer::Engine),
     ("engine/import", Layer::Engine),
     ("engine/observe", Layer::Engine),
+    ("engine/pitr", Layer::Engine),
     ("engine/prune", Layer::Engine),
     ("engine/refresh", Layer::Engine),
     ("engine/releases", Layer::Engine),

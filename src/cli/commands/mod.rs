@@ -11,6 +11,7 @@ mod deploy;
 mod drill;
 mod list;
 mod notify_test;
+mod pitr;
 mod plan;
 mod preview;
 mod prune;
@@ -29,7 +30,6 @@ use tokio::sync::watch;
 use crate::catalog::Catalog;
 use crate::cli::{CatalogCommand, Cli, Command, NotifyCommand};
 use crate::engine::context::Context;
-use crate::engine::restore::Which;
 
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     // Validation reads files only: it runs here even with --server (CI).
@@ -37,6 +37,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         let dir = dir.clone().unwrap_or_else(|| PathBuf::from(&cli.path));
         let permissions = validate::validate_permissions(&cli, &dir)?;
         return validate::validate(&dir, &permissions, cli.output);
+    }
+    // Run by PostgreSQL during recovery: no catalog, no repository.
+    if let Command::WalFetch {
+        recovery,
+        wal_file,
+        destination,
+    } = &cli.command
+    {
+        return pitr::wal_fetch(recovery, wal_file, destination).await;
     }
     if let Some(server) = cli.server.clone() {
         if let Command::Preview { git_ref } = &cli.command {
@@ -75,30 +84,8 @@ async fn dispatch(ctx: &Context, stop: watch::Sender<bool>, cli: Cli) -> anyhow:
         Command::Prune { dry_run, orphans } => {
             prune::prune(ctx.clone(), dry_run, orphans, output).await
         }
-        Command::Restore {
-            backup_id,
-            policy,
-            latest,
-            release,
-            pre_deploy,
-            to,
-            to_password_from,
-            force,
-        } => {
-            let which = Which {
-                backup_id,
-                policy,
-                latest,
-                release,
-                pre_deploy,
-            };
-            let target = restore::Target {
-                to,
-                password_from: to_password_from,
-                force,
-            };
-            restore::restore(ctx, which, target, output).await
-        }
+        command @ Command::Restore { .. } => restore::from_command(ctx, command, output).await,
+        Command::WalFetch { .. } => unreachable!("handled by `run`"),
         Command::Drill { policy, backup } => drill::drill(ctx, &policy, backup, output).await,
         Command::Deploy { command } => deploy::run(ctx, &stop, command, output).await,
         Command::Pin { backup_id, reason } => {

@@ -5,10 +5,52 @@
 use anyhow::{Context as _, bail};
 
 use super::shared::{caller, loaded_state, print_json};
-use crate::cli::Output;
+use crate::cli::{Command, Output};
 use crate::engine::context::Context;
 use crate::engine::{self, restore::Which};
 use crate::executor::{self, RestoreTarget};
+
+/// `safepoint restore …`: a PITR recovery into `--to-dir`, else one backup
+/// into `--to`.
+pub(super) async fn from_command(
+    ctx: &Context,
+    command: Command,
+    output: Output,
+) -> anyhow::Result<u8> {
+    let Command::Restore {
+        backup_id,
+        policy,
+        latest,
+        release,
+        pre_deploy,
+        to,
+        to_password_from,
+        force,
+        to_time,
+        to_dir,
+        start,
+    } = command
+    else {
+        unreachable!("called for `restore` only")
+    };
+    if let Some(dir) = to_dir {
+        let args = super::pitr::Args::new(policy, to_time, latest, dir, start, force)?;
+        return super::pitr::restore(ctx, args, output).await;
+    }
+    let which = Which {
+        backup_id,
+        policy,
+        latest,
+        release,
+        pre_deploy,
+    };
+    let target = Target {
+        to: to.unwrap_or_default(),
+        password_from: to_password_from,
+        force,
+    };
+    restore(ctx, which, target, output).await
+}
 
 /// Where to restore: `--to`, `--to-password-from`, `--force`.
 pub(super) struct Target {

@@ -210,6 +210,7 @@ pub(crate) fn check_policy(
             url,
             password_from,
             bin_dir,
+            ..
         } => {
             c.host("/spec/source/url", url, net::default_port(kind));
             c.secret("/spec/source/passwordFrom", password_from.as_ref());
