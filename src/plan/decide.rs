@@ -31,7 +31,7 @@ use chrono::{DateTime, Utc};
 
 use crate::observed::{BackupRecord, Health, ObservedState};
 use crate::plan::backup::{self, Auto, Request};
-use crate::plan::prune::{Deletions, Why};
+use crate::plan::prune::{Deletions, Offered, Why};
 use crate::plan::render::Instant;
 use crate::plan::retention::{self, Decision, PlannedBackup, Verdicts};
 use crate::plan::schedule::SlotCache;
@@ -75,12 +75,46 @@ pub(crate) fn plan(
     now: DateTime<Utc>,
     options: &PlanOptions,
 ) -> Plan {
+    let (mut out, deletions) = walk(
+        desired,
+        observed,
+        now,
+        options,
+        Deletions::bounded(options.max_deletions),
+    );
+    if let Deletions::Bounded(d) = deletions {
+        d.finish(&mut out.actions, &mut out.notes);
+    }
+    out
+}
+
+/// `plan` without the bound: no `Delete` action, every deletion candidate as
+/// ranges of the observed lists instead (previews; see `prune`).
+pub(crate) fn plan_all<'a>(
+    desired: &'a DesiredState,
+    observed: &'a ObservedState,
+    now: DateTime<Utc>,
+    options: &'a PlanOptions,
+) -> (Plan, Vec<Offered<'a>>) {
+    match walk(desired, observed, now, options, Deletions::all()) {
+        (out, Deletions::All(all)) => (out, all),
+        (out, Deletions::Bounded(_)) => (out, Vec::new()),
+    }
+}
+
+fn walk<'a>(
+    desired: &'a DesiredState,
+    observed: &'a ObservedState,
+    now: DateTime<Utc>,
+    options: &'a PlanOptions,
+    deletions: Deletions<'a>,
+) -> (Plan, Deletions<'a>) {
     let mut cx = Cx {
         observed,
         now,
         options,
         slots: SlotCache::new(now),
-        deletions: Deletions::new(options.max_deletions),
+        deletions,
         out: Plan::default(),
     };
     let mut requests = backup::group_requests(desired, &observed.requests, &mut cx.out.notes);
@@ -94,11 +128,7 @@ pub(crate) fn plan(
             plan_orphan(&mut cx, name, backups);
         }
     }
-    let Cx {
-        deletions, mut out, ..
-    } = cx;
-    deletions.finish(&mut out.actions, &mut out.notes);
-    out
+    (cx.out, cx.deletions)
 }
 
 fn plan_policy<'a>(
@@ -147,6 +177,7 @@ fn plan_policy<'a>(
         ..
     } = cx;
     let mut verdicts = PolicyVerdicts {
+        policy: name,
         backups,
         started: index.started(),
         why: Why::NotRetained(&policy.retention),
@@ -176,6 +207,7 @@ fn plan_policy<'a>(
 /// Where retention's verdicts on one policy's backups go: deletions, or kept
 /// with their reasons (with the guard as the reason when a guard spares them).
 struct PolicyVerdicts<'a, 'c> {
+    policy: &'a str,
     backups: &'a [BackupRecord],
     /// `PolicyIndex::started` of `backups`.
     started: &'c [i64],
@@ -190,7 +222,9 @@ struct PolicyVerdicts<'a, 'c> {
 impl Verdicts for PolicyVerdicts<'_, '_> {
     fn decide(&mut self, i: usize, decision: Decision) {
         match (decision, &self.guard) {
-            (Decision::Prune, None) => self.deletions.offer(&self.backups[i], self.why),
+            (Decision::Prune, None) => {
+                self.deletions.offer(self.policy, self.backups, i, self.why);
+            }
             (Decision::Keep(reasons), _) => self.kept.push((i, reasons)),
             (Decision::Prune, Some(guard)) => {
                 self.spared += 1;
@@ -203,7 +237,7 @@ impl Verdicts for PolicyVerdicts<'_, '_> {
         if self.guard.is_none() {
             let started = &self.started[run.clone()];
             self.deletions
-                .offer_run(&self.backups[run], started, self.why);
+                .offer_run(self.policy, self.backups, run, started, self.why);
         } else {
             for i in run {
                 self.decide(i, Decision::Prune);
@@ -326,10 +360,10 @@ fn plan_orphan<'a>(cx: &mut Cx<'a>, name: &'a str, backups: &'a [BackupRecord]) 
     let prune = cx.options.prune_orphans;
     let incomplete = cx.storage_incomplete("", backups);
     let mut pruned = 0_usize;
-    for b in backups {
+    for (i, b) in backups.iter().enumerate() {
         let verified = b.health == Health::Verified;
         if prune && verified && b.pinned.is_none() && b.pin_unknown.is_none() && !incomplete {
-            cx.deletions.offer(b, Why::Orphan);
+            cx.deletions.offer(name, backups, i, Why::Orphan);
             pruned += 1;
             continue;
         }

@@ -8,6 +8,7 @@
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
+use std::ops::Range;
 
 use chrono::{DateTime, Utc};
 
@@ -51,7 +52,93 @@ impl Ord for Candidate<'_> {
     }
 }
 
-pub(crate) struct Deletions<'a> {
+/// Every deletion candidate of a policy in one range of its list.
+#[derive(Debug, Clone)]
+pub(crate) struct Offered<'a> {
+    pub policy: &'a str,
+    /// The policy's whole list (`ObservedState::backups`), newest first.
+    pub list: &'a [BackupRecord],
+    /// Positions in `list`, ascending (newer before older).
+    pub range: Range<usize>,
+    /// Decided from the index without reading the records: only the plain
+    /// ones are deleted (the bounded path's guard against a stale index).
+    pub run: bool,
+}
+
+impl Offered<'_> {
+    /// Whether the backup at `i` (in `range`) is really deleted.
+    pub fn deletes(&self, i: usize) -> bool {
+        !self.run || self.list[i].is_plain()
+    }
+}
+
+pub(crate) enum Deletions<'a> {
+    /// At most `max_deletions`, as actions.
+    Bounded(Bounded<'a>),
+    /// Every candidate, as ranges (previews).
+    All(Vec<Offered<'a>>),
+}
+
+impl<'a> Deletions<'a> {
+    pub fn bounded(cap: usize) -> Self {
+        Deletions::Bounded(Bounded::new(cap))
+    }
+
+    pub fn all() -> Self {
+        Deletions::All(Vec::new())
+    }
+
+    /// Offers `list[i]`, a backup of `policy` no rule keeps.
+    #[inline(always)]
+    pub fn offer(&mut self, policy: &'a str, list: &'a [BackupRecord], i: usize, why: Why<'a>) {
+        match self {
+            Deletions::Bounded(b) => b.offer(&list[i], why),
+            Deletions::All(all) => push(all, policy, list, i..i + 1, false),
+        }
+    }
+
+    /// Offers `list[run]`, plain backups no rule keeps (`started`: their
+    /// start seconds).
+    pub fn offer_run(
+        &mut self,
+        policy: &'a str,
+        list: &'a [BackupRecord],
+        run: Range<usize>,
+        started: &[i64],
+        why: Why<'a>,
+    ) {
+        match self {
+            Deletions::Bounded(b) => b.offer_run(&list[run], started, why),
+            Deletions::All(all) => push(all, policy, list, run, true),
+        }
+    }
+}
+
+/// Appends `range`, merged into the previous entry when it continues it.
+fn push<'a>(
+    all: &mut Vec<Offered<'a>>,
+    policy: &'a str,
+    list: &'a [BackupRecord],
+    range: Range<usize>,
+    run: bool,
+) {
+    if let Some(last) = all.last_mut()
+        && std::ptr::eq(last.list, list)
+        && last.run == run
+        && last.range.end == range.start
+    {
+        last.range.end = range.end;
+        return;
+    }
+    all.push(Offered {
+        policy,
+        list,
+        range,
+        run,
+    });
+}
+
+pub(crate) struct Bounded<'a> {
     cap: usize,
     /// Max-heap: the newest selected candidate on top, evicted first.
     heap: BinaryHeap<Candidate<'a>>,
@@ -61,9 +148,9 @@ pub(crate) struct Deletions<'a> {
     offered: usize,
 }
 
-impl<'a> Deletions<'a> {
-    pub fn new(cap: usize) -> Self {
-        Deletions {
+impl<'a> Bounded<'a> {
+    fn new(cap: usize) -> Self {
+        Bounded {
             cap,
             heap: BinaryHeap::with_capacity(cap.min(4096)),
             newest_selected: None,
@@ -72,7 +159,7 @@ impl<'a> Deletions<'a> {
     }
 
     #[inline(always)]
-    pub fn offer(&mut self, backup: &'a BackupRecord, why: Why<'a>) {
+    fn offer(&mut self, backup: &'a BackupRecord, why: Why<'a>) {
         self.offered += 1;
         if self.cap == 0 || self.newest_selected.is_some_and(|n| backup.started_at > n) {
             return;
@@ -83,7 +170,7 @@ impl<'a> Deletions<'a> {
     /// Offers every backup of `run` (newest first; `started`: their start
     /// seconds, rounded down): counts them all, reads only the oldest ones
     /// that can still be selected.
-    pub fn offer_run(&mut self, run: &'a [BackupRecord], started: &[i64], why: Why<'a>) {
+    fn offer_run(&mut self, run: &'a [BackupRecord], started: &[i64], why: Why<'a>) {
         self.offered += run.len();
         if self.cap == 0 {
             return;
