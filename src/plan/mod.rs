@@ -7,6 +7,8 @@ mod backup;
 mod decide;
 mod drill;
 pub mod preview;
+mod preview_diff;
+mod preview_effects;
 mod preview_render;
 mod prune;
 mod render;

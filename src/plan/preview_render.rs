@@ -1,15 +1,19 @@
 //! Pure: a `Preview` as Markdown, fit for a pull-request comment (GitHub
-//! and GitLab render it; long lists are cut so a comment stays well under
-//! the 65,536-character limit of both).
+//! and GitLab render it). Every list is cut at `MAX_ROWS` rows followed by
+//! "… and N more", so a comment stays well under the 65,536-character limit
+//! of both whatever the size of the change; the JSON (`--output json`, the
+//! API) lists everything. Deletions are summarised per policy (count, how
+//! many the change causes, the proposed rules: policies with deletions the
+//! change causes first), then the first rows, those the change causes
+//! first; the guard lists the refused consequences first.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use super::preview::{Change, Deletion, Preview};
+use super::preview::{Change, Deletion, PolicyDeletions, Preview};
 use super::render::Instant;
 
-/// Detail rows per list before "... and N more".
-const MAX_ROWS: usize = 40;
+/// Detail rows per list before "… and N more".
+pub(super) const MAX_ROWS: usize = 40;
 
 fn change(c: Change) -> &'static str {
     match c {
@@ -30,7 +34,11 @@ fn cell(s: &str) -> String {
 
 fn more(out: &mut String, total: usize) {
     if total > MAX_ROWS {
-        let _ = writeln!(out, "\n… and {} more", total - MAX_ROWS);
+        let _ = writeln!(
+            out,
+            "\n… and {} more (all of them in `--output json`)",
+            total - MAX_ROWS
+        );
     }
 }
 
@@ -85,10 +93,13 @@ impl Preview {
         } else {
             out.push_str("Guard: every destructive consequence is acknowledged.\n\n");
         }
-        for g in &self.guard {
+        let refused = self.guard.iter().filter(|g| !g.acknowledged);
+        let acknowledged = self.guard.iter().filter(|g| g.acknowledged);
+        for g in refused.chain(acknowledged).take(MAX_ROWS) {
             let mark = if g.acknowledged { "ok" } else { "**REFUSED**" };
             let _ = writeln!(out, "- {mark}: {}", cell(&g.message));
         }
+        more(out, self.guard.len());
         if !self.guard.is_empty() {
             out.push('\n');
         }
@@ -126,46 +137,39 @@ impl Preview {
         if self.deletions.is_empty() {
             return;
         }
-        let caused = self.caused_deletions().count();
         let _ = writeln!(
             out,
-            "#### Deletions: {} backup(s), {caused} caused by this change\n",
-            self.deletions.len()
+            "#### Deletions: {} backup(s) of {} policies, {} caused by this change\n",
+            self.deletion_count(),
+            self.deletions.len(),
+            self.caused_count()
         );
-        let mut per_policy: BTreeMap<&str, Vec<&Deletion>> = BTreeMap::new();
-        for d in &self.deletions {
-            per_policy.entry(d.policy.as_str()).or_default().push(d);
-        }
-        for (policy, list) in &per_policy {
+        out.push_str(
+            "| policy | deleted | caused by this change | proposed rules |\n|---|---|---|---|\n",
+        );
+        let caused = |p: &&PolicyDeletions| p.caused > 0;
+        let (first, rest) = (
+            self.deletions.iter().filter(caused),
+            self.deletions.iter().filter(|p| p.caused == 0),
+        );
+        for p in first.chain(rest).take(MAX_ROWS) {
             let _ = writeln!(
                 out,
-                "- `{policy}`: {} backup(s), proposed rules {}",
-                list.len(),
-                list[0].rules
-            );
-        }
-        out.push_str("\n| policy | backup | started | kept today by | caused by this change |\n|---|---|---|---|---|\n");
-        for d in self.deletions.iter().take(MAX_ROWS) {
-            let reasons: Vec<String> = d.kept_today_by.iter().map(ToString::to_string).collect();
-            let mut kept = reasons.join(", ");
-            if d.newest_verified {
-                kept.push_str(" (**newest verified**)");
-            }
-            let _ = writeln!(
-                out,
-                "| `{}` | `{}` | {} | {} | {} |",
-                d.policy,
-                d.backup_id,
-                at(d.started_at),
-                cell(if kept.is_empty() { "-" } else { &kept }),
-                if d.caused_by_change {
-                    "yes"
-                } else {
-                    "no (already pending)"
-                }
+                "| `{}` | {} | {} | {} |",
+                p.policy,
+                p.count,
+                p.caused,
+                cell(&p.rules)
             );
         }
         more(out, self.deletions.len());
+        out.push_str("\n| policy | backup | started | kept today by | caused by this change |\n|---|---|---|---|---|\n");
+        let caused = self.all_deletions().filter(|(_, d)| d.caused_by_change);
+        let pending = self.all_deletions().filter(|(_, d)| !d.caused_by_change);
+        for (policy, d) in caused.chain(pending).take(MAX_ROWS) {
+            deletion_row(out, policy, d);
+        }
+        more(out, self.deletion_count());
         out.push('\n');
     }
 
@@ -236,4 +240,24 @@ impl Preview {
         more(out, self.orphaned.len());
         out.push('\n');
     }
+}
+
+fn deletion_row(out: &mut String, policy: &str, d: &Deletion) {
+    let reasons: Vec<String> = d.kept_today_by.iter().map(ToString::to_string).collect();
+    let mut kept = reasons.join(", ");
+    if d.newest_verified {
+        kept.push_str(" (**newest verified**)");
+    }
+    let _ = writeln!(
+        out,
+        "| `{policy}` | `{}` | {} | {} | {} |",
+        d.backup_id,
+        Instant(d.started_at),
+        cell(if kept.is_empty() { "-" } else { &kept }),
+        if d.caused_by_change {
+            "yes"
+        } else {
+            "no (already pending)"
+        }
+    );
 }

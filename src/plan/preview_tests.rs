@@ -72,15 +72,26 @@ fn a_retention_cut_lists_its_deletions_with_the_rule_that_kept_them_and_is_refus
         now(),
         &PlanOptions::default(),
     );
-    let ids: Vec<&str> = p.deletions.iter().map(|d| d.backup_id.as_str()).collect();
+    let ids: Vec<&str> = p
+        .all_deletions()
+        .map(|(_, d)| d.backup_id.as_str())
+        .collect();
     assert_eq!(ids, ["orders-4", "orders-3", "orders-2"]);
     assert!(
-        p.deletions
-            .iter()
-            .all(|d| d.caused_by_change && !d.newest_verified)
+        p.all_deletions()
+            .all(|(_, d)| d.caused_by_change && !d.newest_verified)
     );
-    assert_eq!(p.deletions[2].kept_today_by, [KeepReason::Last { n: 3 }]);
-    assert_eq!(p.deletions[0].rules, "keepLast=2");
+    let orders = &p.deletions[0];
+    assert_eq!(orders.backups[2].kept_today_by, [KeepReason::Last { n: 3 }]);
+    assert_eq!(
+        (
+            orders.policy.as_str(),
+            orders.rules.as_str(),
+            orders.count,
+            orders.caused
+        ),
+        ("orders", "keepLast=2", 3, 3)
+    );
     assert_eq!(p.policies.len(), 1);
     assert_eq!(p.policies[0].fields[0].field, "retention.keepLast");
     assert!(p.refused());
@@ -186,8 +197,8 @@ fn a_change_that_deletes_the_newest_verified_backup_is_refused_whatever_the_thre
     );
     assert_eq!(p.backups.len(), 1);
     assert!(p.backups[0].caused_by_change);
-    assert_eq!(p.deletions.len(), 1);
-    assert!(p.deletions[0].newest_verified);
+    assert_eq!(p.deletion_count(), 1);
+    assert!(p.deletions[0].backups[0].newest_verified);
     assert_eq!(p.guard[0].kind, GuardKind::NewestVerified);
     assert!(p.refused());
 }
@@ -203,8 +214,9 @@ fn the_same_revision_previews_as_quiet() {
         &PlanOptions::default(),
     );
     // Deletions pending anyway are listed, but are not the change's doing.
-    assert_eq!(p.deletions.len(), 4);
-    assert!(p.deletions.iter().all(|d| !d.caused_by_change));
+    assert_eq!(p.deletion_count(), 4);
+    assert_eq!(p.caused_count(), 0);
+    assert!(p.all_deletions().all(|(_, d)| !d.caused_by_change));
     assert!(p.policies.is_empty() && p.guard.is_empty() && !p.refused());
 }
 
@@ -237,4 +249,130 @@ fn annotations_are_validated() {
     let diags = load(&files).unwrap_err();
     assert!(diags[0].message.contains("must be a number"), "{diags:?}");
     assert_eq!(diags[0].line, 5);
+}
+
+/// `n` policies with `backups` daily backups each, cut from keepLast 30 to
+/// keepLast 5 on every other one.
+fn fleet(n: usize, backups: usize) -> (DesiredState, DesiredState, ObservedState) {
+    let names: Vec<String> = (0..n).map(|i| format!("p{i:03}")).collect();
+    let docs = |cut: bool| -> Vec<String> {
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let keep = if cut && i % 2 == 0 { 5 } else { 30 };
+                policy(
+                    name,
+                    &format!("/d/{name}"),
+                    &format!("keepLast: {keep}"),
+                    "",
+                )
+            })
+            .collect()
+    };
+    let lists: Vec<(&str, usize)> = names.iter().map(|n| (n.as_str(), backups)).collect();
+    (
+        desired(&docs(false)),
+        desired(&docs(true)),
+        observed(&lists),
+    )
+}
+
+fn delete_set(plan: &crate::plan::Plan) -> std::collections::BTreeSet<(String, String)> {
+    plan.actions
+        .iter()
+        .filter_map(|a| match a {
+            crate::plan::Action::Delete {
+                policy, backup_id, ..
+            } => Some((policy.clone(), backup_id.clone())),
+            crate::plan::Action::Backup { .. } => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_deletions_are_those_of_the_planner_with_deletions_unbounded() {
+    let (current, proposed, obs) = fleet(12, 40);
+    let p = preview(&current, &proposed, &obs, now(), &PlanOptions::default());
+    let unbounded = PlanOptions {
+        max_deletions: usize::MAX,
+        ..PlanOptions::default()
+    };
+    let before = delete_set(&crate::plan::plan(&current, &obs, now(), &unbounded));
+    let after = delete_set(&crate::plan::plan(&proposed, &obs, now(), &unbounded));
+    let listed: std::collections::BTreeSet<(String, String)> = p
+        .all_deletions()
+        .map(|(policy, d)| (policy.to_string(), d.backup_id.clone()))
+        .collect();
+    assert_eq!(listed, after);
+    assert_eq!(p.deletion_count(), after.len());
+    for (policy, d) in p.all_deletions() {
+        let pending = before.contains(&(policy.to_string(), d.backup_id.clone()));
+        assert_eq!(d.caused_by_change, !pending, "{policy} {}", d.backup_id);
+    }
+    // Per policy, oldest first, with the counts the Markdown shows.
+    for group in &p.deletions {
+        assert!(
+            group
+                .backups
+                .windows(2)
+                .all(|w| w[0].started_at <= w[1].started_at)
+        );
+        assert_eq!(group.count, group.backups.len());
+        let caused = group.backups.iter().filter(|d| d.caused_by_change).count();
+        assert_eq!(group.caused, caused);
+    }
+    assert_eq!(p.caused_count(), 6 * 25);
+    assert_eq!(p.deletion_count(), 12 * 10 + 6 * 25);
+}
+
+#[test]
+fn the_markdown_of_a_large_change_summarises_per_policy_and_says_how_many_more() {
+    let (current, proposed, obs) = fleet(120, 60);
+    let p = preview(&current, &proposed, &obs, now(), &PlanOptions::default());
+    assert_eq!(p.deletions.len(), 120);
+    assert_eq!(p.caused_count(), 60 * 25);
+    let md = p.markdown("big");
+    assert!(md.len() < 65_536, "{} characters", md.len());
+    assert!(
+        md.contains("#### Deletions: 5100 backup(s) of 120 policies, 1500 caused by this change"),
+        "{md}"
+    );
+    // The summary: policies with deletions the change causes first, then
+    // the rest, cut at MAX_ROWS.
+    assert!(md.contains("| `p000` | 55 | 25 | keepLast=5 |"), "{md}");
+    assert!(!md.contains("| `p001` | 30 | 0 |"), "{md}");
+    assert!(md.contains("… and 80 more (all of them in `--output json`)"));
+    // The rows: those the change causes first, then the count of the rest.
+    assert!(md.contains("… and 5060 more (all of them in `--output json`)"));
+    assert!(!md.contains("no (already pending)"), "{md}");
+    // The guard lists 40 of its 60 refusals.
+    assert!(md.contains("… and 20 more (all of them in `--output json`)"));
+    assert_eq!(p.refusals().len(), 60);
+    // The JSON lists every deletion.
+    let json = serde_json::to_value(&p).unwrap();
+    let listed: usize = json["deletions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["backups"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(listed, 5100);
+}
+
+#[test]
+fn deletion_times_serialize_exactly_as_chrono_does() {
+    for t in [
+        "2026-11-25T06:30:00Z",
+        "0001-01-01T00:00:00Z",
+        "2026-11-25T06:30:00.250Z",
+        "2026-11-25T06:30:00.000001Z",
+        "9999-12-31T23:59:59Z",
+    ] {
+        let at: DateTime<Utc> = t.parse().unwrap();
+        let mut fast = serde_json::Serializer::new(Vec::new());
+        crate::plan::preview_effects::rfc3339(&at, &mut fast).unwrap();
+        let fast = String::from_utf8(fast.into_inner()).unwrap();
+        assert_eq!(fast, serde_json::to_string(&at).unwrap(), "{t}");
+    }
 }

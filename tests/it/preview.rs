@@ -121,6 +121,16 @@ fn ids(list: &serde_json::Value, key: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// The ids of a preview's deletions (grouped by policy).
+fn deletion_ids(groups: &serde_json::Value) -> BTreeSet<String> {
+    groups
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|g| ids(&g["backups"], "backup_id"))
+        .collect()
+}
+
 fn backup_ids(f: &Fixture, policy: &str) -> BTreeSet<String> {
     f.backups(policy)
         .iter()
@@ -175,7 +185,7 @@ fn the_preview_of_a_branch_is_what_the_daemon_does_after_the_merge() {
     let (code, report) = preview(&f, "cut", Some(addr));
     assert_eq!(code, 1, "an unacknowledged cut is refused: {report:#}");
     assert_eq!(report["refused"], true);
-    let deleted = ids(&report["preview"]["deletions"], "backup_id");
+    let deleted = deletion_ids(&report["preview"]["deletions"]);
     let mut by_age: Vec<(chrono::DateTime<chrono::FixedOffset>, String)> = f
         .backups("orders")
         .iter()
@@ -202,7 +212,7 @@ fn the_preview_of_a_branch_is_what_the_daemon_does_after_the_merge() {
     // In-process (the catalog, no daemon API) gives the same answer.
     let (code, local) = preview(&f, "cut", None);
     assert_eq!(code, 1);
-    assert_eq!(ids(&local["preview"]["deletions"], "backup_id"), deleted);
+    assert_eq!(deletion_ids(&local["preview"]["deletions"]), deleted);
 
     // Merged anyway: the daemon refuses to apply it; nothing is deleted or taken.
     merge(&f, "cut");
@@ -229,7 +239,7 @@ fn the_preview_of_a_branch_is_what_the_daemon_does_after_the_merge() {
     branch(&f, "ack", &[("orders.yaml", &acked)]);
     let (code, report) = preview(&f, "ack", Some(addr));
     assert_eq!(code, 0, "{report:#}");
-    let planned_deletions = ids(&report["preview"]["deletions"], "backup_id");
+    let planned_deletions = deletion_ids(&report["preview"]["deletions"]);
     assert_eq!(planned_deletions, deleted);
     let planned_backups: Vec<(String, String)> = report["preview"]["backups"]
         .as_array()
