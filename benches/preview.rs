@@ -99,8 +99,8 @@ fn main() {
     println!(
         "preview: {POLICIES} policies x {BACKUPS} backups: {} policy changes, {} deletions ({} caused by the change), {} new backups, {} schedule changes, {} orphaned, {} guard checks ({} refused), {} bytes of Markdown",
         warm.policies.len(),
-        warm.deletions.len(),
-        warm.caused_deletions().count(),
+        warm.all_deletions().count(),
+        warm.caused_count(),
         warm.backups.len(),
         warm.schedules.len(),
         warm.orphaned.len(),
