@@ -14,10 +14,9 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 
-use super::postgres::{self, client_major};
-use super::process::{self, Tool};
-use super::secret::Redactor;
-use super::{ExecContext, ExecError, Produced, pgtools, until_cancelled};
+use super::postgres;
+use super::process;
+use super::{ExecContext, ExecError, Produced, until_cancelled};
 use crate::policy::SecretRef;
 
 /// Artifact file name of a base backup.
@@ -84,34 +83,11 @@ pub async fn backup<W: Write + Send + 'static>(
 ) -> Result<(W, Produced), ExecError> {
     let server = postgres::Server::new(url, password_from)?;
     let mut conn = until_cancelled(&ctx.cancel, server.connect(&server.opts)).await?;
-    let (version, num): (String, String) = until_cancelled(&ctx.cancel, async {
-        sqlx::query_as(
-            "SELECT current_setting('server_version'), current_setting('server_version_num')",
-        )
-        .fetch_one(&mut conn)
-        .await
-        .map_err(server.query_err("read server version"))
-    })
-    .await?;
+    let (version, server_major) = postgres::server_version(&server, &mut conn, &ctx.cancel).await?;
     super::sql::close(conn).await;
-    let server_major = num.parse::<u32>().unwrap_or(0) / 10_000;
-    let root = Path::new(pgtools::LAYOUT_ROOT);
-    let program = pgtools::program_for(root, bin_dir, "pg_basebackup", server_major);
-    let program = program.to_string_lossy().into_owned();
-    let client = {
-        let mut tool = Tool::new(&program, &program, Redactor::default());
-        tool.cmd.arg("--version");
-        super::blocking(move || process::output(tool)).await?
-    };
-    if client_major(&client).is_some_and(|c| c < server_major) {
-        return Err(ExecError::ToolTooOld {
-            tool: program,
-            client,
-            server: version,
-            target: server.target().to_string(),
-            hint: pgtools::fix_hint("pg_basebackup", server_major),
-        });
-    }
+    let (program, client) =
+        postgres::matching_client(&server, (&version, server_major), bin_dir, "pg_basebackup")
+            .await?;
     let mut tool = postgres::tool(&server, &program);
     tool.cmd
         .args(["--pgdata=-", "--format=tar", "--wal-method=none"])

@@ -185,32 +185,36 @@ pub(crate) fn client_major(version: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
-pub async fn backup<W: Write + Send + 'static>(
-    url: &str,
-    password_from: Option<&SecretRef>,
-    bin_dir: Option<&Path>,
-    ctx: &ExecContext,
-    out: W,
-) -> Result<(W, Produced), ExecError> {
-    let server = Server::new(url, password_from)?;
-    let cancel = &ctx.cancel;
-    let mut conn = until_cancelled(cancel, server.connect(&server.opts)).await?;
-    let (version, version_num): (String, String) = until_cancelled(cancel, async {
+/// The server's version line and major (`server_version`, `_num`).
+pub(crate) async fn server_version(
+    server: &Server,
+    conn: &mut PgConnection,
+    cancel: &Cancel,
+) -> Result<(String, u32), ExecError> {
+    let (version, num): (String, String) = until_cancelled(cancel, async {
         sqlx::query_as(
             "SELECT current_setting('server_version'), current_setting('server_version_num')",
         )
-        .fetch_one(&mut conn)
+        .fetch_one(conn)
         .await
         .map_err(server.query_err("read server version"))
     })
     .await?;
-    let server_major = version_num.parse::<u32>().unwrap_or(0) / 10_000;
-    let program = pgtools::program_for(
-        Path::new(pgtools::LAYOUT_ROOT),
-        bin_dir,
-        "pg_dump",
-        server_major,
-    );
+    let major = num.parse::<u32>().unwrap_or(0) / 10_000;
+    Ok((version, major))
+}
+
+/// The client program `name` for a server of `server_major` (`bin_dir`, the
+/// installed majors, else PATH) and its `--version` line; refused at once
+/// when it is older than the server (`ToolTooOld` naming both and the fix).
+pub(crate) async fn matching_client(
+    server: &Server,
+    (version, server_major): (&str, u32),
+    bin_dir: Option<&Path>,
+    name: &str,
+) -> Result<(String, String), ExecError> {
+    let root = Path::new(pgtools::LAYOUT_ROOT);
+    let program = pgtools::program_for(root, bin_dir, name, server_major);
     let program = program.to_string_lossy().into_owned();
     let client = {
         let mut tool = Tool::new(
@@ -225,11 +229,27 @@ pub async fn backup<W: Write + Send + 'static>(
         return Err(ExecError::ToolTooOld {
             tool: program,
             client,
-            server: version,
+            server: version.to_string(),
             target: server.target().to_string(),
-            hint: pgtools::fix_hint("pg_dump", server_major),
+            hint: pgtools::fix_hint(name, server_major),
         });
     }
+    Ok((program, client))
+}
+
+pub async fn backup<W: Write + Send + 'static>(
+    url: &str,
+    password_from: Option<&SecretRef>,
+    bin_dir: Option<&Path>,
+    ctx: &ExecContext,
+    out: W,
+) -> Result<(W, Produced), ExecError> {
+    let server = Server::new(url, password_from)?;
+    let cancel = &ctx.cancel;
+    let mut conn = until_cancelled(cancel, server.connect(&server.opts)).await?;
+    let (version, server_major) = server_version(&server, &mut conn, cancel).await?;
+    let (program, client) =
+        matching_client(&server, (&version, server_major), bin_dir, "pg_dump").await?;
     let snapshot: String = until_cancelled(cancel, async {
         sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .execute(&mut conn)

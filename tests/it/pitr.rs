@@ -145,10 +145,10 @@ fn restore_to_a_time_holds_exactly_the_rows_committed_by_then_across_a_receiver_
     let daemon = children.0[1].id();
     let logged = || std::fs::read_to_string(&log).unwrap_or_default();
 
-    wait_until("the first WAL segment archived", 60, &logged, || {
+    wait_until("the first WAL segment archived", 180, &logged, || {
         !archived(&f).is_empty()
     });
-    wait_until("the daemon's first base backup", 60, &logged, || {
+    wait_until("the daemon's first base backup", 180, &logged, || {
         !f.backups(POLICY).is_empty()
     });
     // A base backup certainly taken while the archive streams.
@@ -162,7 +162,7 @@ fn restore_to_a_time_holds_exactly_the_rows_committed_by_then_across_a_receiver_
 
     // Kill the receiver: the supervisor starts a new one on the same slot.
     let mut first = None;
-    wait_until("pg_receivewal running", 30, &logged, || {
+    wait_until("pg_receivewal running", 180, &logged, || {
         first = child_named(daemon, "pg_receivewal");
         first.is_some()
     });
@@ -175,7 +175,7 @@ fn restore_to_a_time_holds_exactly_the_rows_committed_by_then_across_a_receiver_
             .success()
     );
     std::thread::sleep(Duration::from_secs(1));
-    wait_until("pg_receivewal restarted", 30, &logged, || {
+    wait_until("pg_receivewal restarted", 180, &logged, || {
         child_named(daemon, "pg_receivewal").is_some_and(|p| p != first)
     });
     std::thread::sleep(Duration::from_secs(2));
