@@ -22,7 +22,11 @@ mod backups;
 mod copy;
 mod deploys;
 mod drills;
+mod jobs;
+mod leases;
 mod location;
+#[cfg(test)]
+mod replica_tests;
 #[cfg(test)]
 mod tests;
 
@@ -32,6 +36,8 @@ pub use crate::model::RevisionRecord;
 pub use alerts::{NewNotification, QueuedNotification, outbox_rows};
 pub use copy::CopyReport;
 pub use deploys::DeployRecord;
+pub use jobs::JobRow;
+pub use leases::LeaseRow;
 pub use location::{Backend, Location, is_postgres_url, redact_text};
 
 #[derive(Debug, thiserror::Error)]

@@ -14,7 +14,7 @@ use crate::observed::Health;
 use crate::storage::{ArtifactInfo, PIN_FORMAT};
 
 /// A throwaway catalog database; a PostgreSQL one is dropped on drop.
-struct Scratch {
+pub(super) struct Scratch {
     dir: tempfile::TempDir,
     pg_name: Option<String>,
 }
@@ -42,7 +42,7 @@ fn psql(sql: &str) {
 }
 
 impl Scratch {
-    fn new(backend: Backend) -> Scratch {
+    pub(super) fn new(backend: Backend) -> Scratch {
         static N: AtomicU32 = AtomicU32::new(0);
         let pg_name = (backend == Backend::Postgres).then(|| {
             let name = format!(
@@ -71,7 +71,7 @@ impl Scratch {
         }
     }
 
-    async fn open(&self) -> Catalog {
+    pub(super) async fn open(&self) -> Catalog {
         Catalog::open(&self.location()).await.unwrap()
     }
 }
@@ -84,7 +84,7 @@ impl Drop for Scratch {
     }
 }
 
-const BOTH: [Backend; 2] = [Backend::Sqlite, Backend::Postgres];
+pub(super) const BOTH: [Backend; 2] = [Backend::Sqlite, Backend::Postgres];
 
 fn t(secs: i64) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap() + TimeDelta::milliseconds(secs * 1000 + 250)
