@@ -34,6 +34,7 @@ use crate::jobs::{self, Board, Job};
 use crate::metrics::Metrics;
 use crate::monitor::{Monitor, MonitorConfig};
 use crate::notify::Mailer;
+use crate::replica::{Keeper, ReplicaConfig};
 use crate::settings::Settings;
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +63,9 @@ pub struct Options {
     pub plan: crate::plan::PlanOptions,
     /// The operator's permissions (previews validate with them, as the daemon does).
     pub permissions: Arc<crate::policy::Permissions>,
+    /// Several replicas on one catalog: this replica's lease settings
+    /// (`ctx.leases` is then replicated); `None` on one node.
+    pub replica: Option<crate::replica::ReplicaConfig>,
 }
 
 /// The job channel: the API sends jobs, the requested lane takes them;
@@ -136,18 +140,15 @@ pub async fn run(
         outbox_poll: options.listen.map(|_| options.outbox_poll),
         plan: options.plan,
         permissions: options.permissions,
+        leases: ctx.leases.clone(),
     });
     let channel = Channel { tx, rx };
-    let result = lanes(
-        ctx,
-        stop,
+    let lane_options = LaneOptions {
         once,
         request_concurrency,
-        &monitor,
-        channel,
-        &git_wake,
-    )
-    .await;
+        replica: options.replica,
+    };
+    let result = lanes(ctx, stop, lane_options, &monitor, channel, &git_wake).await;
     let _ = server_stop.send(true);
     if let Some(server) = server {
         let _ = server.await;
@@ -200,21 +201,20 @@ async fn shutdown_signal() {
     }
 }
 
-/// Runs the two lanes until SIGTERM/SIGINT (or, with `once`, one scheduled
-/// cycle): the scheduled lane here, the requested lane in `jobs::lane` with
-/// at most `request_concurrency` cycles and backups of its own at once.
-async fn lanes(
-    ctx: Context,
-    stop: watch::Sender<bool>,
+/// How the lanes run (from the command line).
+struct LaneOptions {
+    /// One scheduled cycle, then stop (`--once`).
     once: bool,
+    /// Cycles (and backups within each) of the requested lane at once.
     request_concurrency: usize,
-    monitor: &Monitor,
-    channel: Channel,
-    git_wake: &Notify,
-) -> anyhow::Result<()> {
-    let state = Mutex::new(RepoState::load(&ctx).await?);
-    let wake = Arc::new(Notify::new());
-    let _watch = git::watch_dir(&ctx.settings.repo).and_then(|dir| match git::watch::watch(&dir, wake.clone()) {
+    /// Several replicas: this replica's lease settings.
+    replica: Option<ReplicaConfig>,
+}
+
+/// Watches a local policy repository for commits (rings `wake`).
+fn watch_repo(ctx: &Context, wake: &Arc<Notify>) -> Option<git::watch::Watch> {
+    let dir = git::watch_dir(&ctx.settings.repo)?;
+    match git::watch::watch(&dir, wake.clone()) {
         Ok(w) => {
             tracing::info!(dir = %dir.display(), "watching the policy repository for commits");
             Some(w)
@@ -223,7 +223,78 @@ async fn lanes(
             tracing::warn!(error = %e, "cannot watch the policy repository; polling every fetch interval instead");
             None
         }
+    }
+}
+
+/// Runs the two lanes until SIGTERM/SIGINT (or, with `once`, one scheduled
+/// cycle): the scheduled lane here, the requested lane in `jobs::lane` with
+/// at most `request_concurrency` cycles and backups of its own at once.
+/// With several replicas the lease keeper runs beside them: it takes its
+/// leases before the lanes start and renews them until every lane stopped
+/// (work still running in the grace period keeps its leases), then leaves.
+async fn lanes(
+    ctx: Context,
+    stop: watch::Sender<bool>,
+    options: LaneOptions,
+    monitor: &Monitor,
+    channel: Channel,
+    git_wake: &Notify,
+) -> anyhow::Result<()> {
+    let state = Mutex::new(RepoState::load(&ctx).await?);
+    let keeper_wake = Notify::new();
+    // Woken by repository file events, and by the keeper taking leases.
+    let wake = Arc::new(Notify::new());
+    let _watch = watch_repo(&ctx, &wake);
+    let keeper = options.replica.clone().map(|config| Keeper {
+        catalog: ctx.catalog.clone(),
+        leases: ctx.leases.clone(),
+        config,
+        state: &state,
+        locks_dir: ctx.settings.locks_dir(),
+        wake: &keeper_wake,
+        gained: wake.clone(),
     });
+    if let Some(k) = &keeper {
+        // Leases first: the coordinator applies the head revision (the
+        // others follow it), then every replica takes its policies, so the
+        // first cycle already acts on them.
+        k.round(&k.names().await).await;
+        if let Err(e) = refresh(&ctx, &mut *state.lock().await).await {
+            tracing::error!(error = %e, "cannot read the policy repository; retrying at the next wake-up");
+        }
+        k.round(&k.names().await).await;
+        tracing::info!(replica = %k.config.id, leases = ctx.leases.held().len(), coordinator = ctx.leases.is_coordinator(), "replica joined");
+    }
+    let (keeper_quit, keeper_quit_rx) = watch::channel(false);
+    let keeping = async {
+        if let Some(k) = &keeper {
+            k.run(keeper_quit_rx).await;
+        }
+    };
+    let lane = Lane {
+        ctx: &ctx,
+        state: &state,
+        monitor,
+        wake: &wake,
+        git_wake,
+        keeper_wake: &keeper_wake,
+    };
+    let working = async {
+        let result = run_lanes(lane, stop, &options, channel).await;
+        let _ = keeper_quit.send(true);
+        result
+    };
+    tokio::join!(working, keeping).0
+}
+
+/// The lanes proper (see `lanes`), until they end or SIGTERM/SIGINT.
+async fn run_lanes(
+    lane: Lane<'_>,
+    stop: watch::Sender<bool>,
+    options: &LaneOptions,
+    channel: Channel,
+) -> anyhow::Result<()> {
+    let (ctx, state, once) = (lane.ctx, lane.state, options.once);
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     tracing::info!(
@@ -231,37 +302,32 @@ async fn lanes(
         branch = %ctx.settings.repo.branch,
         path = %ctx.settings.repo.path,
         data_dir = %ctx.settings.data_dir.display(),
-        request_concurrency,
+        request_concurrency = options.request_concurrency,
         "safepoint daemon started"
     );
     let (quit, quit_rx) = watch::channel(false);
     let lane_ctx = Context {
         settings: Arc::new(Settings {
-            concurrency: request_concurrency.max(1),
+            concurrency: options.request_concurrency.max(1),
             ..(*ctx.settings).clone()
         }),
         ..ctx.clone()
     };
+    // Several replicas: jobs other replicas hand over join the requested lane.
+    let claiming = jobs::claim_loop(ctx.clone(), channel.tx.clone(), quit_rx.clone());
     let requested = async {
         if !once {
             let Channel { tx, rx } = channel;
-            jobs::lane(&lane_ctx, &state, rx, tx, monitor, quit_rx.clone()).await;
+            jobs::lane(&lane_ctx, state, rx, tx, lane.monitor, quit_rx.clone()).await;
         }
     };
     let scheduled = async {
-        let lanes = Lane {
-            ctx: &ctx,
-            state: &state,
-            monitor,
-            wake: &wake,
-            git_wake,
-        };
-        let result = lanes.scheduled(once, quit_rx.clone()).await;
+        let result = lane.scheduled(once, quit_rx.clone()).await;
         let _ = quit.send(true);
         result
     };
-    let archiving = crate::engine::pitr::supervise(&ctx, &state, quit_rx.clone());
-    let both = async { tokio::join!(scheduled, requested, archiving).0 };
+    let archiving = crate::engine::pitr::supervise(ctx, state, quit_rx.clone());
+    let both = async { tokio::join!(scheduled, requested, archiving, claiming).0 };
     tokio::pin!(both);
     tokio::select! {
         result = &mut both => result,
@@ -291,15 +357,22 @@ struct Lane<'a> {
     wake: &'a Notify,
     /// Rung by the Git push webhook: fetch now.
     git_wake: &'a Notify,
+    /// Rung when a new revision was applied (the lease keeper assigns its
+    /// policies at once).
+    keeper_wake: &'a Notify,
 }
 
 impl Lane<'_> {
     /// Refreshes the shared state and returns a copy to plan with.
     async fn refreshed(&self) -> RepoState {
         let mut state = self.state.lock().await;
-        if let Err(e) = refresh(self.ctx, &mut state).await {
-            self.monitor.refresh_failed(&e);
-            tracing::error!(error = %e, "cannot read the policy repository; retrying at the next wake-up");
+        match refresh(self.ctx, &mut state).await {
+            Ok(true) => self.keeper_wake.notify_one(),
+            Ok(false) => {}
+            Err(e) => {
+                self.monitor.refresh_failed(&e);
+                tracing::error!(error = %e, "cannot read the policy repository; retrying at the next wake-up");
+            }
         }
         state.clone()
     }

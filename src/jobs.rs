@@ -11,8 +11,10 @@
 //! it to a status code). The lane reports every cycle it ran to a
 //! `CycleObserver` (the daemon's monitor), which it does not know.
 
+mod forward;
 mod job;
 
+pub(crate) use forward::claim_loop;
 pub use job::{Board, Job, JobAnswer, JobError, JobKind, JobResult, JobState, JobView};
 
 use std::time::Duration;
@@ -74,6 +76,28 @@ async fn finish_policies(ctx: &Context, release: &str, selection: &Selection) ->
     policies
 }
 
+/// Several replicas: the policies of `job` when one of them is held by
+/// another replica (the job then goes to their holders); `None` when this
+/// replica runs it.
+async fn held_elsewhere(
+    ctx: &Context,
+    desired: &crate::policy::DesiredState,
+    job: &Job,
+    policies: &[String],
+) -> Option<Vec<String>> {
+    ctx.leases.replica()?;
+    let policies = match &job.kind {
+        // The exact policies a finish concerns (selectors resolved).
+        JobKind::DeployFinish {
+            release, selection, ..
+        } => deploy::finish_targets(ctx, desired, release, selection)
+            .await
+            .ok()?,
+        _ => policies.to_vec(),
+    };
+    (!policies.is_empty() && policies.iter().any(|p| !ctx.leases.holds(p))).then_some(policies)
+}
+
 /// Jobs of one batch that can run now: those asking for backups (with
 /// their requests) and the others.
 #[derive(Default)]
@@ -107,9 +131,14 @@ async fn sort(
                 JobKind::DeployFinish {
                     release, selection, ..
                 } => (None, finish_policies(ctx, release, selection).await),
+                JobKind::Drill { policy, .. } => (None, vec![policy.clone()]),
                 _ => (None, Vec::new()),
             },
         };
+        if let Some(elsewhere) = held_elsewhere(ctx, desired, &job, &policies).await {
+            tokio::spawn(forward::forward(ctx.clone(), job, elsewhere));
+            continue;
+        }
         let busy: Vec<String> = policies
             .into_iter()
             .filter(|p| lock::busy(&locks, p).unwrap_or(false))

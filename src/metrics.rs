@@ -94,6 +94,7 @@ pub struct Metrics {
     revision_valid: Family<Vec<(String, String)>, Gauge>,
     notifications: Family<ChannelLabels, Counter>,
     notifications_queued: Gauge,
+    replica_leases: Gauge,
 }
 
 impl Default for Metrics {
@@ -122,6 +123,7 @@ impl Metrics {
             revision_valid: Family::default(),
             notifications: Family::default(),
             notifications_queued: Gauge::default(),
+            replica_leases: Gauge::default(),
             registry: Registry::default(),
         };
         m.register_backups(&mut registry);
@@ -216,6 +218,11 @@ impl Metrics {
             "notifications_queued",
             "Alert notifications waiting for delivery (retried with backoff)",
             m.notifications_queued.clone(),
+        );
+        r.register(
+            "replica_leases",
+            "Leases this replica holds (policies it acts on, plus the coordinator lease); 0 on one node",
+            m.replica_leases.clone(),
         );
         // A gauge fixed at 1 rather than an OpenMetrics `info`: the classic
         // text parser (`promtool check metrics`) rejects that type.
@@ -315,6 +322,12 @@ impl Metrics {
                 outcome: if sent { "sent" } else { "failed" }.to_string(),
             })
             .inc();
+    }
+
+    /// Leases this replica holds (several replicas on one catalog).
+    pub fn set_replica_leases(&self, n: usize) {
+        self.replica_leases
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     pub fn set_queued(&self, n: i64) {

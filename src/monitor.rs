@@ -17,6 +17,7 @@ use crate::catalog::{Catalog, CatalogError};
 use crate::engine::context::{ReconcileError, RepoState};
 use crate::engine::cycle::CycleReport;
 use crate::http::Snapshot;
+use crate::lease::Leases;
 use crate::metrics::Metrics;
 use crate::notify::{self, Channels, Mailer};
 use crate::observed::ObservedState;
@@ -39,6 +40,9 @@ pub struct MonitorConfig {
     /// the revision in force use them).
     pub plan: crate::plan::PlanOptions,
     pub permissions: Arc<crate::policy::Permissions>,
+    /// Several replicas: only the coordinator evaluates alerts and sends
+    /// notices (once per notice, however many replicas run).
+    pub leases: Leases,
 }
 
 pub struct Monitor {
@@ -54,6 +58,7 @@ pub struct Monitor {
     after_cycle: tokio::sync::Mutex<()>,
     plan: crate::plan::PlanOptions,
     permissions: Arc<crate::policy::Permissions>,
+    leases: Leases,
 }
 
 impl Monitor {
@@ -77,6 +82,7 @@ impl Monitor {
                 channels,
                 config.metrics.clone(),
                 poll,
+                config.leases.clone(),
                 stop_rx,
             )));
         }
@@ -91,6 +97,7 @@ impl Monitor {
             after_cycle: tokio::sync::Mutex::new(()),
             plan: config.plan,
             permissions: config.permissions,
+            leases: config.leases,
         }
     }
 
@@ -135,7 +142,10 @@ impl Monitor {
         };
         let st = status::compute(desired, &observed, &repo, now);
         self.metrics.set_state(&st);
-        match notify::evaluate(
+        self.metrics.set_replica_leases(self.leases.held().len());
+        if !self.leases.is_coordinator() {
+            // Another replica evaluates alerts.
+        } else if let Err(e) = notify::evaluate(
             &self.catalog,
             desired,
             &st,
@@ -146,11 +156,8 @@ impl Monitor {
         .await
         {
             // Queued notices ring the outbox bell themselves.
-            Ok(_) => {}
-            Err(e) => {
-                tracing::error!(error = %e, "alert evaluation failed; it is retried after the next cycle");
-                self.metrics.record_error("alerts", e.kind());
-            }
+            tracing::error!(error = %e, "alert evaluation failed; it is retried after the next cycle");
+            self.metrics.record_error("alerts", e.kind());
         }
         let (plan, cycle_error) = match result {
             Some(Ok(report)) => (Some(report.plan.clone()), None),
@@ -187,7 +194,11 @@ impl Monitor {
         for task in self.tasks {
             let _ = task.await;
         }
-        if let Some(channels) = &self.channels {
+        if let Some(channels) = self
+            .channels
+            .as_ref()
+            .filter(|_| self.leases.is_coordinator())
+        {
             match notify::deliver(&self.catalog, channels, &self.metrics, Utc::now(), true).await {
                 Ok(d) if d.pending > 0 => tracing::warn!(
                     pending = d.pending,
@@ -219,6 +230,7 @@ async fn delivery_loop(
     channels: Channels,
     metrics: Arc<Metrics>,
     poll: Duration,
+    leases: Leases,
     mut stop: watch::Receiver<bool>,
 ) {
     let bell = catalog.outbox_bell();
@@ -229,10 +241,13 @@ async fn delivery_loop(
         tokio::pin!(rung);
         rung.as_mut().enable();
         let now = Utc::now();
-        if let Err(e) = notify::deliver(&catalog, &channels, &metrics, now, first).await {
-            tracing::error!(error = %e, "alert delivery failed");
+        // Several replicas: only the coordinator sends (once per notice).
+        if leases.is_coordinator() {
+            if let Err(e) = notify::deliver(&catalog, &channels, &metrics, now, first).await {
+                tracing::error!(error = %e, "alert delivery failed");
+            }
+            first = false;
         }
-        first = false;
         let email = channels.mailer.is_some();
         let next = catalog.next_notification_at(email).await.ok().flatten();
         let poll = poll.max(Duration::from_millis(500));

@@ -38,6 +38,11 @@ pub struct FailedRun {
     pub error: String,
     /// Consecutive failures since the last success (>= 1).
     pub consecutive: u32,
+    /// The newest one was interrupted (its process died), not a failure of
+    /// the backup itself: retried at once the first time (a replica taking
+    /// a dead one's policy over retakes the backup without waiting).
+    #[serde(default)]
+    pub interrupted: bool,
 }
 
 /// An explicit request for a backup (CLI `backup`, deploy hooks, release tags).

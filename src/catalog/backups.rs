@@ -175,7 +175,9 @@ impl Catalog {
         let rows = sqlx::query(
             "SELECT policy, COUNT(*) AS n, MAX(finished_at) AS at,
                     (SELECT error FROM runs r2 WHERE r2.policy = r.policy AND r2.outcome IN ('failed','interrupted')
-                     ORDER BY r2.id DESC LIMIT 1) AS error
+                     ORDER BY r2.id DESC LIMIT 1) AS error,
+                    (SELECT outcome FROM runs r3 WHERE r3.policy = r.policy AND r3.outcome IN ('failed','interrupted')
+                     ORDER BY r3.id DESC LIMIT 1) AS last_outcome
              FROM runs r
              WHERE outcome IN ('failed', 'interrupted')
                AND id > COALESCE((SELECT MAX(id) FROM runs s WHERE s.policy = r.policy AND s.outcome = 'succeeded'), 0)
@@ -194,6 +196,8 @@ impl Catalog {
                     at: at.unwrap_or_default(),
                     error: row.get::<Option<String>, _>("error").unwrap_or_default(),
                     consecutive: n.max(1) as u32,
+                    interrupted: row.get::<Option<String>, _>("last_outcome").as_deref()
+                        == Some("interrupted"),
                 },
             );
         }

@@ -1,4 +1,4 @@
-//! The daemon's observability flags: the HTTP listener and SMTP alerting.
+//! The daemon's flags: replicas (leases), the HTTP listener and SMTP alerting.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,6 +10,50 @@ use clap::Args;
 
 use crate::daemon::Options;
 use crate::notify::{Mailer, SmtpSettings, SmtpTls};
+
+/// Several replicas on one PostgreSQL catalog (`--catalog postgres://…`):
+/// every daemon on the same catalog is a replica; policies are spread over
+/// the live ones through leases. A SQLite catalog is one node.
+#[derive(Debug, Args)]
+pub struct ReplicaArgs {
+    /// This replica's name among those sharing the catalog
+    /// [default: kept in <data-dir>/replica-id, created as HOSTNAME-RANDOM].
+    #[arg(long, env = "SAFEPOINT_REPLICA_ID")]
+    pub replica_id: Option<String>,
+    /// Seconds a lease lives without renewal: a dead replica's policies are
+    /// taken over within 4/3 of it; renewals run every third of it.
+    #[arg(long, env = "SAFEPOINT_LEASE_TTL", default_value_t = 15)]
+    pub lease_ttl: u64,
+}
+
+impl ReplicaArgs {
+    /// The lease settings on a PostgreSQL catalog; `None` on SQLite.
+    pub fn config(
+        &self,
+        backend: crate::catalog::Backend,
+        data_dir: &std::path::Path,
+    ) -> anyhow::Result<Option<crate::replica::ReplicaConfig>> {
+        if backend != crate::catalog::Backend::Postgres {
+            if self.replica_id.is_some() {
+                anyhow::bail!(
+                    "--replica-id needs a shared PostgreSQL catalog (--catalog postgres://…); a SQLite catalog serves one node"
+                );
+            }
+            return Ok(None);
+        }
+        if self.lease_ttl < 3 {
+            anyhow::bail!(
+                "--lease-ttl must be at least 3 seconds (renewals run every third of it)"
+            );
+        }
+        let id = crate::replica::replica_id(self.replica_id.as_deref(), data_dir)
+            .with_context(|| format!("cannot keep the replica id in {}", data_dir.display()))?;
+        Ok(Some(crate::replica::ReplicaConfig {
+            id,
+            ttl: Duration::from_secs(self.lease_ttl),
+        }))
+    }
+}
 
 #[derive(Debug, Args)]
 pub struct ObservabilityArgs {
@@ -78,6 +122,7 @@ impl ObservabilityArgs {
             plan: crate::plan::PlanOptions::default(),
             permissions: std::sync::Arc::new(crate::policy::Permissions::single_team()),
             auth: std::sync::Arc::new(crate::http::api::Auth::new(tokens, webhook_secret)),
+            replica: None,
         })
     }
 }

@@ -353,6 +353,8 @@ pub enum Command {
         #[arg(long)]
         once: bool,
         #[command(flatten)]
+        replica: daemon_args::ReplicaArgs,
+        #[command(flatten)]
         observability: daemon_args::ObservabilityArgs,
     },
 }

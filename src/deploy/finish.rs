@@ -98,6 +98,22 @@ async fn started_policies(ctx: &Context, release: &str) -> Result<Vec<String>, D
     Ok(started)
 }
 
+/// The policies a `deploy finish` of `release` with `selection` concerns
+/// (several replicas route the finish to their lease holders).
+pub async fn finish_targets(
+    ctx: &Context,
+    desired: &DesiredState,
+    release: &str,
+    selection: &Selection,
+) -> Result<Vec<String>, DeployError> {
+    let started = started_policies(ctx, release).await?;
+    Ok(selection
+        .pick(desired, |p| started.contains(&p.name))?
+        .into_iter()
+        .map(|p| p.name.clone())
+        .collect())
+}
+
 /// A backup of `policy` for `release`, requested by the caller.
 fn request(ctx: &Context, policy: &BackupPolicy, trigger: Trigger, release: &str) -> BackupRequest {
     BackupRequest {

@@ -6,7 +6,7 @@
 mod finish;
 
 use chrono::Utc;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::catalog::DeployRecord;
 use crate::engine::context::{Context, ReconcileError, RepoState};
@@ -16,7 +16,7 @@ use crate::model::Outcome;
 use crate::model::{ActionKind, AuditKind};
 use crate::observed::{BackupRequest, Trigger};
 use crate::policy::{BackupPolicy, DesiredState};
-pub use finish::finish;
+pub use finish::{finish, finish_targets};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
@@ -40,7 +40,7 @@ impl DeployError {
 
 /// Which policies a deploy concerns: named ones, or those whose labels match
 /// every `key=value` selector; empty = decided by the deploy settings.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Selection {
     pub policies: Vec<String>,
     pub selectors: Vec<(String, String)>,
@@ -89,7 +89,7 @@ impl Selection {
 }
 
 /// The result for one policy of a deploy step.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Step {
     pub policy: String,
     pub action: String,
@@ -100,7 +100,7 @@ pub struct Step {
     pub restore_command: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeployReport {
     pub release: String,
     pub ok: bool,

@@ -32,6 +32,9 @@ pub async fn collect_leftovers(ctx: &Context, applied: &Applied) -> Result<usize
         .await
         .map_err(|e| e.to_string())?
     {
+        if !ctx.leases.holds(&d.policy) {
+            continue;
+        }
         let Ok(Some(_held)) = lock::try_lock(&ctx.settings.locks_dir(), &d.policy) else {
             continue;
         };

@@ -32,6 +32,7 @@ pub async fn run_backup(
     release: Option<&str>,
     requested_by: Option<&str>,
 ) -> Result<BackupRecord, String> {
+    ctx.leases.fence(&policy.name).map_err(|e| e.to_string())?;
     let _lock = lock_policy(ctx, policy).await?;
     let Some(storage) = storage_for(ctx, &applied.desired, &policy.storage) else {
         return Err(format!("storage {} is not declared", policy.storage));
@@ -309,6 +310,13 @@ async fn take_backup(job: &BackupJob<'_>) -> Result<Manifest, Failure> {
     .map_err(|e| ("write", e.to_string()))?;
     let manifest = manifest(job, file, encryption, &written, produced);
     read_back(job, &manifest, &written).await?;
+    // Several replicas: the manifest is what makes a backup visible, so it
+    // is written only while this replica still holds the policy's lease
+    // (with the lease margin to spare for this write).
+    job.ctx
+        .leases
+        .fence(&job.policy.name)
+        .map_err(|e| ("lease-lost", e.to_string()))?;
     let (st, m) = (job.storage.clone(), manifest.clone());
     blocking(move || st.commit(&m))
         .await
@@ -363,6 +371,7 @@ async fn produce(
     let exec = executor::backup(&job.policy.source, &exec_ctx, writer);
     tokio::pin!(exec);
     let mut hard_stop = ctx.hard_stop.clone();
+    let mut lost = ctx.leases.lost(&job.policy.name);
     let produced = tokio::select! {
         r = &mut exec => r,
         _ = tokio::time::sleep(timeout) => {
@@ -374,6 +383,13 @@ async fn produce(
             cancel.cancel();
             let _ = exec.await;
             return Err(("cancelled", "cancelled by shutdown before it finished".to_string()).into());
+        }
+        // A closed channel without `true` (one node, or no lease) never fires.
+        _ = async { if lost.wait_for(|lost| *lost).await.is_err() { std::future::pending::<()>().await } } => {
+            cancel.cancel();
+            let _ = exec.await;
+            let why = ctx.leases.fence(&job.policy.name).err().map(|e| e.to_string()).unwrap_or_default();
+            return Err(("lease-lost", format!("cancelled: {why}")).into());
         }
     };
     produced.map_err(|e| Failure {

@@ -8,6 +8,7 @@ use tokio::sync::watch;
 
 use crate::catalog::{Catalog, CatalogError, RevisionRecord};
 use crate::git::{self, GitError, Revision};
+use crate::lease::Leases;
 use crate::policy::{self, DesiredState};
 use crate::settings::Settings;
 use crate::storage::{self, Storage};
@@ -45,6 +46,8 @@ pub struct Context {
     pub hard_stop: watch::Receiver<bool>,
     /// Who acts, for the audit log: `daemon`, or `user@host` for CLI commands.
     pub actor: String,
+    /// Which policies this process may act on (all of them on one node).
+    pub leases: Leases,
 }
 
 /// The policy revision in force and the last one tried.

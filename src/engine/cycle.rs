@@ -82,7 +82,14 @@ async fn run_drills(
     scope: &Scope,
 ) -> Vec<Result<DrillOutcome, (String, String)>> {
     let mut drills = Vec::new();
-    for d in plan.drills.iter().filter(|d| scope.includes_drill(d)) {
+    // Several replicas: scheduled drills are their policy's lease holder's.
+    let ours = |d: &&plan::Drill| ctx.leases.holds(&d.policy) || matches!(scope, Scope::Drills(_));
+    for d in plan
+        .drills
+        .iter()
+        .filter(|d| scope.includes_drill(d))
+        .filter(ours)
+    {
         let Some(policy) = applied.desired.policies.get(&d.policy) else {
             continue;
         };

@@ -84,11 +84,13 @@ impl Scope {
 
 /// Executes the plan's actions in `scope`: per policy, backups first, then
 /// deletions only if every backup of that policy succeeded; policies run
-/// Executes the plan's actions in `scope`: per policy, backups first, then
-/// deletions only if every backup of that policy succeeded; policies run
 /// concurrently up to `settings.concurrency`.
 pub async fn execute(ctx: &Context, applied: &Applied, plan: &Plan, scope: &Scope) -> Vec<Outcome> {
-    let per_policy = actions_per_policy(plan, scope);
+    let mut per_policy = actions_per_policy(plan, scope);
+    // Several replicas: only a policy's lease holder acts on it. Scheduled
+    // work of other policies is their holders'; requested work reaches the
+    // holder as a job, and fails clearly here if the lease moved meanwhile.
+    per_policy.retain(|policy, _| ctx.leases.holds(policy) || matches!(scope, Scope::Requests(_)));
     let semaphore = Arc::new(Semaphore::new(ctx.settings.concurrency.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
     // One shared copy: a clone of the whole desired state per task made

@@ -139,6 +139,12 @@ impl Observation<'_> {
     async fn close_dead_runs(&mut self) -> Result<(), ReconcileError> {
         let (ctx, now) = (self.ctx, self.now);
         for run in ctx.catalog.running_runs().await? {
+            // Several replicas: a run of a policy another replica holds is
+            // that replica's to close (it may be running there).
+            if !ctx.leases.holds(&run.policy) {
+                self.running.insert(run.policy.clone());
+                continue;
+            }
             match lock::try_lock(&self.locks, &run.policy) {
                 Ok(Some(_held)) => {
                     let msg = format!(
@@ -329,7 +335,7 @@ impl Observation<'_> {
         leftovers: Vec<Leftover>,
     ) -> Result<(), ReconcileError> {
         for leftover in leftovers {
-            if self.running.contains(&leftover.policy) {
+            if self.running.contains(&leftover.policy) || !self.ctx.leases.holds(&leftover.policy) {
                 continue;
             }
             match lock::try_lock(&self.locks, &leftover.policy) {

@@ -85,6 +85,8 @@ pub async fn supervise(ctx: &Context, state: &Mutex<RepoState>, mut quit: watch:
                 .desired
                 .policies
                 .values()
+                // Several replicas: the policy's lease holder archives it.
+                .filter(|p| ctx.leases.holds(&p.name))
                 .filter_map(|p| Archive::of(p, &a.desired.storages))
                 .map(|a| (a.policy.clone(), a))
                 .collect(),

@@ -17,6 +17,9 @@ use crate::policy::{self, DesiredState};
 pub async fn refresh(ctx: &Context, state: &mut RepoState) -> Result<bool, ReconcileError> {
     let cfg = ctx.settings.repo.clone();
     blocking(move || git::sync(&cfg)).await??;
+    if !ctx.leases.is_coordinator() {
+        return follow(ctx, state).await;
+    }
     let cfg = ctx.settings.repo.clone();
     let head = blocking(move || git::head(&cfg)).await??;
     let already = state
@@ -86,6 +89,39 @@ pub async fn refresh(ctx: &Context, state: &mut RepoState) -> Result<bool, Recon
             ctx.catalog
                 .audit(now, AuditKind::RevisionRejected, None, &ctx.actor, &msg)
                 .await?;
+            Ok(false)
+        }
+    }
+}
+
+/// Several replicas: the coordinator validates and applies each new
+/// revision (once: one record, one audit entry, one alert for a bad commit);
+/// every other replica acts on the revision the catalog says is applied.
+/// Returns true when that revision changed.
+async fn follow(ctx: &Context, state: &mut RepoState) -> Result<bool, ReconcileError> {
+    state.attempted = ctx.catalog.last_attempted().await?;
+    let Some(applied) = ctx.catalog.last_applied().await? else {
+        return Ok(false);
+    };
+    if state
+        .applied
+        .as_ref()
+        .is_some_and(|a| a.revision.commit == applied.commit)
+    {
+        return Ok(false);
+    }
+    let (cfg, commit) = (ctx.settings.repo.clone(), applied.commit.clone());
+    let (revision, files) = blocking(move || git::read(&cfg, &commit)).await??;
+    match policy::load_permitted(&files, &ctx.settings.permissions) {
+        Ok(desired) => {
+            tracing::info!(commit = %applied.commit, policies = desired.policies.len(), "following the revision the coordinator applied");
+            state.applied = Some(Applied { revision, desired });
+            Ok(true)
+        }
+        Err(diags) => {
+            // The coordinator accepted it: this replica's permissions file
+            // differs. Keep acting on the last revision it could load.
+            tracing::error!(commit = %applied.commit, "the applied revision does not pass this replica's permissions (is --permissions the same on every replica?): {}", diags.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "));
             Ok(false)
         }
     }

@@ -7,13 +7,13 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::deploy::{DeployError, DeployReport, Selection};
 use crate::model::{DrillOutcome, Outcome};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "job", rename_all = "kebab-case")]
 pub enum JobKind {
     DeployStart {
@@ -59,7 +59,8 @@ impl JobResult {
 }
 
 /// Why a job could not run.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(tag = "error", content = "message", rename_all = "kebab-case")]
 pub enum JobError {
     /// No valid policy revision is applied.
     #[error("{0}")]

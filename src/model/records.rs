@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use super::{ActionKind, Trigger};
 
 /// The result of one executed action.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Outcome {
     pub policy: String,
     pub action: ActionKind,
@@ -31,7 +31,7 @@ pub struct Outcome {
 }
 
 /// The result of one drill.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DrillOutcome {
     pub policy: String,
     pub backup_id: String,

@@ -17,7 +17,9 @@
 //!   more urgent fact for the operator.
 //! - Failure backoff: after a failed attempt, an automatic backup waits until
 //!   `failed_at + retry_backoff * 2^(consecutive - 1)` (capped by
-//!   `max_retry_backoff`); once due it carries `Reason::Retry`.
+//!   `max_retry_backoff`); once due it carries `Reason::Retry`. A single
+//!   interrupted run (its process died: a crash, a replica killed and taken
+//!   over) is retried at once; repeated interruptions back off the same way.
 
 use std::collections::BTreeMap;
 
@@ -155,6 +157,9 @@ pub(crate) fn automatic(
 
 /// `at + retry_backoff * 2^(consecutive-1)`, capped by `max_retry_backoff`.
 pub(crate) fn retry_at(failed: &FailedRun, options: &PlanOptions) -> DateTime<Utc> {
+    if failed.interrupted && failed.consecutive == 1 {
+        return failed.at;
+    }
     let doublings = failed.consecutive.saturating_sub(1).min(30);
     let delay = options
         .retry_backoff
@@ -179,6 +184,7 @@ mod tests {
                 .with_timezone(&Utc),
             error: "boom".into(),
             consecutive,
+            interrupted: false,
         }
     }
 
@@ -190,5 +196,19 @@ mod tests {
         assert_eq!(f(3), "2026-11-25T05:04:00+00:00");
         assert_eq!(f(7), "2026-11-25T06:00:00+00:00");
         assert_eq!(f(u32::MAX), "2026-11-25T06:00:00+00:00");
+    }
+
+    #[test]
+    fn one_interrupted_run_is_retried_at_once_repeated_ones_back_off() {
+        let o = PlanOptions::default();
+        let f = |n| {
+            let failed = FailedRun {
+                interrupted: true,
+                ..failed("2026-11-25T05:00:00Z", n)
+            };
+            retry_at(&failed, &o).to_rfc3339()
+        };
+        assert_eq!(f(1), "2026-11-25T05:00:00+00:00");
+        assert_eq!(f(2), "2026-11-25T05:02:00+00:00");
     }
 }

@@ -233,6 +233,7 @@ fn build(c: &Case, shift: TimeDelta) -> (DesiredState, ObservedState, DateTime<U
                     at: now - TimeDelta::minutes(minutes),
                     error: "boom".into(),
                     consecutive,
+                    interrupted: false,
                 },
             );
         }

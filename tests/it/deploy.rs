@@ -46,6 +46,8 @@ fn kubernetes_manifests_pass_strict_schema_validation() {
         "deployment/safepoint",
         "service/safepoint",
         "persistentvolumeclaim/safepoint-data",
+        // The HA variant (safepoint-ha.yaml).
+        "poddisruptionbudget/safepoint",
     ] {
         assert!(
             text.contains(&format!("passed for resource {kind}")),

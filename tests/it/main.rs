@@ -22,6 +22,7 @@ mod encryption_docs;
 mod faults;
 mod fuzz;
 mod gate_lanes;
+mod ha;
 mod hardening;
 mod lost_connection;
 mod metrics;

@@ -87,6 +87,7 @@ const LAYERS: &[(&str, Layer)] = &[
     ("storage", Layer::Io),
     ("executor", Layer::Io),
     ("lock", Layer::Io),
+    ("lease", Layer::Io),
     ("settings", Layer::Io),
     // The engine's use cases, one file each (listed so the cycle check sees
     // them apart: `cycle` runs drills, drills restore through `restore`).
@@ -113,6 +114,7 @@ const LAYERS: &[(&str, Layer)] = &[
     ("notify", Layer::App),
     ("http", Layer::App),
     ("monitor", Layer::App),
+    ("replica", Layer::App),
     ("cli", Layer::Cli),
 ];
 

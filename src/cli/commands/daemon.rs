@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::cli::daemon_args::ObservabilityArgs;
+use crate::cli::daemon_args::{ObservabilityArgs, ReplicaArgs};
 use crate::cli::permissions;
 use crate::engine::context::Context;
 
@@ -19,6 +19,7 @@ pub(super) struct Flags {
     pub request_concurrency: usize,
     pub shutdown_grace: u64,
     pub once: bool,
+    pub replica: ReplicaArgs,
     pub observability: ObservabilityArgs,
     /// `--permissions`, `--path`, `--token-file`.
     pub permissions: Option<PathBuf>,
@@ -51,13 +52,22 @@ pub(super) async fn run(
     settings.fetch_interval = Duration::from_secs(flags.fetch_interval.max(1));
     settings.concurrency = flags.concurrency.max(1);
     settings.shutdown_grace = Duration::from_secs(flags.shutdown_grace);
+    let replica = flags
+        .replica
+        .config(ctx.catalog.backend(), &settings.data_dir)?;
+    let leases = match &replica {
+        Some(r) => crate::lease::Leases::replicated(&r.id, r.margin()),
+        None => crate::lease::Leases::single_node(),
+    };
     let ctx = Context {
         settings: Arc::new(settings),
+        leases,
         ..ctx.clone()
     };
     let mut options = flags.observability.options(flags.once)?;
     options.plan = ctx.settings.plan.clone();
     options.permissions = ctx.settings.permissions.clone();
+    options.replica = replica;
     crate::daemon::run(ctx, stop, flags.once, flags.request_concurrency, options).await?;
     Ok(0)
 }

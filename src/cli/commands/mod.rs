@@ -65,6 +65,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         } else {
             shared::caller()
         },
+        // One node unless the daemon joins its replicas (`daemon`).
+        leases: crate::lease::Leases::single_node(),
     };
     let code = dispatch(&ctx, stop_tx, cli).await?;
     ctx.catalog.close().await;
@@ -108,6 +110,7 @@ async fn dispatch(ctx: &Context, stop: watch::Sender<bool>, cli: Cli) -> anyhow:
             request_concurrency,
             shutdown_grace,
             once,
+            replica,
             observability,
         } => {
             let flags = daemon::Flags {
@@ -116,6 +119,7 @@ async fn dispatch(ctx: &Context, stop: watch::Sender<bool>, cli: Cli) -> anyhow:
                 request_concurrency,
                 shutdown_grace,
                 once,
+                replica,
                 observability,
                 permissions: cli.permissions,
                 path: cli.path,
