@@ -102,6 +102,9 @@ async fn lock_policy(ctx: &Context, policy: &BackupPolicy) -> Result<PolicyLock,
     }
 }
 
+/// The failure kind of work stopped because its lease was lost.
+const LEASE_LOST: &str = "lease-lost";
+
 /// Attempts of one backup run when failures are transient.
 const BACKUP_ATTEMPTS: u32 = 3;
 
@@ -226,11 +229,18 @@ async fn record_failure(
         "backup {id} of {} failed: {message}{cleanup_note}",
         policy.name
     );
+    // A run stopped because its lease was lost was interrupted, not failed:
+    // the lease holder retakes it at once, without failure backoff.
+    let outcome = if kind == LEASE_LOST {
+        RunOutcome::Interrupted
+    } else {
+        RunOutcome::Failed
+    };
     // The run already failed; a failed bookkeeping write is added to
     // the error the caller sees (and logs) rather than dropped.
     if let Err(e) = ctx
         .catalog
-        .finish_run(run_id, RunOutcome::Failed, Some((kind, &message)), now)
+        .finish_run(run_id, outcome, Some((kind, &message)), now)
         .await
     {
         msg.push_str(&format!(
@@ -316,7 +326,7 @@ async fn take_backup(job: &BackupJob<'_>) -> Result<Manifest, Failure> {
     job.ctx
         .leases
         .fence(&job.policy.name)
-        .map_err(|e| ("lease-lost", e.to_string()))?;
+        .map_err(|e| (LEASE_LOST, e.to_string()))?;
     let (st, m) = (job.storage.clone(), manifest.clone());
     blocking(move || st.commit(&m))
         .await
@@ -389,7 +399,7 @@ async fn produce(
             cancel.cancel();
             let _ = exec.await;
             let why = ctx.leases.fence(&job.policy.name).err().map(|e| e.to_string()).unwrap_or_default();
-            return Err(("lease-lost", format!("cancelled: {why}")).into());
+            return Err((LEASE_LOST, format!("cancelled: {why}")).into());
         }
     };
     produced.map_err(|e| Failure {

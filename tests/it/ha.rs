@@ -9,7 +9,7 @@ use std::process::{Child, Stdio};
 
 use crate::common::{Fixture, PERMISSIVE, STORAGE};
 use crate::contract_server::wait_for;
-use crate::dbs::{PgDb, psql};
+use crate::dbs::{Cluster, PgDb, psql, psql_at};
 use crate::webhooks::{TOKEN, deploy_policy, post};
 
 const GATED: [&str; 4] = ["p0", "p1", "p2", "p3"];
@@ -17,8 +17,12 @@ const GATED: [&str; 4] = ["p0", "p1", "p2", "p3"];
 /// A policy whose backup blocks until `release` exists (announcing itself
 /// in `started`): the test decides when it ends.
 fn slow_policy(started: &std::path::Path, release: &std::path::Path) -> String {
+    slow_policy_with(started, release, "")
+}
+
+fn slow_policy_with(started: &std::path::Path, release: &std::path::Path, extra: &str) -> String {
     format!(
-        "apiVersion: safepoint/v1\nkind: BackupPolicy\nmetadata:\n  name: slow\nspec:\n  source:\n    type: command\n    backupCommand: 'touch {s}; while [ ! -e {r} ]; do sleep 0.05; done; echo data'\n    restoreCommand: 'cat > /dev/null'\n  storage: local\n  schedule: {{cron: \"0 3 * * *\", timezone: UTC}}\n  retention: {{keepLast: 5}}\n",
+        "apiVersion: safepoint/v1\nkind: BackupPolicy\nmetadata:\n  name: slow\nspec:\n{extra}  source:\n    type: command\n    backupCommand: 'touch {s}; while [ ! -e {r} ]; do sleep 0.05; done; echo data'\n    restoreCommand: 'cat > /dev/null'\n  storage: local\n  schedule: {{cron: \"0 3 * * *\", timezone: UTC}}\n  retention: {{keepLast: 5}}\n",
         s = started.display(),
         r = release.display()
     )
@@ -38,7 +42,7 @@ impl Drop for Replica {
     }
 }
 
-fn start(f: &Fixture, db: &PgDb, name: &str) -> Replica {
+fn start(f: &Fixture, catalog: &str, name: &str) -> Replica {
     let log = f.tmp.path().join(format!("{name}.log"));
     let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("safepoint"))
         .current_dir(f.work())
@@ -48,7 +52,7 @@ fn start(f: &Fixture, db: &PgDb, name: &str) -> Replica {
         .arg(f.repo())
         .arg("--data-dir")
         .arg(f.work().join(format!("data-{name}")))
-        .args(["--catalog", &db.url()])
+        .args(["--catalog", catalog])
         .args(["--log-format", "json", "daemon", "--listen", "127.0.0.1:0"])
         .args(["--api-tokens-file", "tokens", "--lease-ttl", "3"])
         .args(["--replica-id", name])
@@ -159,7 +163,7 @@ fn three_replicas_spread_the_policies_take_over_a_killed_holder_and_answer_gates
     let db = PgDb::new("sp_ha");
     let mut replicas: Vec<Replica> = ["r1", "r2", "r3"]
         .iter()
-        .map(|n| start(&f, &db, n))
+        .map(|n| start(&f, &db.url(), n))
         .collect();
 
     // Every gated policy gets its first backup exactly once; `slow` starts.
@@ -303,5 +307,144 @@ fn replica_flags_need_a_postgres_catalog() {
     assert!(
         err.contains("--lease-ttl must be at least 3 seconds"),
         "{err}"
+    );
+}
+
+/// Whether any complete backup (a manifest) of `policy` is in the store.
+fn manifests(f: &Fixture, policy: &str) -> usize {
+    let Ok(dirs) = std::fs::read_dir(f.store().join(policy)) else {
+        return 0;
+    };
+    dirs.filter(|d| {
+        d.as_ref()
+            .is_ok_and(|d| d.path().join("manifest.json").exists())
+    })
+    .count()
+}
+
+#[test]
+fn a_replica_cut_off_from_the_catalog_cancels_its_backup_which_never_becomes_visible() {
+    let started = tempfile::NamedTempFile::new().unwrap().into_temp_path();
+    std::fs::remove_file(&started).unwrap();
+    let release = started.with_extension("release");
+    let f = Fixture::new(&[
+        ("storage.yaml", STORAGE),
+        ("slow.yaml", &slow_policy(&started, &release)),
+    ]);
+    f.permit(PERMISSIVE);
+    std::fs::write(f.work().join("tokens"), format!("ci {TOKEN}\n")).unwrap();
+    let cluster = Cluster::start(None);
+    psql_at(cluster.port, "postgres", "CREATE DATABASE catalog");
+    let url = format!("postgres://postgres@127.0.0.1:{}/catalog", cluster.port);
+    let r1 = start(&f, &url, "r1");
+    wait_for("the slow backup to start", || started.exists());
+
+    // The catalog goes away: the lease cannot be renewed, so the backup is
+    // cancelled before the lease could pass to another replica, and even
+    // when its source finishes afterwards nothing becomes visible.
+    cluster.kill();
+    wait_for(
+        "the backup's source process stopped for the lost lease",
+        || {
+            !std::process::Command::new("pgrep")
+                .args(["-f", &release.display().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        },
+    );
+    std::fs::write(&release, "go").unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    assert_eq!(
+        manifests(&f, "slow"),
+        0,
+        "no backup of a lost lease is visible"
+    );
+
+    // The catalog is back: the replica takes the lease again, closes the
+    // run it could not record, and takes the backup; nothing was lost.
+    cluster.resume();
+    wait_for("the backup retaken after the catalog came back", || {
+        psql_at(
+            cluster.port,
+            "catalog",
+            "SELECT count(*) FROM backups WHERE policy = 'slow' AND health = 'verified'",
+        ) == "1"
+    });
+    assert_eq!(manifests(&f, "slow"), 1);
+    let outcomes = psql_at(
+        cluster.port,
+        "catalog",
+        "SELECT string_agg(outcome, ',' ORDER BY id) FROM runs WHERE policy = 'slow'",
+    );
+    assert_eq!(outcomes, "interrupted,succeeded");
+    let log = std::fs::read_to_string(&r1.log).unwrap();
+    assert!(log.contains("no longer holds the lease of slow"), "{log}");
+    f.cmd()
+        .args(["--catalog", &url, "audit", "verify"])
+        .assert()
+        .success();
+}
+
+#[test]
+fn a_gate_through_another_replica_survives_the_death_of_the_holder_mid_snapshot() {
+    let started = tempfile::NamedTempFile::new().unwrap().into_temp_path();
+    std::fs::remove_file(&started).unwrap();
+    let release = started.with_extension("release");
+    let gated = slow_policy_with(&started, &release, "  deploy: {before: snapshot}\n");
+    // The first scheduled backup must not block: it is let through, then
+    // the gate's snapshot is held.
+    let f = Fixture::new(&[("storage.yaml", STORAGE), ("slow.yaml", &gated)]);
+    f.permit(PERMISSIVE);
+    std::fs::write(f.work().join("tokens"), format!("ci {TOKEN}\n")).unwrap();
+    std::fs::write(&release, "go").unwrap();
+    let db = PgDb::new("sp_ha_gate");
+    let mut replicas: Vec<Replica> = ["g1", "g2"]
+        .iter()
+        .map(|n| start(&f, &db.url(), n))
+        .collect();
+    wait_for("the first backup", || {
+        count(
+            &db,
+            "SELECT count(*) FROM backups WHERE health = 'verified'",
+        ) == 1
+    });
+    wait_for("both replicas live and the lease settled", || {
+        loads(&db).len() == 2
+    });
+    std::fs::remove_file(&release).unwrap();
+    std::fs::remove_file(&started).unwrap();
+    let holder_name = holder(&db, "slow");
+    let via = replicas.iter().position(|r| r.name != holder_name).unwrap();
+    let addr = replicas[via].addr;
+    let gate =
+        std::thread::spawn(move || post(addr, "/api/v1/deploys/v9/start", "{\"wait\": true}"));
+    wait_for("the gate's snapshot to start on the holder", || {
+        started.exists()
+    });
+    let at = replicas.iter().position(|r| r.name == holder_name).unwrap();
+    let mut dead = replicas.remove(at);
+    dead.child.kill().unwrap();
+    dead.child.wait().unwrap();
+    std::fs::write(&release, "go").unwrap();
+    let (code, body) = gate.join().unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["steps"][0]["ok"], true, "{body}");
+    let id = body["steps"][0]["backup_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        psql(
+            &db.name,
+            &format!("SELECT trigger || ' ' || health FROM backups WHERE id = '{id}'")
+        ),
+        "pre-deploy verified"
+    );
+    assert_eq!(holder(&db, "slow"), replicas[0].name);
+    // The holder had started the snapshot; it was closed as interrupted.
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM runs WHERE outcome = 'interrupted'"
+        ),
+        1
     );
 }
