@@ -7,7 +7,8 @@
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
 
-use crate::common::{Fixture, PERMISSIVE, STORAGE};
+use crate::alerts::Sink;
+use crate::common::{Fixture, PERMISSIVE, STORAGE, sqlite_policy};
 use crate::contract_server::wait_for;
 use crate::dbs::{Cluster, PgDb, psql, psql_at};
 use crate::webhooks::{TOKEN, deploy_policy, post};
@@ -43,6 +44,10 @@ impl Drop for Replica {
 }
 
 fn start(f: &Fixture, catalog: &str, name: &str) -> Replica {
+    start_with(f, catalog, name, &[])
+}
+
+fn start_with(f: &Fixture, catalog: &str, name: &str, extra: &[&str]) -> Replica {
     let log = f.tmp.path().join(format!("{name}.log"));
     let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("safepoint"))
         .current_dir(f.work())
@@ -56,6 +61,7 @@ fn start(f: &Fixture, catalog: &str, name: &str) -> Replica {
         .args(["--log-format", "json", "daemon", "--listen", "127.0.0.1:0"])
         .args(["--api-tokens-file", "tokens", "--lease-ttl", "3"])
         .args(["--replica-id", name])
+        .args(extra)
         .env("SAFEPOINT_LOG", "info")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
@@ -444,6 +450,67 @@ fn a_gate_through_another_replica_survives_the_death_of_the_holder_mid_snapshot(
         count(
             &db,
             "SELECT count(*) FROM runs WHERE outcome = 'interrupted'"
+        ),
+        1
+    );
+}
+
+#[test]
+fn three_replicas_send_one_mail_per_notice_and_reject_a_bad_commit_once() {
+    let notifier = "apiVersion: safepoint/v1\nkind: Notifier\nmetadata:\n  name: oncall\nspec:\n  email:\n    to: [ops@example.com]\n";
+    // A policy whose backups fail (its database file does not exist).
+    let failing = sqlite_policy("app", "missing.db").replace("  rpo: 2h\n", "")
+        + "  alerts: {notifiers: [oncall]}\n";
+    let f = Fixture::new(&[
+        ("storage.yaml", STORAGE),
+        ("notifier.yaml", notifier),
+        ("app.yaml", &failing),
+    ]);
+    f.permit(PERMISSIVE);
+    std::fs::write(f.work().join("tokens"), format!("ci {TOKEN}\n")).unwrap();
+    let sink = Sink::start(&f.tmp.path().join("mails"));
+    let port = sink.port.to_string();
+    let smtp = [
+        "--smtp-host",
+        "127.0.0.1",
+        "--smtp-tls",
+        "none",
+        "--smtp-port",
+        &port,
+        "--smtp-from",
+        "safepoint@example.com",
+        "--outbox-poll",
+        "1",
+    ];
+    let db = PgDb::new("sp_ha_mail");
+    let _replicas: Vec<Replica> = ["m1", "m2", "m3"]
+        .iter()
+        .map(|n| start_with(&f, &db.url(), n, &smtp))
+        .collect();
+    wait_for("the alert mail", || !sink.mails().is_empty());
+    // Every replica sees the failure; rounds and cycles go on.
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let mails = sink.mails();
+    assert_eq!(mails.len(), 1, "one mail per notice: {mails:?}");
+    assert!(mails[0].contains("app"), "{}", mails[0]);
+
+    // A bad commit: rejected once, one audit entry, whatever the replicas.
+    f.commit(
+        &[("broken.yaml", "apiVersion: safepoint/v1\nkind: Nonsense\n")],
+        "broken",
+    );
+    wait_for("the bad commit rejected", || {
+        count(&db, "SELECT count(*) FROM revisions WHERE valid = 0") >= 1
+    });
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM revisions WHERE valid = 0"),
+        1
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM audit WHERE kind = 'revision-rejected'"
         ),
         1
     );
