@@ -211,18 +211,21 @@ impl Keeper<'_> {
             .filter(|(_, r)| **r == id.as_str())
             .map(|(n, _)| *n)
             .collect();
-        for name in &mine {
-            if self.leases.holds(name) {
-                continue;
-            }
+        let wanted: Vec<&str> = mine
+            .iter()
+            .copied()
+            .filter(|name| !self.leases.holds(name))
+            .collect();
+        if !wanted.is_empty() {
             let sent = Instant::now();
-            match self.catalog.acquire_lease(name, id, ttl).await {
-                Ok(Some(epoch)) => {
-                    tracing::info!(lease = %name, epoch, "lease taken");
-                    self.leases.granted(name, epoch, sent + self.config.ttl);
+            match self.catalog.acquire_leases(&wanted, id, ttl).await {
+                Ok(taken) => {
+                    for (name, epoch) in taken {
+                        tracing::info!(lease = %name, epoch, "lease taken");
+                        self.leases.granted(&name, epoch, sent + self.config.ttl);
+                    }
                 }
-                Ok(None) => {}
-                Err(e) => tracing::warn!(lease = %name, error = %e, "cannot take lease"),
+                Err(e) => tracing::warn!(error = %e, "cannot take leases"),
             }
         }
         if self.leases.held().len() > before {

@@ -109,3 +109,37 @@ async fn a_forwarded_job_is_claimed_once_answered_by_its_claimer_and_reclaimable
         assert!(!c.claim_job(gone, "r1").await.unwrap());
     }
 }
+
+#[tokio::test]
+async fn many_leases_are_taken_in_chunks_skipping_those_another_replica_holds() {
+    for backend in BOTH {
+        let s = Scratch::new(backend);
+        let c = s.open().await;
+        let names: Vec<String> = (0..1200).map(|i| format!("p{i:04}")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        // r2 holds every 3rd; every 5th expired under r3.
+        for (i, n) in refs.iter().enumerate() {
+            if i % 3 == 0 {
+                c.acquire_lease(n, "r2", 60_000).await.unwrap();
+            } else if i % 5 == 0 {
+                c.acquire_lease(n, "r3", 1).await.unwrap();
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let taken = c.acquire_leases(&refs, "r1", 60_000).await.unwrap();
+        assert_eq!(taken.len(), 800, "{backend:?}");
+        for (name, epoch) in &taken {
+            let i: usize = name[1..].parse().unwrap();
+            assert_ne!(i % 3, 0, "{name} is r2's");
+            assert_eq!(*epoch, if i % 5 == 0 { 2 } else { 1 }, "{name}");
+        }
+        // Taking them again as their holder keeps every epoch.
+        let again = c.acquire_leases(&refs, "r1", 60_000).await.unwrap();
+        let mut a = again.clone();
+        let mut t = taken.clone();
+        a.sort();
+        t.sort();
+        assert_eq!(a, t);
+        assert_eq!(c.renew_leases("r1", 60_000).await.unwrap().len(), 800);
+    }
+}
