@@ -327,7 +327,8 @@ async fn run_lanes(
         result
     };
     let archiving = crate::engine::pitr::supervise(ctx, state, quit_rx.clone());
-    let both = async { tokio::join!(scheduled, requested, archiving, claiming).0 };
+    let watching = watch_records(ctx, state, lane.monitor, quit_rx.clone());
+    let both = async { tokio::join!(scheduled, requested, archiving, claiming, watching).0 };
     tokio::pin!(both);
     tokio::select! {
         result = &mut both => result,
@@ -344,6 +345,39 @@ async fn run_lanes(
             }
             tracing::info!("safepoint daemon stopped");
             Ok(())
+        }
+    }
+}
+
+/// Several replicas: while this replica is the coordinator, re-evaluates
+/// status and alerts whenever another replica recorded something (a backup
+/// failed on the policy's holder alerts at once, not at the coordinator's
+/// next cycle). One small query per second.
+async fn watch_records(
+    ctx: &Context,
+    state: &Mutex<RepoState>,
+    monitor: &Monitor,
+    mut quit: watch::Receiver<bool>,
+) {
+    if ctx.leases.replica().is_none() {
+        return;
+    }
+    let mut seen = None;
+    while !*quit.borrow() {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = quit.wait_for(|q| *q) => break,
+        }
+        if !ctx.leases.is_coordinator() {
+            seen = None;
+            continue;
+        }
+        let Ok(seq) = ctx.catalog.audit_seq().await else {
+            continue;
+        };
+        if seen.replace(seq) != Some(seq) {
+            let snapshot = state.lock().await.clone();
+            monitor.records_changed(&snapshot).await;
         }
     }
 }

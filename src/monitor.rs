@@ -106,6 +106,13 @@ impl Monitor {
         self.metrics.record_error("refresh", e.kind());
     }
 
+    /// Several replicas: the coordinator re-evaluates status and alerts when
+    /// another replica recorded something (the audit log moved), without a
+    /// cycle of its own; the plan shown stays the last one it made.
+    pub async fn records_changed(&self, state: &RepoState) {
+        self.report(state, None, Duration::ZERO, true).await;
+    }
+
     /// Everything the daemon reports after a cycle; `result` is `None` when
     /// no cycle could run (no valid revision applied yet).
     pub async fn after_cycle(
@@ -114,7 +121,15 @@ impl Monitor {
         result: Option<&Result<CycleReport, ReconcileError>>,
         elapsed: Duration,
     ) {
-        let _one_at_a_time = self.after_cycle.lock().await;
+        self.report(state, result, elapsed, false).await;
+    }
+
+    /// A cycle's counters (none for a status-only report).
+    fn record_cycle(
+        &self,
+        result: Option<&Result<CycleReport, ReconcileError>>,
+        elapsed: Duration,
+    ) {
         if let Some(result) = result {
             self.metrics.record_cycle(elapsed.as_secs_f64());
             match result {
@@ -125,6 +140,36 @@ impl Monitor {
                 Err(e) => self.metrics.record_error("cycle", e.kind()),
             }
         }
+    }
+
+    /// The alert state machine, on the coordinator only (several replicas
+    /// evaluate once, not once each). Queued notices ring the outbox bell.
+    async fn evaluate_alerts(
+        &self,
+        desired: &DesiredState,
+        st: &status::Status,
+        now: chrono::DateTime<Utc>,
+    ) {
+        if !self.leases.is_coordinator() {
+            return;
+        }
+        let mail = self.channels.as_ref().is_some_and(|c| c.mailer.is_some());
+        if let Err(e) = notify::evaluate(&self.catalog, desired, st, now, self.reminder, mail).await
+        {
+            tracing::error!(error = %e, "alert evaluation failed; it is retried after the next cycle");
+            self.metrics.record_error("alerts", e.kind());
+        }
+    }
+
+    async fn report(
+        &self,
+        state: &RepoState,
+        result: Option<&Result<CycleReport, ReconcileError>>,
+        elapsed: Duration,
+        keep_plan: bool,
+    ) {
+        let _one_at_a_time = self.after_cycle.lock().await;
+        self.record_cycle(result, elapsed);
         let now = Utc::now();
         let empty = DesiredState::default();
         let desired = state.applied.as_ref().map_or(&empty, |a| &a.desired);
@@ -143,25 +188,14 @@ impl Monitor {
         let st = status::compute(desired, &observed, &repo, now);
         self.metrics.set_state(&st);
         self.metrics.set_replica_leases(self.leases.held().len());
-        if !self.leases.is_coordinator() {
-            // Another replica evaluates alerts.
-        } else if let Err(e) = notify::evaluate(
-            &self.catalog,
-            desired,
-            &st,
-            now,
-            self.reminder,
-            self.channels.as_ref().is_some_and(|c| c.mailer.is_some()),
-        )
-        .await
-        {
-            // Queued notices ring the outbox bell themselves.
-            tracing::error!(error = %e, "alert evaluation failed; it is retried after the next cycle");
-            self.metrics.record_error("alerts", e.kind());
-        }
+        self.evaluate_alerts(desired, &st, now).await;
         let (plan, cycle_error) = match result {
             Some(Ok(report)) => (Some(report.plan.clone()), None),
             Some(Err(e)) => (self.snapshot.borrow().plan.clone(), Some(e.to_string())),
+            None if keep_plan => {
+                let s = self.snapshot.borrow();
+                (s.plan.clone(), s.cycle_error.clone())
+            }
             None => (None, None),
         };
         let in_force = state.applied.as_ref().map(|a| {

@@ -94,6 +94,17 @@ impl Catalog {
     }
 
     /// Audit entries in chain order, optionally only those at or after `since`.
+    /// The newest audit sequence number (0 when empty): a cheap marker
+    /// that something was recorded (every backup, drill, deploy step and
+    /// revision writes an entry).
+    pub async fn audit_seq(&self) -> Result<i64, CatalogError> {
+        let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS seq FROM audit")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(q("select audit head"))?;
+        Ok(row.get("seq"))
+    }
+
     pub async fn audit_entries(
         &self,
         since: Option<DateTime<Utc>>,

@@ -119,9 +119,9 @@ async fn many_leases_are_taken_in_chunks_skipping_those_another_replica_holds() 
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
         // r2 holds every 3rd; every 5th expired under r3.
         for (i, n) in refs.iter().enumerate() {
-            if i % 3 == 0 {
+            if i.is_multiple_of(3) {
                 c.acquire_lease(n, "r2", 60_000).await.unwrap();
-            } else if i % 5 == 0 {
+            } else if i.is_multiple_of(5) {
                 c.acquire_lease(n, "r3", 1).await.unwrap();
             }
         }
@@ -131,7 +131,7 @@ async fn many_leases_are_taken_in_chunks_skipping_those_another_replica_holds() 
         for (name, epoch) in &taken {
             let i: usize = name[1..].parse().unwrap();
             assert_ne!(i % 3, 0, "{name} is r2's");
-            assert_eq!(*epoch, if i % 5 == 0 { 2 } else { 1 }, "{name}");
+            assert_eq!(*epoch, if i.is_multiple_of(5) { 2 } else { 1 }, "{name}");
         }
         // Taking them again as their holder keeps every epoch.
         let again = c.acquire_leases(&refs, "r1", 60_000).await.unwrap();

@@ -483,11 +483,13 @@ fn three_replicas_send_one_mail_per_notice_and_reject_a_bad_commit_once() {
         "1",
     ];
     let db = PgDb::new("sp_ha_mail");
-    let _replicas: Vec<Replica> = ["m1", "m2", "m3"]
+    let replicas: Vec<Replica> = ["m1", "m2", "m3"]
         .iter()
         .map(|n| start_with(&f, &db.url(), n, &smtp))
         .collect();
-    wait_for("the alert mail", || !sink.mails().is_empty());
+    wait("the alert mail", &replicas, &db, || {
+        !sink.mails().is_empty()
+    });
     // Every replica sees the failure; rounds and cycles go on.
     std::thread::sleep(std::time::Duration::from_secs(4));
     let mails = sink.mails();
