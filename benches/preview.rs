@@ -93,22 +93,26 @@ fn main() {
         let proposed = load(&proposed_files).expect("the proposed repository is valid");
         let p = preview(&current, &proposed, &observed, now, &options);
         let md = p.markdown("bench");
-        (p, md)
+        // What the API answers: the compact JSON (pending deletions counted).
+        let p = p.compact();
+        let json = serde_json::to_vec(&p).expect("the preview serializes");
+        (p, md, json)
     };
-    let (warm, md) = answer();
+    let (warm, md, json) = answer();
     println!(
-        "preview: {POLICIES} policies x {BACKUPS} backups: {} policy changes, {} deletions ({} caused by the change), {} new backups, {} schedule changes, {} orphaned, {} guard checks ({} refused), {} bytes of Markdown",
+        "preview: {POLICIES} policies x {BACKUPS} backups: {} policy changes, {} deletions ({} caused by the change), {} new backups, {} schedule changes, {} orphaned, {} guard checks ({} refused), {} bytes of Markdown, {} bytes of JSON",
         warm.policies.len(),
-        warm.all_deletions().count(),
+        warm.deletions.iter().map(|d| d.count).sum::<usize>(),
         warm.caused_count(),
         warm.backups.len(),
         warm.schedules.len(),
         warm.orphaned.len(),
         warm.guard.len(),
         warm.refusals().len(),
-        md.len()
+        md.len(),
+        json.len()
     );
-    drop((warm, md));
+    drop((warm, md, json));
 
     let n = 5;
     let mut runs: Vec<Duration> = Vec::with_capacity(n);
@@ -121,7 +125,7 @@ fn main() {
     runs.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
-        "preview (load + preview + Markdown): median {:.1} ms of {n} runs (min {:.1}, max {:.1}; target < 1000 ms)",
+        "preview (load + preview + Markdown + JSON answer): median {:.1} ms of {n} runs (min {:.1}, max {:.1}; target < 1000 ms)",
         ms(runs[n / 2]),
         ms(runs[0]),
         ms(runs[n - 1])

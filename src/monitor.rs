@@ -186,6 +186,7 @@ impl Monitor {
             attempted: state.attempted.clone(),
         };
         let st = status::compute(desired, &observed, &repo, now);
+        let observed = Arc::new(observed);
         self.metrics.set_state(&st);
         self.metrics.set_replica_leases(self.leases.held().len());
         self.evaluate_alerts(desired, &st, now).await;
@@ -217,6 +218,7 @@ impl Monitor {
             plan,
             cycle_error,
             in_force,
+            observed: Some(observed),
         }));
     }
 

@@ -107,7 +107,7 @@ pub fn report(
             out.refused = p.refused();
             out.refusals = p.refusals();
             out.markdown = p.markdown(&title);
-            out.preview = Some(p);
+            out.preview = Some(p.compact());
         }
     }
     out

@@ -53,6 +53,11 @@ pub struct Snapshot {
     /// The revision in force, for `POST /api/v1/previews`.
     #[serde(skip)]
     pub in_force: Option<Arc<InForce>>,
+    /// The backups, runs and drills the catalog held at `at` (what status
+    /// was computed from): previews answer from it instead of reading every
+    /// catalog row per request.
+    #[serde(skip)]
+    pub observed: Option<Arc<crate::observed::ObservedState>>,
 }
 
 /// The revision in force and the planner's options (previews compare a

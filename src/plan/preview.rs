@@ -144,8 +144,51 @@ pub struct PolicyDeletions {
     pub count: usize,
     /// How many of them the change causes.
     pub caused: usize,
-    /// Every one, oldest first.
+    /// Oldest first: every one the change causes (and the newest verified
+    /// backup, if it goes); of those the revision in force deletes anyway,
+    /// the first `LISTED_PENDING` (`unlisted` counts the rest).
     pub backups: Vec<Deletion>,
+    /// Deletions the revision in force makes anyway that are not listed.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub unlisted: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+impl Preview {
+    /// The preview as answered (JSON): long lists of deletions the revision
+    /// in force makes anyway are counted, not listed (`PolicyDeletions::trim`).
+    /// Decisions (guard, refusals, Markdown) are made on the whole preview.
+    pub fn compact(mut self) -> Preview {
+        for d in &mut self.deletions {
+            d.trim();
+        }
+        self
+    }
+}
+
+/// How many deletions the revision in force makes anyway are listed per
+/// policy: they happen whatever the change, and listing them all made the
+/// answer for a large estate hundreds of MB.
+pub const LISTED_PENDING: usize = 20;
+
+impl PolicyDeletions {
+    /// Drops pending deletions past `LISTED_PENDING` (never one the change
+    /// causes, never the newest verified backup), counting them in `unlisted`.
+    pub fn trim(&mut self) {
+        let mut pending = 0;
+        let before = self.backups.len();
+        self.backups.retain(|d| {
+            if d.caused_by_change || d.newest_verified {
+                return true;
+            }
+            pending += 1;
+            pending <= LISTED_PENDING
+        });
+        self.unlisted += before - self.backups.len();
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

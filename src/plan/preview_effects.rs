@@ -91,6 +91,7 @@ pub(super) fn deletions(
             count: backups.len(),
             caused,
             backups,
+            unlisted: 0,
         });
     }
     out

@@ -376,3 +376,34 @@ fn deletion_times_serialize_exactly_as_chrono_does() {
         assert_eq!(fast, serde_json::to_string(&at).unwrap(), "{t}");
     }
 }
+
+#[test]
+fn the_answer_lists_every_caused_deletion_but_only_the_first_pending_ones() {
+    let d = |i: usize, caused: bool, newest: bool| Deletion {
+        backup_id: format!("b{i:03}"),
+        started_at: now() - TimeDelta::hours(i as i64),
+        trigger: Trigger::Schedule,
+        caused_by_change: caused,
+        newest_verified: newest,
+        kept_today_by: Vec::new(),
+    };
+    let mut backups: Vec<Deletion> = (0..100).map(|i| d(i, false, false)).collect();
+    backups.push(d(100, true, false));
+    backups.push(d(101, false, true));
+    let mut p = PolicyDeletions {
+        policy: "orders".into(),
+        rules: "keepLast 1".into(),
+        count: backups.len(),
+        caused: 1,
+        backups,
+        unlisted: 0,
+    };
+    p.trim();
+    assert_eq!(p.backups.len(), LISTED_PENDING + 2);
+    assert_eq!(p.unlisted, 100 - LISTED_PENDING);
+    assert_eq!(p.count, 102, "the count stays the whole number");
+    assert!(p.backups.iter().any(|b| b.caused_by_change));
+    assert!(p.backups.iter().any(|b| b.newest_verified));
+    let json = serde_json::to_value(&p).unwrap();
+    assert_eq!(json["unlisted"], 80);
+}
