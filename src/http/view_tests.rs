@@ -31,6 +31,7 @@ fn policy(name: &str, ready: bool) -> PolicyStatus {
         } else {
             vec![DriftKind::BackupFailed]
         },
+        pitr: None,
     }
 }
 
