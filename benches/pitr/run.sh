@@ -58,8 +58,9 @@ pg1-path=$WORK/pg
 pg1-port=$PORT
 pg1-socket-path=$WORK
 EOF
-chown postgres:postgres "$WORK/pgbackrest.conf"
-BR=(pgbackrest --config="$WORK/pgbackrest.conf" --stanza=bench)
+mkdir -p "$WORK/pgbr-log" "$WORK/pgbr-lock" "$WORK/pgbr-spool"
+chown -R postgres:postgres "$WORK/pgbackrest.conf" "$WORK/pgbr-log" "$WORK/pgbr-lock" "$WORK/pgbr-spool"
+BR=(runuser -u postgres -- pgbackrest --config="$WORK/pgbackrest.conf" --stanza=bench)
 
 as_pg "$PGBIN/initdb" -D "$WORK/pg" -A trust -U postgres --no-sync >/dev/null
 as_pg "$PGBIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pg.log" -w -o \
@@ -69,12 +70,12 @@ as_pg "$PGBIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pg.log" -w -o \
 DAEMON=
 cleanup() {
   [ -n "$DAEMON" ] && kill -TERM "$DAEMON" 2>/dev/null && wait "$DAEMON" 2>/dev/null || true
-  for d in pg r-br r-sp; do
+  for d in pg r/br r/sp; do
     as_pg "$PGBIN/pg_ctl" -D "$WORK/$d" -m immediate stop >/dev/null 2>&1 || true
   done
 }
 trap cleanup EXIT
-as_pg "${BR[@]}" stanza-create >/dev/null
+"${BR[@]}" stanza-create >/dev/null
 
 # safepoint: a PITR policy and a local storage in $WORK; the daemon streams WAL.
 mkdir -p "$WORK/repo/policies"
@@ -131,22 +132,24 @@ measure() {
 # Base backups (pgBackRest's own WAL archive is not counted in its size:
 # the backup directory only; safepoint's WAL lives in _wal, not counted).
 measure safepoint_base "$WORK/store/bench" "$SP" "${SPA[@]}" backup bench
-measure pgbackrest_full "$WORK/pgbr/backup" as_pg "${BR[@]}" backup --type=full
+measure pgbackrest_full "$WORK/pgbr/backup" "${BR[@]}" backup --type=full
 mkdir -p "$WORK/pgbb" && chown postgres: "$WORK/pgbb"
-measure pg_basebackup_Ft_z "$WORK/pgbb" as_pg "$PGBIN/pg_basebackup" -D "$WORK/pgbb/one" -Ft -z -X fetch --checkpoint=fast
+measure pg_basebackup_Ft_z "$WORK/pgbb" runuser -u postgres -- "$PGBIN/pg_basebackup" -D "$WORK/pgbb/one" -Ft -z -X fetch --checkpoint=fast
 
 # WAL to replay: pgbench after both base backups; T in the middle.
-echo "# pgbench -T 30 (WAL to replay)" >&2
-"$PGBIN/pgbench" -q -c 2 -T 15 postgres >/dev/null 2>&1
-T=$(date -u +%Y-%m-%dT%H:%M:%S.%6NZ)
+echo "# pgbench -c 2 -T 30 (WAL to replay)" >&2
+"$PGBIN/pgbench" -c 2 -T 15 postgres >/dev/null 2>&1
+NOW=$(date -u +%s.%N)
+T=$(date -u -d "@$NOW" +%Y-%m-%dT%H:%M:%S.%3NZ)          # safepoint: RFC 3339
+T_BR=$(date -u -d "@$NOW" '+%Y-%m-%d %H:%M:%S.%3N+00')   # pgBackRest: the same instant
 sleep 1
-"$PGBIN/pgbench" -q -c 2 -T 15 postgres >/dev/null 2>&1
+"$PGBIN/pgbench" -c 2 -T 15 postgres >/dev/null 2>&1
 psql -X -q -c "SELECT pg_switch_wal()" postgres >/dev/null
 sleep 5   # both archives: archive-push of the switched segment, one flush
 WAL=$(psql -X -A -t -c "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')" postgres)
 
 # The deploy gate while pgbench writes.
-"$PGBIN/pgbench" -q -c 2 -T 20 postgres >/dev/null 2>&1 &
+"$PGBIN/pgbench" -c 2 -T 20 postgres >/dev/null 2>&1 &
 LOAD=$!
 sleep 2
 measure safepoint_gate - "$SP" "${SPA[@]}" deploy start --release bench-1 --policy bench
@@ -158,18 +161,27 @@ as_pg "$PGBIN/pg_ctl" -D "$WORK/pg" -m fast stop >/dev/null
 # Restores to T, each until its server is promoted (then stopped).
 mkdir -p "$WORK/r" && chown postgres: "$WORK/r"
 measure safepoint_restore_time - "$SP" "${SPA[@]}" restore --policy bench --to-time "$T" --to-dir "$WORK/r/sp" --start
+SP_ROWS=$(psql -X -A -t -h 127.0.0.1 -p "$(sed -n 4p "$WORK/r/sp/postmaster.pid")" -c 'SELECT count(*) FROM pgbench_history' postgres)
 as_pg "$PGBIN/pg_ctl" -D "$WORK/r/sp" -m fast stop >/dev/null
-restore_br() {
-  as_pg "${BR[@]}" --pg1-path="$WORK/r/br" restore --type=time --target="$T" --target-action=promote >/dev/null
-  local port
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  as_pg "$PGBIN/pg_ctl" -D "$WORK/r/br" -l "$WORK/r/br.log" -w -t 3600 -o "-p $port -k $WORK/r -c listen_addresses=127.0.0.1 -c archive_mode=off" start >/dev/null
-  until [ "$(psql -X -A -t -h 127.0.0.1 -p "$port" -c 'SELECT pg_is_in_recovery()' postgres 2>/dev/null)" = f ]; do sleep 0.2; done
-  as_pg "$PGBIN/pg_ctl" -D "$WORK/r/br" -m fast stop >/dev/null
-}
-measure pgbackrest_restore_time - restore_br
+# pgBackRest: restore, start, wait until promoted (a script: /usr/bin/time runs it).
+cat > "$WORK/restore_br.sh" <<EOF
+set -e
+runuser -u postgres -- pgbackrest --config="$WORK/pgbackrest.conf" --stanza=bench --pg1-path="$WORK/r/br" \
+  restore --type=time --target="$T_BR" --target-action=promote >/dev/null
+port=\$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+runuser -u postgres -- "$PGBIN/pg_ctl" -D "$WORK/r/br" -l "$WORK/r/br.log" -w -t 3600 \
+  -o "-p \$port -k $WORK/r -c listen_addresses=127.0.0.1 -c archive_mode=off" start >/dev/null
+until [ "\$(psql -X -A -t -h 127.0.0.1 -p \$port -c 'SELECT pg_is_in_recovery()' postgres 2>/dev/null)" = f ]; do sleep 0.2; done
+psql -X -A -t -h 127.0.0.1 -p \$port -c 'SELECT count(*) FROM pgbench_history' postgres > "$WORK/r/br.rows"
+EOF
+measure pgbackrest_restore_time - bash "$WORK/restore_br.sh"
+as_pg "$PGBIN/pg_ctl" -D "$WORK/r/br" -m fast stop >/dev/null
 
-python3 - "$RESULTS" "$DATA" "$WAL" "$SCALE" <<'EOF'
+BR_ROWS=$(cat "$WORK/r/br.rows")
+echo "# pgbench_history rows at T: safepoint $SP_ROWS, pgBackRest $BR_ROWS" >&2
+[ "$SP_ROWS" = "$BR_ROWS" ] || { echo "the two restores to T differ" >&2; exit 1; }
+
+python3 - "$RESULTS" "$DATA" "$WAL" "$SCALE" "$SP_ROWS" <<'EOF'
 import csv, sys
 rows = {r["name"]: r for r in csv.DictReader(open(sys.argv[1]), delimiter="\t")}
 data, wal, scale = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
@@ -192,4 +204,5 @@ for n in ["safepoint_restore_time", "pgbackrest_restore_time"]:
     print(f"| {n} | {r['wall_s']} | {r['cpu_s']} | {int(r['peak_rss_kb']) / 1024:.0f} | {ratio(r['wall_s'], rb['wall_s'])} |")
 g = rows["safepoint_gate"]
 print(f"\nDeploy gate under pgbench load (restore point + its segment archived): {g['wall_s']} s")
+print(f"Both restores hold the same {sys.argv[5]} pgbench_history rows at T.")
 EOF
