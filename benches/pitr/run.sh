@@ -6,7 +6,7 @@
 # each, under /usr/bin/time:
 #   base backups: safepoint backup (pg_basebackup -Ft -X none -> zstd),
 #     pgbackrest backup --type=full --compress-type=zst,
-#     pg_basebackup -Ft -z (gzip, to a directory);
+#     pg_basebackup -Ft -z (gzip, its default -X stream: WAL included);
 #   restore to a time T (base backup + replay of the WAL written by a
 #     pgbench run after it, up to T), each until the restored server is
 #     promoted and answers: safepoint restore --to-time T --to-dir --start
@@ -134,7 +134,7 @@ measure() {
 measure safepoint_base "$WORK/store/bench" "$SP" "${SPA[@]}" backup bench
 measure pgbackrest_full "$WORK/pgbr/backup" "${BR[@]}" backup --type=full
 mkdir -p "$WORK/pgbb" && chown postgres: "$WORK/pgbb"
-measure pg_basebackup_Ft_z "$WORK/pgbb" runuser -u postgres -- "$PGBIN/pg_basebackup" -D "$WORK/pgbb/one" -Ft -z -X fetch --checkpoint=fast
+measure pg_basebackup_Ft_z "$WORK/pgbb" runuser -u postgres -- "$PGBIN/pg_basebackup" -D "$WORK/pgbb/one" -Ft -z --checkpoint=fast
 
 # WAL to replay: pgbench after both base backups; T in the middle.
 echo "# pgbench -c 2 -T 30 (WAL to replay)" >&2

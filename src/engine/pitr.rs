@@ -28,6 +28,8 @@ use crate::storage::{self as store, Storage, StorageError};
 /// How often the supervisor compares the archivers with the applied revision.
 const FOLLOW: Duration = Duration::from_secs(2);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// How long the server's position may take to read before a flush.
+const SAMPLE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What one archiver needs; a change restarts it.
 #[derive(Debug, Clone, PartialEq)]
@@ -152,7 +154,9 @@ async fn archiver(ctx: Context, archive: Archive, mut stop: watch::Receiver<bool
                             break;
                         }
                         _ = tokio::time::sleep(interval) => {
-                            tracker.sampled(archive.stream().position().await.ok());
+                            // Bounded: a slow server never delays the upload.
+                            let position = tokio::time::timeout(SAMPLE_TIMEOUT, archive.stream().position()).await;
+                            tracker.sampled(position.ok().and_then(Result::ok));
                             let stored = flush(&uploader).await;
                             tracker.flushed(&ctx, &st, stored).await;
                         }
