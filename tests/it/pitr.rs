@@ -77,6 +77,8 @@ pub fn daemon(f: &Fixture, log: &Path) -> Child {
     Command::new(assert_cmd::cargo::cargo_bin("safepoint"))
         .current_dir(f.work())
         .env("SAFEPOINT_LOG", "info")
+        // Status, metrics and alerts follow every cycle: one at least every 2 s.
+        .env("SAFEPOINT_FETCH_INTERVAL", "2")
         .arg("--repo")
         .arg(f.repo())
         .arg("--data-dir")

@@ -62,6 +62,30 @@ fn started(f: &Fixture, policy: &str, log: PathBuf) -> (Stopped, impl Fn() -> St
     (children, logged)
 }
 
+/// The daemon's `/metrics` (its address from its log).
+fn scrape(log: &str) -> String {
+    let addr: std::net::SocketAddr = log
+        .lines()
+        .find_map(|l| l.split("addr=").nth(1))
+        .expect("the daemon logs its address")
+        .trim()
+        .parse()
+        .unwrap();
+    crate::metrics::request(addr, "GET /metrics HTTP/1.1", b"").1
+}
+
+/// Whether a sample of `name` with every one of `labels` has a value `value` accepts.
+fn has_sample(scrape: &str, name: &str, labels: &[&str], value: impl Fn(f64) -> bool) -> bool {
+    scrape.lines().any(|l| {
+        l.starts_with(&format!("{name}{{"))
+            && labels.iter().all(|x| l.contains(x))
+            && l.rsplit(' ')
+                .next()
+                .and_then(|v| v.parse().ok())
+                .is_some_and(&value)
+    })
+}
+
 #[test]
 fn status_shows_the_window_and_a_deleted_wal_segment_is_drift() {
     const POLICY: &str = "pitr-window";
@@ -97,6 +121,17 @@ fn status_shows_the_window_and_a_deleted_wal_segment_is_drift() {
     );
     assert!(w["lag_seconds"].as_i64().unwrap() <= w["allowed_lag_seconds"].as_i64().unwrap());
 
+    let policy_label = format!("policy=\"{POLICY}\"");
+    wait_until("the window in the metrics", 60, &logged, || {
+        let m = scrape(&logged());
+        let at = |n: &str| has_sample(&m, n, &[&policy_label], |v| v > 1.7e9);
+        let lag = |n: &str| has_sample(&m, n, &[&policy_label], |v| v >= 0.0);
+        at("safepoint_pitr_window_start_timestamp_seconds")
+            && at("safepoint_pitr_window_end_timestamp_seconds")
+            && lag("safepoint_pitr_wal_lag_seconds")
+            && lag("safepoint_pitr_wal_lag_bytes")
+    });
+
     // The segment before the newest complete one: after the base backup's start.
     let segments = complete(&f, POLICY);
     let victim = segments[segments.len() - 2].clone();
@@ -109,6 +144,15 @@ fn status_shows_the_window_and_a_deleted_wal_segment_is_drift() {
             .as_array()
             .unwrap()
             .contains(&"wal-archive-gap".into())
+    });
+    wait_until("the gap in the drift metric", 60, &logged, || {
+        let m = scrape(&logged());
+        has_sample(
+            &m,
+            "safepoint_drift",
+            &[&policy_label, "kind=\"wal-archive-gap\""],
+            |v| v == 1.0,
+        )
     });
     let (st, _) = status(&f);
     assert_eq!(window(&st)["gaps"], serde_json::json!([segment]), "{st}");
