@@ -23,6 +23,7 @@ pub mod monitor;
 pub mod notify;
 pub mod observed;
 pub mod pins;
+pub mod pitr_status;
 pub mod plan;
 pub mod policy;
 pub mod preview;

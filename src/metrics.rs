@@ -95,7 +95,29 @@ pub struct Metrics {
     notifications: Family<ChannelLabels, Counter>,
     notifications_queued: Gauge,
     replica_leases: Gauge,
+    /// PITR policies: window start/end (Unix seconds), WAL lag (bytes, seconds).
+    pitr: [Family<PolicyLabels, F64Gauge>; 4],
 }
+
+/// Name and help of the `pitr` gauges, in order.
+const PITR_GAUGES: [(&str, &str); 4] = [
+    (
+        "pitr_window_start_timestamp_seconds",
+        "PITR policies: the earliest time a restore can reach (end of the oldest usable base backup)",
+    ),
+    (
+        "pitr_window_end_timestamp_seconds",
+        "PITR policies: the latest time up to which everything the server wrote is archived",
+    ),
+    (
+        "pitr_wal_lag_bytes",
+        "PITR policies: how far the WAL archive was behind the server at the archiver's last sample",
+    ),
+    (
+        "pitr_wal_lag_seconds",
+        "PITR policies: seconds since the WAL archive last held everything the server had written",
+    ),
+];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -124,6 +146,7 @@ impl Metrics {
             notifications: Family::default(),
             notifications_queued: Gauge::default(),
             replica_leases: Gauge::default(),
+            pitr: Default::default(),
             registry: Registry::default(),
         };
         m.register_backups(&mut registry);
@@ -184,6 +207,9 @@ impl Metrics {
             "Recovery drills, by policy and outcome (passed|failed|error: could not run)",
             m.drills.clone(),
         );
+        for ((name, help), family) in PITR_GAUGES.iter().zip(&m.pitr) {
+            r.register(*name, *help, family.clone());
+        }
     }
 
     /// The families of cycles, revisions, notifications and the build.
@@ -233,6 +259,30 @@ impl Metrics {
             })
             .set(1);
         r.register("build_info", "safepoint build information", build);
+    }
+
+    /// The PITR gauges of a policy that has a window (absent otherwise).
+    fn set_pitr(&self, p: &crate::status::PolicyStatus) {
+        let Some(w) = &p.pitr else {
+            return;
+        };
+        let labels = PolicyLabels {
+            policy: p.name.clone(),
+        };
+        let at = |t: Option<chrono::DateTime<chrono::Utc>>| {
+            t.map(|t| t.timestamp_millis() as f64 / 1000.0)
+        };
+        let values = [
+            at(w.window_start),
+            at(w.window_end),
+            w.lag_bytes.map(|b| b as f64),
+            w.lag_seconds.map(|s| s as f64),
+        ];
+        for (family, value) in self.pitr.iter().zip(values) {
+            if let Some(v) = value {
+                family.get_or_create(&labels).set(v);
+            }
+        }
     }
 
     /// The OpenMetrics text exposition (ends with `# EOF`).
@@ -343,7 +393,11 @@ impl Metrics {
         self.policy_rpo.clear();
         self.policy_ready.clear();
         self.drift.clear();
+        for family in &self.pitr {
+            family.clear();
+        }
         for p in &status.policies {
+            self.set_pitr(p);
             let labels = PolicyLabels {
                 policy: p.name.clone(),
             };

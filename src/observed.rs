@@ -76,6 +76,9 @@ pub struct ObservedState {
     /// Explicit drill requests (`safepoint drill`).
     #[serde(default)]
     pub drill_requests: Vec<DrillRequest>,
+    /// The WAL archive of each PITR policy, as its archiver last found it.
+    #[serde(default)]
+    pub pitr: BTreeMap<String, crate::model::PitrArchive>,
     /// Derived from `backups` by `index_backups` (which `observe` calls):
     /// lets the planner skip the plain backups of a long history without
     /// reading them. Not serialized; rebuild it after changing `backups`.

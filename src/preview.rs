@@ -134,6 +134,7 @@ pub async fn observed(catalog: &Catalog) -> Result<ObservedState, CatalogError> 
         running,
         failures: catalog.failures().await?,
         drills: catalog.drill_history().await?,
+        pitr: catalog.pitr_archives().await?,
         ..ObservedState::default()
     }
     .indexed())

@@ -46,6 +46,9 @@ pub struct PolicyStatus {
     pub last_drill_verdict: Option<&'static str>,
     /// Drift kinds present now.
     pub drift: Vec<DriftKind>,
+    /// PITR policies: the recoverable window and the WAL lag.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pitr: Option<crate::pitr_status::PitrStatus>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -152,6 +155,8 @@ pub fn compute(
             {
                 drift.push(DriftKind::DrillOverdue);
             }
+            let pitr = crate::pitr_status::of(p, observed.pitr.get(&p.name), now);
+            drift.extend(pitr.iter().flat_map(|(_, d)| d.iter().copied()));
             let (ready, reason) = if p.suspend {
                 (true, "suspended".to_string())
             } else if let Some(f) = failure {
@@ -193,6 +198,7 @@ pub fn compute(
                     .and_then(|d| d.last_passed_verdict)
                     .map(|ok| if ok { "passed" } else { "failed" }),
                 drift,
+                pitr: pitr.map(|(st, _)| st),
             }
         })
         .collect();

@@ -99,6 +99,21 @@ const TABLES: &[(&str, &[(&str, Ty)])] = &[
             ("caller", Text),
             ("detail", Text),
             ("at", Text),
+            ("restore_point", Text),
+            ("restore_lsn", Text),
+        ],
+    ),
+    (
+        "pitr_archives",
+        &[
+            ("policy", Text),
+            ("window_start", Text),
+            ("window_end", Text),
+            ("end_lsn", Text),
+            ("lag_bytes", Int),
+            ("gaps", Text),
+            ("checked_at", Text),
+            ("source", Text),
         ],
     ),
     (

@@ -5,6 +5,11 @@ use serde::Serialize;
 use sqlx::Row;
 
 use super::{Catalog, CatalogError, get_ts, q, ts};
+use crate::model::DeployRestorePoint;
+
+// PITR bookkeeping: a file of its own beside this one.
+#[path = "pitr_archive.rs"]
+mod pitr_archive;
 
 /// One recorded deploy step for one policy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -21,9 +26,19 @@ pub struct DeployRecord {
 
 impl Catalog {
     pub async fn record_deploy(&self, d: &DeployRecord) -> Result<(), CatalogError> {
+        self.record_deploy_at_point(d, None).await
+    }
+
+    /// Records a deploy step with the restore point it created, if any.
+    pub async fn record_deploy_at_point(
+        &self,
+        d: &DeployRecord,
+        point: Option<&DeployRestorePoint>,
+    ) -> Result<(), CatalogError> {
         sqlx::query(
-            "INSERT INTO deploys (release, policy, phase, status, backup_id, caller, detail, at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO deploys (release, policy, phase, status, backup_id, caller, detail, at,
+                                  restore_point, restore_lsn)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&d.release)
         .bind(&d.policy)
@@ -33,10 +48,39 @@ impl Catalog {
         .bind(&d.caller)
         .bind(&d.detail)
         .bind(ts(d.at))
+        .bind(point.map(|p| p.name.clone()))
+        .bind(point.map(|p| p.lsn.clone()))
         .execute(&self.pool)
         .await
         .map_err(q("insert deploy"))?;
         Ok(())
+    }
+
+    /// The start rows of `release` for `policy`, oldest first, each with
+    /// the restore point it recorded.
+    pub async fn deploy_starts(
+        &self,
+        release: &str,
+        policy: &str,
+    ) -> Result<Vec<(DeployRecord, Option<DeployRestorePoint>)>, CatalogError> {
+        let rows = sqlx::query(
+            "SELECT * FROM deploys WHERE release = $1 AND policy = $2 AND phase = 'start' ORDER BY id",
+        )
+        .bind(release)
+        .bind(policy)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("select deploy starts"))?;
+        rows.iter()
+            .map(|r| {
+                let name: Option<String> = r.get("restore_point");
+                let lsn: Option<String> = r.get("restore_lsn");
+                let point = name
+                    .zip(lsn)
+                    .map(|(name, lsn)| DeployRestorePoint { name, lsn });
+                Ok((deploy_of(r)?, point))
+            })
+            .collect()
     }
 
     pub async fn deploys(&self, release: Option<&str>) -> Result<Vec<DeployRecord>, CatalogError> {
@@ -47,20 +91,7 @@ impl Catalog {
         .fetch_all(&self.pool)
         .await
         .map_err(q("select deploys"))?;
-        rows.iter()
-            .map(|r| {
-                Ok(DeployRecord {
-                    release: r.get("release"),
-                    policy: r.get("policy"),
-                    phase: r.get("phase"),
-                    status: r.get("status"),
-                    backup_id: r.get("backup_id"),
-                    caller: r.get("caller"),
-                    detail: r.get("detail"),
-                    at: get_ts(r, "at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(deploy_of).collect()
     }
 
     /// Arms a policy's tag pattern; returns true the first time.
@@ -114,4 +145,17 @@ impl Catalog {
             .map_err(q("select release tags"))?;
         Ok(rows.into_iter().map(|r| r.get("tag")).collect())
     }
+}
+
+fn deploy_of(r: &sqlx::any::AnyRow) -> Result<DeployRecord, CatalogError> {
+    Ok(DeployRecord {
+        release: r.get("release"),
+        policy: r.get("policy"),
+        phase: r.get("phase"),
+        status: r.get("status"),
+        backup_id: r.get("backup_id"),
+        caller: r.get("caller"),
+        detail: r.get("detail"),
+        at: get_ts(r, "at")?,
+    })
 }

@@ -258,8 +258,12 @@ pub enum Command {
         /// 2026-11-29T10:42:00Z): every transaction committed at or before it.
         #[arg(long, requires = "to_dir", conflicts_with_all = ["latest", "release", "backup_id"])]
         to_time: Option<String>,
+        /// PITR policies: recover to the restore point `deploy start
+        /// --release TAG` created (else to the time that deploy started).
+        #[arg(long, value_name = "TAG", requires = "to_dir", conflicts_with_all = ["latest", "release", "backup_id", "to_time"])]
+        before_deploy: Option<String>,
         /// PITR policies: the new data directory to recover into (with
-        /// --to-time, or --latest for everything archived).
+        /// --to-time, --before-deploy, or --latest for everything archived).
         #[arg(long, requires = "policy")]
         to_dir: Option<PathBuf>,
         /// With --to-dir: start the server on a free loopback port and wait

@@ -4,6 +4,7 @@
 //! the deploy events. Used by the CLI (and the HTTP API).
 
 mod finish;
+mod pitr_gate;
 
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
@@ -17,6 +18,7 @@ use crate::model::{ActionKind, AuditKind};
 use crate::observed::{BackupRequest, Trigger};
 use crate::policy::{BackupPolicy, DesiredState};
 pub use finish::{finish, finish_targets};
+pub use pitr_gate::{BeforeDeploy, before_deploy};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
@@ -166,16 +168,27 @@ pub fn outcomes_for(requests: &[BackupRequest], report: &CycleReport) -> Vec<Out
 }
 
 /// `deploy start`: a verified pre-deploy snapshot of every selected policy
-/// (default: those with `deploy.before: snapshot`).
+/// (default: those with `deploy.before: snapshot`); a PITR policy gets a
+/// restore point in the archived WAL instead (`pitr_gate`).
 pub async fn start(
     ctx: &Context,
     state: &RepoState,
     release: &str,
     selection: &Selection,
 ) -> Result<DeployReport, DeployError> {
-    let requests = start_requests(state.desired()?, release, selection, &ctx.actor)?;
-    let outcomes = run_requests(ctx, state, requests).await?;
-    record_start(ctx, release, outcomes).await
+    let desired = state.desired()?;
+    let mut requests = start_requests(desired, release, selection, &ctx.actor)?;
+    // PITR policies: a restore point instead of a snapshot.
+    let gates = pitr_gate::take(desired, &mut requests);
+    let (outcomes, points) = tokio::join!(
+        run_requests(ctx, state, requests),
+        pitr_gate::run(ctx, release, gates)
+    );
+    let mut report = record_start(ctx, release, outcomes?).await?;
+    report.steps.extend(points?);
+    report.steps.sort_by(|a, b| a.policy.cmp(&b.policy));
+    report.ok = report.steps.iter().all(|s| s.ok);
+    Ok(report)
 }
 
 /// The backup requests of `deploy start` (pre-deploy snapshots).

@@ -15,6 +15,8 @@ pub mod ids;
 pub mod import;
 pub mod observe;
 pub mod pitr;
+pub mod pitr_prune;
+pub mod pitr_window;
 pub mod prune;
 pub mod refresh;
 pub mod releases;

@@ -81,6 +81,7 @@ pub async fn observe(
         requests,
         drills: ctx.catalog.drill_history().await?,
         drill_requests,
+        pitr: ctx.catalog.pitr_archives().await?,
         ..ObservedState::default()
     }
     .indexed();

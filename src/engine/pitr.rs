@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::{Mutex, watch};
 
+use super::pitr_prune::SlotSource;
+use super::pitr_window::Tracker;
 use crate::engine::context::{Context, RepoState};
 use crate::executor::pitr_wal::Stream;
 use crate::policy::{BackupPolicy, Pitr, SecretRef, Source, StorageSpec};
@@ -26,6 +28,8 @@ use crate::storage::{self as store, Storage, StorageError};
 /// How often the supervisor compares the archivers with the applied revision.
 const FOLLOW: Duration = Duration::from_secs(2);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// How long the server's position may take to read before a flush.
+const SAMPLE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What one archiver needs; a change restarts it.
 #[derive(Debug, Clone, PartialEq)]
@@ -126,13 +130,19 @@ pub async fn supervise(ctx: &Context, state: &Mutex<RepoState>, mut quit: watch:
 async fn archiver(ctx: Context, archive: Archive, mut stop: watch::Receiver<bool>) {
     let spool = spool_dir(&ctx.settings.data_dir, &archive.policy);
     let st: Arc<dyn Storage> = Arc::from(store::open(&archive.storage, &ctx.settings.base_dir));
-    let uploader = Arc::new(std::sync::Mutex::new(Uploader::new(&archive, st, &spool)));
+    let uploader = Arc::new(std::sync::Mutex::new(Uploader::new(
+        &archive,
+        st.clone(),
+        &spool,
+    )));
+    let mut tracker = Tracker::new(&archive.policy);
     let interval = archive
         .pitr
         .wal_flush_interval
         .to_std()
         .unwrap_or(Duration::from_secs(10));
     let mut backoff = Duration::from_secs(1);
+    record_source(&ctx, &archive).await;
     tracing::info!(policy = %archive.policy, slot = %archive.pitr.slot, spool = %spool.display(), "WAL archiving started");
     while !*stop.borrow() {
         let started = Instant::now();
@@ -145,7 +155,13 @@ async fn archiver(ctx: Context, archive: Archive, mut stop: watch::Receiver<bool
                             tracing::warn!(policy = %archive.policy, status = ?exit, "pg_receivewal stopped; restarting it");
                             break;
                         }
-                        _ = tokio::time::sleep(interval) => flush(&uploader).await,
+                        _ = tokio::time::sleep(interval) => {
+                            // Bounded: a slow server never delays the upload.
+                            let position = tokio::time::timeout(SAMPLE_TIMEOUT, archive.stream().position()).await;
+                            tracker.sampled(position.ok().and_then(Result::ok));
+                            let stored = flush(&uploader).await;
+                            tracker.flushed(&ctx, &st, stored).await;
+                        }
                         _ = stopped(&mut stop) => {
                             let _ = child.kill().await;
                             break;
@@ -168,6 +184,29 @@ async fn archiver(ctx: Context, archive: Archive, mut stop: watch::Receiver<bool
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
     tracing::info!(policy = %archive.policy, "WAL archiving stopped");
+}
+
+/// Records where the slot is, so `prune --orphans` can drop it once the
+/// policy is gone from Git (`engine::pitr_prune`).
+async fn record_source(ctx: &Context, a: &Archive) {
+    let source = SlotSource {
+        url: a.url.clone(),
+        password_from: a.password_from.clone(),
+        bin_dir: a.bin_dir.clone(),
+        slot: a.pitr.slot.clone(),
+        storage: a.storage.name.clone(),
+    };
+    let recorded = match serde_json::to_string(&source) {
+        Ok(json) => ctx
+            .catalog
+            .record_pitr_source(&a.policy, &json, chrono::Utc::now())
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = recorded {
+        tracing::warn!(policy = %a.policy, error = %e, "cannot record the slot; `prune --orphans` will not drop it");
+    }
 }
 
 /// Resolves once the archiver is told to stop.
@@ -201,7 +240,8 @@ fn log_stderr(archive: &Archive, child: &mut tokio::process::Child) {
     });
 }
 
-async fn flush(uploader: &Arc<std::sync::Mutex<Uploader>>) {
+/// One flush; true when everything the spool held is stored.
+async fn flush(uploader: &Arc<std::sync::Mutex<Uploader>>) -> bool {
     let u = uploader.clone();
     let result = tokio::task::spawn_blocking(move || match u.lock() {
         Ok(mut u) => u.flush(),
@@ -209,9 +249,15 @@ async fn flush(uploader: &Arc<std::sync::Mutex<Uploader>>) {
     })
     .await;
     match result {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!(error = %e, "WAL upload failed; retrying at the next flush"),
-        Err(e) => tracing::error!(error = %e, "WAL upload task failed"),
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "WAL upload failed; retrying at the next flush");
+            false
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "WAL upload task failed");
+            false
+        }
     }
 }
 

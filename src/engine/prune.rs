@@ -36,7 +36,12 @@ pub async fn run_delete(
                 .await
                 .map_err(|e| format!("{msg}; but its audit entry could not be written: {e}"))?;
             tracing::info!(policy, backup = id, reason, "backup pruned");
-            Ok(())
+            // A PITR policy: the WAL no kept base backup needs any more.
+            crate::engine::pitr_prune::after_delete(ctx, desired, policy)
+                .await
+                .map_err(|e| {
+                    format!("deleted backup {policy}/{id}, but pruning its WAL failed: {e}")
+                })
         }
         Ok(Err(e)) => {
             let mut msg = format!("delete of {policy}/{id} failed, it stays tracked: {e}");

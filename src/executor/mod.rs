@@ -10,6 +10,7 @@ pub mod guard;
 pub mod mysql;
 pub(crate) mod pgtools;
 pub mod pitr_base;
+pub mod pitr_point;
 pub mod pitr_wal;
 pub mod postgres;
 pub(crate) mod process;

@@ -11,8 +11,20 @@ use std::process::Stdio;
 
 use super::postgres;
 use super::process::{self, Tool};
+use super::sql;
 use super::{ExecError, pgtools};
 use crate::policy::SecretRef;
+
+/// Where the server's WAL and the stream are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    /// The server's flushed WAL end (`pg_current_wal_flush_lsn`).
+    pub server: u64,
+    /// What `pg_receivewal` confirmed on disk in the spool (the slot's
+    /// `restart_lsn`; `--synchronous` confirms every write).
+    pub received: Option<u64>,
+    pub segment_size: u64,
+}
 
 /// How `pg_receivewal` is run for one policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +53,17 @@ impl Stream<'_> {
         process::output(tool).map(|_| ())
     }
 
+    /// Drops the slot (`pg_receivewal --drop-slot`); a slot that does not
+    /// exist is no error (blocking; run on the blocking pool).
+    pub fn drop_slot(&self) -> Result<(), ExecError> {
+        let mut tool = self.tool()?;
+        tool.cmd.arg("--drop-slot");
+        match process::output(tool) {
+            Err(ExecError::Tool { stderr, .. }) if stderr.contains("does not exist") => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+
     /// Starts streaming into `spool` (killed when the handle is dropped).
     pub fn spawn(&self, spool: &Path) -> Result<tokio::process::Child, ExecError> {
         let tool = self.tool()?;
@@ -64,6 +87,36 @@ impl Stream<'_> {
                 stderr: e.to_string(),
                 transient: false,
             },
+        })
+    }
+
+    /// Where the server and this stream are (a plain connection to the
+    /// URL's database, not a replication one).
+    pub async fn position(&self) -> Result<Position, ExecError> {
+        let server = postgres::Server::new(self.url, self.password_from)?;
+        let mut conn = server.connect(&server.opts).await?;
+        let read: Result<(String, Option<String>, String), ExecError> = sqlx::query_as(
+            "SELECT pg_current_wal_flush_lsn()::text, \
+             (SELECT restart_lsn::text FROM pg_replication_slots WHERE slot_name = $1), \
+             (SELECT setting FROM pg_settings WHERE name = 'wal_segment_size')",
+        )
+        .bind(self.slot)
+        .fetch_one(&mut conn)
+        .await
+        .map_err(server.query_err("read the server's WAL position"));
+        sql::close(conn).await;
+        let (flushed, received, size) = read?;
+        let bad = || ExecError::Query {
+            what: "read the server's WAL position",
+            target: server.target().to_string(),
+            message: format!("unexpected answer `{flushed}`, `{size}`"),
+            transient: false,
+        };
+        let lsn = |t: &str| super::pitr_base::parse_lsn(t).ok_or_else(bad);
+        Ok(Position {
+            server: lsn(&flushed)?,
+            received: received.as_deref().map(lsn).transpose()?,
+            segment_size: size.parse().map_err(|_| bad())?,
         })
     }
 

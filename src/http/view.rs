@@ -42,6 +42,8 @@ struct PolicyRow {
     drift: Vec<DriftKind>,
     backups: usize,
     last_drill: Option<&'static str>,
+    /// PITR policies: the recoverable window, WAL lag and gaps.
+    pitr_window: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -104,7 +106,21 @@ fn policy_row(p: &PolicyStatus, now: DateTime<Utc>) -> PolicyRow {
         drift: p.drift.clone(),
         backups: p.backups,
         last_drill: p.last_drill_verdict,
+        pitr_window: p.pitr.as_ref().map(pitr_window),
     }
+}
+
+/// `start → end (WAL lag 3s); missing <segments>` of a PITR policy.
+fn pitr_window(w: &crate::pitr_status::PitrStatus) -> String {
+    let at = |t: Option<DateTime<Utc>>| t.map_or_else(|| "–".to_string(), time);
+    let mut text = format!("{} → {}", at(w.window_start), at(w.window_end));
+    if let Some(lag) = w.lag_seconds {
+        text.push_str(&format!(" (WAL lag {})", human(lag)));
+    }
+    if !w.gaps.is_empty() {
+        text.push_str(&format!("; missing WAL {}", w.gaps.join(", ")));
+    }
+    text
 }
 
 fn backup_view(b: &BackupRow, now: DateTime<Utc>) -> BackupView {

@@ -31,6 +31,7 @@ fn policy(name: &str, ready: bool) -> PolicyStatus {
         } else {
             vec![DriftKind::BackupFailed]
         },
+        pitr: None,
     }
 }
 
@@ -94,6 +95,30 @@ fn policy_and_backup_pages_answer_none_for_unknown_names() {
     assert!(html.contains("Policy orders"), "{html}");
     assert!(policy_page(&i, "nope").is_none());
     assert!(backup(&i, "nope").is_none());
+    assert!(!html.contains("recoverable window"), "not a PITR policy");
+}
+
+#[test]
+fn a_pitr_policy_page_shows_its_recoverable_window_and_gaps() {
+    let mut i = inputs();
+    if let Some(st) = &mut i.status {
+        st.policies[0].pitr = Some(crate::pitr_status::PitrStatus {
+            window_start: Some(now() - TimeDelta::days(1)),
+            window_end: Some(now() - TimeDelta::seconds(3)),
+            end_lsn: Some("0/6000080".into()),
+            lag_bytes: Some(0),
+            lag_seconds: Some(3),
+            allowed_lag_seconds: 80,
+            gaps: vec!["000000010000000000000004".into()],
+            checked_at: Some(now()),
+        });
+    }
+    let html = policy_page(&i, "orders").unwrap().unwrap();
+    assert!(html.contains("recoverable window"), "{html}");
+    assert!(
+        html.contains("(WAL lag 3s); missing WAL 000000010000000000000004"),
+        "{html}"
+    );
 }
 
 use super::policy as policy_page;

@@ -124,6 +124,12 @@ named! {
         ArtifactCorrupt => "artifact-corrupt",
         UntrackedArtifact => "untracked-artifact",
         PolicyInvalid => "policy-invalid",
+        /// A PITR policy's WAL archive misses a segment after the start of
+        /// its oldest base backup: recovery cannot cross it.
+        WalArchiveGap => "wal-archive-gap",
+        /// A PITR policy's WAL archive last held everything the server had
+        /// written longer ago than its RPO.
+        ArchiveBehindRpo => "archive-behind-rpo",
     }
 }
 
@@ -139,6 +145,8 @@ impl DriftKind {
         DriftKind::DrillOverdue,
         DriftKind::ArtifactMissing,
         DriftKind::ArtifactCorrupt,
+        DriftKind::WalArchiveGap,
+        DriftKind::ArchiveBehindRpo,
     ];
 }
 

@@ -13,6 +13,6 @@ mod records;
 pub use expectation::Expectation;
 pub use kinds::{ActionKind, ArtifactProblem, AuditKind, DriftKind, Health, RunOutcome, Trigger};
 pub use records::{
-    ActiveAlert, CheckResult, DrillOutcome, Outcome, Recipient, RevisionRecord, SecretRef,
-    WebhookFormat, WebhookTarget,
+    ActiveAlert, CheckResult, DeployRestorePoint, DrillOutcome, Outcome, PitrArchive, Recipient,
+    RevisionRecord, SecretRef, WebhookFormat, WebhookTarget,
 };

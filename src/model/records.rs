@@ -116,3 +116,36 @@ pub struct ActiveAlert {
     pub detail: String,
     pub recipients: Vec<Recipient>,
 }
+
+/// The restore point a `deploy start` created on the server of a PITR
+/// policy, recorded on the release's start row: the target of `restore
+/// --before-deploy` (`recovery_target_name`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeployRestorePoint {
+    pub name: String,
+    /// Its WAL position (`16/B374D848`).
+    pub lsn: String,
+}
+
+/// The WAL archive of a PITR policy as its archiver last found it (catalog
+/// `pitr_archives`, written after its flushes): the recoverable window, the
+/// missing segments and how far the archive was behind the server.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PitrArchive {
+    pub policy: String,
+    /// The earliest time recovery can reach: the end of the oldest verified
+    /// base backup from whose start on the archive has no gap.
+    pub window_start: Option<DateTime<Utc>>,
+    /// The latest time up to which everything the server had written is
+    /// archived (the server's position sampled then was stored).
+    pub window_end: Option<DateTime<Utc>>,
+    /// The end of the archived WAL (`16/B374D848`).
+    pub end_lsn: Option<String>,
+    /// The server's position at the last sample minus `end_lsn`.
+    pub lag_bytes: Option<u64>,
+    /// Missing segments after the oldest base backup's start, as
+    /// `first..last` segment names (one name for a single segment).
+    pub gaps: Vec<String>,
+    pub checked_at: DateTime<Utc>,
+}

@@ -247,6 +247,9 @@ pub fn problems(status: &Status, desired: &DesiredState) -> Vec<Problem> {
                 DriftKind::ArtifactCorrupt => {
                     "a stored backup's artifact no longer matches its checksum".into()
                 }
+                DriftKind::WalArchiveGap | DriftKind::ArchiveBehindRpo => {
+                    crate::pitr_status::detail(*kind, p.pitr.as_ref())
+                }
                 other => format!("drift {other}"),
             };
             out.push(Problem {
@@ -299,6 +302,12 @@ pub fn next_step(policy: &str, reason: &str) -> String {
         ),
         Some(DriftKind::DrillFailed | DriftKind::DrillOverdue) => format!(
             "run `safepoint drill {policy}` and read its verdict (`safepoint status` shows the state)"
+        ),
+        Some(DriftKind::WalArchiveGap) => format!(
+            "take a new base backup with `safepoint backup {policy}`: recovery works from it on (`safepoint status` shows the window)"
+        ),
+        Some(DriftKind::ArchiveBehindRpo) => format!(
+            "check that `safepoint daemon` runs and can reach the server of {policy} (its log shows pg_receivewal's errors), then `safepoint status`"
         ),
         Some(DriftKind::PolicyInvalid) => {
             "run `safepoint validate` on the commit, fix every problem listed and push a new commit"

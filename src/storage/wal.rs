@@ -67,6 +67,51 @@ pub fn is_wal_file(name: &str) -> bool {
     hex(segment, 24) || name.strip_suffix(".history").is_some_and(|t| hex(t, 8))
 }
 
+/// PostgreSQL's default `wal_segment_size` (bytes), used when a base
+/// backup or restore point did not record the server's.
+pub const DEFAULT_SEGMENT_SIZE: u64 = 16 << 20;
+
+/// The timeline and the segment number (`lsn / segment_size`) a segment
+/// name stands for on a server with `segment_size`; `None` for other names.
+pub fn segment_number(name: &str, segment_size: u64) -> Option<(u32, u64)> {
+    let hex = |r: std::ops::Range<usize>| u64::from_str_radix(name.get(r)?, 16).ok();
+    if name.len() != 24 || segment_size == 0 {
+        return None;
+    }
+    let per_log = 0x1_0000_0000 / segment_size;
+    let (tli, log, seg) = (hex(0..8)?, hex(8..16)?, hex(16..24)?);
+    (seg < per_log).then_some((u32::try_from(tli).ok()?, log * per_log + seg))
+}
+
+/// The name of segment `segno` of timeline `tli` (inverse of `segment_number`).
+pub fn segment_name(tli: u32, segno: u64, segment_size: u64) -> String {
+    let per_log = 0x1_0000_0000 / segment_size.max(1);
+    format!("{tli:08X}{:08X}{:08X}", segno / per_log, segno % per_log)
+}
+
+/// The numbers of the segments archived complete (any timeline: a new
+/// timeline continues the numbering of the one it forked from).
+pub fn complete_segments(
+    objects: &[WalObject],
+    segment_size: u64,
+) -> std::collections::BTreeSet<u64> {
+    objects
+        .iter()
+        .filter(|o| !o.is_partial())
+        .filter_map(|o| segment_number(&o.wal, segment_size))
+        .map(|(_, n)| n)
+        .collect()
+}
+
+/// The first segment of `from..=to` that is not archived complete.
+pub fn first_missing(
+    complete: &std::collections::BTreeSet<u64>,
+    from: u64,
+    to: u64,
+) -> Option<u64> {
+    (from..=to).find(|n| !complete.contains(n))
+}
+
 /// Every WAL object of `policy`, in name order (segments sort by position).
 pub fn list(st: &dyn Storage, policy: &str) -> Result<Vec<WalObject>, StorageError> {
     Ok(st
@@ -241,6 +286,29 @@ mod tests {
             fetch(&st, "p", seg, None),
             Err(FetchError::Corrupt { .. })
         ));
+    }
+
+    #[test]
+    fn segment_names_and_numbers_round_trip_for_any_segment_size() {
+        let mib16 = DEFAULT_SEGMENT_SIZE;
+        assert_eq!(
+            segment_number("000000010000000200000003", mib16),
+            Some((1, 2 * 256 + 3))
+        );
+        assert_eq!(
+            segment_name(1, 2 * 256 + 3, mib16),
+            "000000010000000200000003"
+        );
+        // 1 GiB segments: four per log file.
+        assert_eq!(
+            segment_number("000000020000000100000003", 1 << 30),
+            Some((2, 7))
+        );
+        assert_eq!(segment_number("000000020000000100000004", 1 << 30), None);
+        assert_eq!(segment_number("00000002.history", mib16), None);
+        let complete: std::collections::BTreeSet<u64> = [3, 4, 6].into();
+        assert_eq!(first_missing(&complete, 3, 4), None);
+        assert_eq!(first_missing(&complete, 3, 6), Some(5));
     }
 
     #[test]

@@ -32,6 +32,8 @@ mod permissions;
 mod pg_client;
 mod pins;
 mod pitr;
+mod pitr_gate;
+mod pitr_window;
 mod plan_scenarios;
 mod postgres;
 mod preview;

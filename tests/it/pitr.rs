@@ -20,7 +20,12 @@ use crate::lost_connection::child_named;
 const POLICY: &str = "pitr-orders";
 
 /// Waits until `probe` holds (checked every 100 ms), at most `secs`.
-fn wait_until(what: &str, secs: u64, log: &dyn Fn() -> String, mut probe: impl FnMut() -> bool) {
+pub fn wait_until(
+    what: &str,
+    secs: u64,
+    log: &dyn Fn() -> String,
+    mut probe: impl FnMut() -> bool,
+) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while !probe() {
         assert!(
@@ -32,9 +37,9 @@ fn wait_until(what: &str, secs: u64, log: &dyn Fn() -> String, mut probe: impl F
     }
 }
 
-/// WAL objects archived for the policy.
-fn archived(f: &Fixture) -> Vec<String> {
-    std::fs::read_dir(f.store().join("_wal").join(POLICY))
+/// WAL objects archived for `policy`.
+pub fn archived_of(f: &Fixture, policy: &str) -> Vec<String> {
+    std::fs::read_dir(f.store().join("_wal").join(policy))
         .map(|d| {
             d.filter_map(|e| e.ok())
                 .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -44,7 +49,7 @@ fn archived(f: &Fixture) -> Vec<String> {
 }
 
 /// One row per transaction, every 20 ms, until killed.
-fn inserter(port: u16) -> Child {
+pub fn inserter(port: u16) -> Child {
     Command::new("psql")
         .args([
             "-X",
@@ -68,15 +73,17 @@ fn inserter(port: u16) -> Child {
 }
 
 /// The daemon, with its log in `log`.
-fn daemon(f: &Fixture, log: &Path) -> Child {
+pub fn daemon(f: &Fixture, log: &Path) -> Child {
     Command::new(assert_cmd::cargo::cargo_bin("safepoint"))
         .current_dir(f.work())
         .env("SAFEPOINT_LOG", "info")
+        // Status, metrics and alerts follow every cycle: one at least every 2 s.
+        .env("SAFEPOINT_FETCH_INTERVAL", "2")
         .arg("--repo")
         .arg(f.repo())
         .arg("--data-dir")
         .arg(f.data())
-        .arg("daemon")
+        .args(["daemon", "--listen", "127.0.0.1:0"])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
@@ -85,7 +92,7 @@ fn daemon(f: &Fixture, log: &Path) -> Child {
 
 /// Children of the test, stopped with SIGTERM (the daemon stops its
 /// `pg_receivewal`) and reaped on drop.
-struct Stopped(Vec<Child>);
+pub struct Stopped(pub Vec<Child>);
 
 impl Drop for Stopped {
     fn drop(&mut self) {
@@ -99,7 +106,7 @@ impl Drop for Stopped {
 }
 
 /// A restored server: stopped and removed on drop.
-struct Restored<'a>(&'a Path);
+pub struct Restored<'a>(pub &'a Path);
 
 impl Drop for Restored<'_> {
     fn drop(&mut self) {
@@ -119,6 +126,26 @@ impl Drop for Restored<'_> {
             .status();
         let _ = std::fs::remove_dir_all(self.0);
     }
+}
+
+/// A new directory under /tmp owned by postgres: the parent of a restored
+/// data directory (the restored server runs as its owner).
+pub fn restore_parent() -> std::path::PathBuf {
+    let parent = Path::new("/tmp").join(unique("safepoint-pitr"));
+    std::fs::create_dir_all(&parent).unwrap();
+    let postgres_uid: u32 = String::from_utf8(
+        Command::new("id")
+            .args(["-u", "postgres"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .parse()
+    .unwrap();
+    std::os::unix::fs::chown(&parent, Some(postgres_uid), Some(postgres_uid)).unwrap();
+    parent
 }
 
 #[test]
@@ -146,7 +173,7 @@ fn restore_to_a_time_holds_exactly_the_rows_committed_by_then_across_a_receiver_
     let logged = || std::fs::read_to_string(&log).unwrap_or_default();
 
     wait_until("the first WAL segment archived", 180, &logged, || {
-        !archived(&f).is_empty()
+        !archived_of(&f, POLICY).is_empty()
     });
     wait_until("the daemon's first base backup", 180, &logged, || {
         !f.backups(POLICY).is_empty()
@@ -183,20 +210,7 @@ fn restore_to_a_time_holds_exactly_the_rows_committed_by_then_across_a_receiver_
     // Past the target: flushed at least once more (1 s interval).
     std::thread::sleep(Duration::from_secs(4));
 
-    let parent = Path::new("/tmp").join(unique("safepoint-pitr"));
-    std::fs::create_dir_all(&parent).unwrap();
-    let postgres_uid: u32 = String::from_utf8(
-        Command::new("id")
-            .args(["-u", "postgres"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap()
-    .trim()
-    .parse()
-    .unwrap();
-    std::os::unix::fs::chown(&parent, Some(postgres_uid), Some(postgres_uid)).unwrap();
+    let parent = restore_parent();
     let _restored = Restored(&parent);
     let t = target.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     let out = f

@@ -90,6 +90,7 @@ fn exported_names() -> BTreeSet<String> {
             last_drill_passed: Some(now),
             last_drill_verdict: Some("passed"),
             drift: vec![],
+            pitr: None,
         }],
     });
     let text = m.encode_classic().unwrap();

@@ -12,6 +12,7 @@ mod drill;
 mod list;
 mod notify_test;
 mod pitr;
+mod pitr_start;
 mod plan;
 mod preview;
 mod prune;

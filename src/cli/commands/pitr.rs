@@ -1,27 +1,29 @@
-//! `safepoint restore --policy P --to-time T | --latest --to-dir DIR [--start]`
-//! for PITR policies, and `safepoint wal-fetch`, the restore_command it
-//! writes. The restore picks the newest verified base backup that was
-//! finished at or before the target and whose first WAL segment is archived,
-//! extracts it through the one restore pipeline (`engine::restore`), and
-//! configures recovery: `recovery.signal`, `restore_command` calling
-//! `safepoint wal-fetch` with a recovery file naming the storage (no catalog
-//! or repository needed while PostgreSQL recovers), `recovery_target_time`
-//! and `recovery_target_action = 'promote'`. With `--start` it runs the
-//! server on a free loopback port and waits until recovery ended.
+//! `safepoint restore --policy P --to-time T | --before-deploy TAG |
+//! --latest --to-dir DIR [--start]` for PITR policies, and `safepoint
+//! wal-fetch`, the restore_command it writes. The restore picks the newest
+//! verified base backup that was finished before the target and whose first
+//! WAL segment is archived, extracts it through the one restore pipeline
+//! (`engine::restore`), and configures recovery: `recovery.signal`,
+//! `restore_command` calling `safepoint wal-fetch` with a recovery file
+//! naming the storage (no catalog or repository needed while PostgreSQL
+//! recovers), the target (`recovery_target_time`, or `recovery_target_name`
+//! for the restore point of a deploy gate) and `recovery_target_action =
+//! 'promote'`. With `--start` it runs the server on a free loopback port
+//! and waits until recovery ended (`pitr_start`).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::pitr_start::{Started, shell_quote, start};
 use crate::catalog::BackupRow;
 use crate::cli::Output;
+use crate::deploy::{self, BeforeDeploy};
 use crate::engine::context::Context;
 use crate::engine::{self, restore::Restore};
-use crate::executor::pitr_base::BaseBackup;
+use crate::executor::pitr_base::{BaseBackup, format_lsn};
 use crate::executor::{RestoreOptions, RestoreTarget};
 use crate::model::Health;
 use crate::policy::StorageSpec;
@@ -31,10 +33,83 @@ use crate::storage::wal;
 /// File written into the restored data directory for `wal-fetch`.
 const RECOVERY_FILE: &str = "safepoint.recovery.json";
 
+/// The recovery target asked for.
+pub enum Asked {
+    Latest,
+    Time(DateTime<Utc>),
+    BeforeDeploy(String),
+}
+
+impl Asked {
+    pub fn new(
+        to_time: Option<String>,
+        before_deploy: Option<String>,
+        latest: bool,
+    ) -> anyhow::Result<Asked> {
+        Ok(match (to_time, before_deploy, latest) {
+            (Some(t), _, _) => Asked::Time(
+                DateTime::parse_from_rfc3339(&t)
+                    .with_context(|| {
+                        format!("--to-time {t} is not an RFC 3339 time like 2026-11-29T10:42:00Z")
+                    })?
+                    .with_timezone(&Utc),
+            ),
+            (None, Some(release), _) => Asked::BeforeDeploy(release),
+            (None, None, true) => Asked::Latest,
+            (None, None, false) => {
+                bail!("--to-dir needs --to-time TIME, --before-deploy TAG or --latest")
+            }
+        })
+    }
+}
+
+/// Where recovery stops.
+#[derive(Debug, Clone, PartialEq)]
+enum Goal {
+    /// The end of the archive.
+    Latest,
+    /// Every transaction committed at or before it.
+    Time(DateTime<Utc>),
+    /// A named restore point (the deploy gate's), at its WAL position.
+    Point { name: String, lsn: u64 },
+}
+
+impl Goal {
+    fn describe(&self) -> String {
+        match self {
+            Goal::Latest => "the end of the archive".into(),
+            Goal::Time(t) => t.to_rfc3339(),
+            Goal::Point { name, lsn } => format!("restore point `{name}` ({})", format_lsn(*lsn)),
+        }
+    }
+
+    /// Whether a base backup is consistent before the goal.
+    fn after(&self, b: &BaseBackup) -> bool {
+        match self {
+            Goal::Latest => true,
+            Goal::Time(t) => b.stop_time <= *t,
+            Goal::Point { lsn, .. } => b.stop_lsn <= *lsn,
+        }
+    }
+
+    /// The recovery target settings for postgresql.auto.conf.
+    fn settings(&self) -> String {
+        let target = match self {
+            Goal::Latest => return String::new(),
+            Goal::Time(t) => format!(
+                "recovery_target_time = '{}'\nrecovery_target_inclusive = on\n",
+                t.format("%Y-%m-%d %H:%M:%S%.6f+00")
+            ),
+            Goal::Point { name, .. } => format!("recovery_target_name = {}\n", conf_quote(name)),
+        };
+        format!("{target}recovery_target_action = 'promote'\n")
+    }
+}
+
 /// A PITR restore as asked on the command line.
 pub struct Args {
     policy: String,
-    target: Option<DateTime<Utc>>,
+    asked: Asked,
     dir: PathBuf,
     start: bool,
     force: bool,
@@ -43,32 +118,32 @@ pub struct Args {
 impl Args {
     pub fn new(
         policy: Option<String>,
-        to_time: Option<String>,
-        latest: bool,
+        asked: Asked,
         dir: PathBuf,
         start: bool,
         force: bool,
     ) -> anyhow::Result<Args> {
         let policy = policy.context("--to-dir needs --policy P")?;
-        let target = match (to_time, latest) {
-            (Some(t), _) => Some(
-                DateTime::parse_from_rfc3339(&t)
-                    .with_context(|| {
-                        format!("--to-time {t} is not an RFC 3339 time like 2026-11-29T10:42:00Z")
-                    })?
-                    .with_timezone(&Utc),
-            ),
-            (None, true) => None,
-            (None, false) => bail!("--to-dir needs --to-time TIME or --latest"),
-        };
         Ok(Args {
             policy,
-            target,
+            asked,
             dir,
             start,
             force,
         })
     }
+}
+
+/// The goal of `asked` for `policy` (`--before-deploy`: the deploy records).
+async fn goal(ctx: &Context, asked: &Asked, policy: &str) -> anyhow::Result<Goal> {
+    Ok(match asked {
+        Asked::Latest => Goal::Latest,
+        Asked::Time(t) => Goal::Time(*t),
+        Asked::BeforeDeploy(release) => match deploy::before_deploy(ctx, release, policy).await? {
+            BeforeDeploy::Point { name, lsn } => Goal::Point { name, lsn },
+            BeforeDeploy::Time(t) => Goal::Time(t),
+        },
+    })
 }
 
 /// What `wal-fetch` needs, written next to the restored data.
@@ -105,8 +180,9 @@ pub async fn restore(ctx: &Context, args: Args, output: Output) -> anyhow::Resul
     let st = storage.clone();
     let name = args.policy.clone();
     let archived = tokio::task::spawn_blocking(move || wal::list(&*st, &name)).await??;
+    let goal = goal(ctx, &args.asked, &args.policy).await?;
     let rows = ctx.catalog.backups().await?;
-    let (row, base) = choose(&rows, &args.policy, args.target, &archived)?;
+    let (row, base) = choose(&rows, &args.policy, &goal, &archived)?;
     let dir = absolute(&args.dir)?;
     let options = RestoreOptions {
         force: args.force,
@@ -118,8 +194,7 @@ pub async fn restore(ctx: &Context, args: Args, output: Output) -> anyhow::Resul
         row.manifest.policy,
         row.manifest.id,
         dir.display(),
-        args.target
-            .map_or("the end of the archive".into(), |t| t.to_rfc3339()),
+        goal.describe(),
         ctx.actor
     );
     let job = Restore {
@@ -137,7 +212,7 @@ pub async fn restore(ctx: &Context, args: Args, output: Output) -> anyhow::Resul
         base_dir: ctx.settings.base_dir.clone(),
         age_identity_file: ctx.settings.age_identity_file.clone(),
     };
-    configure(&dir, &recovery, args.target)?;
+    configure(&dir, &recovery, &goal)?;
     let major = row
         .manifest
         .tools
@@ -148,15 +223,15 @@ pub async fn restore(ctx: &Context, args: Args, output: Output) -> anyhow::Resul
     } else {
         None
     };
-    report(output, &row.manifest.id, &base, &dir, args.target, started)
+    report(output, &row.manifest.id, &base, &dir, &goal, started)
 }
 
-/// The newest verified base backup of `policy` finished at or before
-/// `target` (any, for `None`) whose first WAL segment is in the archive.
+/// The newest verified base backup of `policy` finished before `goal`
+/// whose first WAL segment is in the archive.
 fn choose<'a>(
     rows: &'a [BackupRow],
     policy: &str,
-    target: Option<DateTime<Utc>>,
+    goal: &Goal,
     archived: &[wal::WalObject],
 ) -> anyhow::Result<(&'a BackupRow, BaseBackup)> {
     let bases: Vec<(&BackupRow, BaseBackup)> = rows
@@ -167,8 +242,8 @@ fn choose<'a>(
     let usable = |b: &BaseBackup| archived.iter().any(|o| o.segment() == b.start_wal);
     let best = bases
         .iter()
-        .filter(|(_, b)| target.is_none_or(|t| b.stop_time <= t) && usable(b))
-        .max_by_key(|(_, b)| b.stop_time);
+        .filter(|(_, b)| goal.after(b) && usable(b))
+        .max_by_key(|(_, b)| b.stop_lsn);
     match best {
         Some((r, b)) => Ok((*r, b.clone())),
         None if bases.is_empty() => bail!(
@@ -182,8 +257,8 @@ fn choose<'a>(
                 .min();
             match oldest {
                 Some(t) => bail!(
-                    "no base backup of {policy} was finished at or before {}; the oldest usable one was finished at {}: pick a later --to-time",
-                    target.map_or("now".into(), |t| t.to_rfc3339()),
+                    "no base backup of {policy} was finished before {}; the oldest usable one was finished at {}: pick a later --to-time",
+                    goal.describe(),
                     t.to_rfc3339()
                 ),
                 None => bail!(
@@ -204,7 +279,7 @@ fn absolute(dir: &Path) -> anyhow::Result<PathBuf> {
 
 /// Writes the recovery file, `recovery.signal` and the recovery settings
 /// (appended to `postgresql.auto.conf`, which wins over `postgresql.conf`).
-fn configure(dir: &Path, recovery: &Recovery, target: Option<DateTime<Utc>>) -> anyhow::Result<()> {
+fn configure(dir: &Path, recovery: &Recovery, goal: &Goal) -> anyhow::Result<()> {
     let file = dir.join(RECOVERY_FILE);
     std::fs::write(&file, serde_json::to_vec_pretty(recovery)?)
         .with_context(|| format!("cannot write {}", file.display()))?;
@@ -229,23 +304,13 @@ fn configure(dir: &Path, recovery: &Recovery, target: Option<DateTime<Utc>>) -> 
         recovery.policy,
         conf_quote(&fetch)
     );
-    if let Some(t) = target {
-        conf.push_str(&format!(
-            "recovery_target_time = '{}'\nrecovery_target_inclusive = on\nrecovery_target_action = 'promote'\n",
-            t.format("%Y-%m-%d %H:%M:%S%.6f+00")
-        ));
-    }
+    conf.push_str(&goal.settings());
     let auto = dir.join("postgresql.auto.conf");
     let mut text = std::fs::read_to_string(&auto).unwrap_or_default();
     text.push_str(&conf);
     std::fs::write(&auto, text).with_context(|| format!("cannot write {}", auto.display()))?;
     std::fs::write(dir.join("recovery.signal"), "")?;
     Ok(())
-}
-
-/// `'text'` for sh, with embedded quotes closed and escaped.
-fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
 }
 
 /// `'text'` for postgresql.conf (quotes doubled).
@@ -281,128 +346,28 @@ pub async fn wal_fetch(recovery: &Path, wal_file: &str, path: &Path) -> anyhow::
     .await?
 }
 
-/// A restored server left running.
-struct Started {
-    port: u16,
-    log: PathBuf,
-}
-
-/// Starts the restored cluster on a free loopback port (as the owner of the
-/// data directory's parent when run as root: PostgreSQL refuses root) and
-/// waits until recovery ended and the server was promoted.
-async fn start(dir: &Path, major: Option<u32>) -> anyhow::Result<Started> {
-    let owner = server_user(dir)?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let log = dir.join("safepoint-restore.log");
-    let pg_ctl = program(major, "pg_ctl");
-    let mut cmd = Command::new(&pg_ctl);
-    cmd.arg("-D")
-        .arg(dir)
-        .arg("-l")
-        .arg(&log)
-        .arg("-o")
-        .arg(format!(
-            "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={}",
-            shell_quote(&dir.to_string_lossy())
-        ))
-        .args(["-w", "-t", "3600", "start"])
-        .current_dir(dir);
-    if let Some((uid, gid)) = owner {
-        use std::os::unix::process::CommandExt;
-        cmd.uid(uid).gid(gid);
-    }
-    let out = tokio::task::spawn_blocking(move || cmd.output()).await??;
-    let tail = || log_tail(&dir.join("safepoint-restore.log"));
-    if !out.status.success() {
-        bail!(
-            "the restored server did not start ({}): {}",
-            out.status,
-            tail()
-        );
-    }
-    let controldata = program(major, "pg_controldata");
-    loop {
-        let out = Command::new(&controldata).arg(dir).output()?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        if text.contains("in production") {
-            return Ok(Started { port, log });
-        }
-        if !dir.join("postmaster.pid").exists() {
-            bail!("recovery failed and the server stopped: {}", tail());
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// `<LAYOUT_ROOT>/<major>/bin/<name>` when installed, else `name` on PATH
-/// (server programs must match the data directory's major version).
-fn program(major: Option<u32>, name: &str) -> PathBuf {
-    major
-        .map(|m| {
-            Path::new("/usr/lib/postgresql")
-                .join(m.to_string())
-                .join("bin")
-                .join(name)
-        })
-        .filter(|p| p.is_file())
-        .unwrap_or_else(|| PathBuf::from(name))
-}
-
-/// As root: the uid/gid of the data directory's parent, which then owns the
-/// data directory too.
-fn server_user(dir: &Path) -> anyhow::Result<Option<(u32, u32)>> {
-    use std::os::unix::fs::MetadataExt;
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        return Ok(None);
-    }
-    let parent = dir.parent().context("--to-dir has no parent directory")?;
-    let meta = std::fs::metadata(parent)?;
-    if meta.uid() == 0 {
-        bail!(
-            "PostgreSQL does not run as root: make the parent of --to-dir ({}) owned by the user the restored server should run as (e.g. `chown postgres: {}`), or start it yourself without --start",
-            parent.display(),
-            parent.display()
-        );
-    }
-    chown_tree(dir, meta.uid(), meta.gid())?;
-    Ok(Some((meta.uid(), meta.gid())))
-}
-
-fn chown_tree(path: &Path, uid: u32, gid: u32) -> anyhow::Result<()> {
-    std::os::unix::fs::lchown(path, Some(uid), Some(gid))
-        .with_context(|| format!("cannot hand {} to uid {uid}", path.display()))?;
-    if std::fs::symlink_metadata(path)?.is_dir() {
-        for entry in std::fs::read_dir(path)? {
-            chown_tree(&entry?.path(), uid, gid)?;
-        }
-    }
-    Ok(())
-}
-
-fn log_tail(log: &Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(8)..].join("\n")
-}
-
 fn report(
     output: Output,
     backup: &str,
     base: &BaseBackup,
     dir: &Path,
-    target: Option<DateTime<Utc>>,
+    goal: &Goal,
     started: Option<Started>,
 ) -> anyhow::Result<u8> {
-    let target_text = target.map_or("the end of the archive".to_string(), |t| t.to_rfc3339());
+    let target_text = goal.describe();
     if output == Output::Json {
         let value = serde_json::json!({
             "backup": backup,
             "baseBackupFinished": base.stop_time.to_rfc3339(),
             "dataDir": dir.display().to_string(),
-            "target": target.map(|t| t.to_rfc3339()),
+            "target": match goal {
+                Goal::Time(t) => Some(t.to_rfc3339()),
+                _ => None,
+            },
+            "restorePoint": match goal {
+                Goal::Point { name, lsn } => Some(serde_json::json!({"name": name, "lsn": format_lsn(*lsn)})),
+                _ => None,
+            },
             "port": started.as_ref().map(|s| s.port),
             "log": started.as_ref().map(|s| s.log.display().to_string()),
         });
@@ -432,6 +397,24 @@ fn report(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_goal_writes_its_recovery_target() {
+        let t: DateTime<Utc> = "2026-11-29T10:42:00Z".parse().unwrap();
+        assert_eq!(Goal::Latest.settings(), "");
+        assert_eq!(
+            Goal::Time(t).settings(),
+            "recovery_target_time = '2026-11-29 10:42:00.000000+00'\nrecovery_target_inclusive = on\nrecovery_target_action = 'promote'\n"
+        );
+        let point = Goal::Point {
+            name: "safepoint-v1.4-it's".into(),
+            lsn: 0x300_0060,
+        };
+        assert_eq!(
+            point.settings(),
+            "recovery_target_name = 'safepoint-v1.4-it''s'\nrecovery_target_action = 'promote'\n"
+        );
+    }
 
     #[test]
     fn quoting_survives_shell_and_config() {

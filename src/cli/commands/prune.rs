@@ -8,6 +8,7 @@ use crate::cli::Output;
 use crate::engine::context::Context;
 use crate::engine::cycle;
 use crate::engine::execute::Scope;
+use crate::engine::pitr_prune;
 
 pub(super) async fn prune(
     ctx: Context,
@@ -29,12 +30,28 @@ pub(super) async fn prune(
         .iter()
         .filter(|a| Scope::Deletions.includes(a))
         .collect();
+    let desired = state.desired()?;
     if dry_run {
+        let deleting: Vec<(String, String)> = deletions
+            .iter()
+            .filter_map(|a| match a {
+                crate::plan::Action::Delete {
+                    policy, backup_id, ..
+                } => Some((policy.clone(), backup_id.clone())),
+                _ => None,
+            })
+            .collect();
+        let wal = pitr_prune::preview(&ctx, desired, &deleting, orphans)
+            .await
+            .map_err(anyhow::Error::msg)?;
         if output == Output::Json {
             print_json(&deletions)?;
-        } else if deletions.is_empty() {
+        } else if deletions.is_empty() && wal.is_empty() {
             outln!("nothing to prune");
         } else {
+            for line in &wal {
+                outln!("{line}");
+            }
             for a in &deletions {
                 if let crate::plan::Action::Delete {
                     policy,
@@ -49,9 +66,41 @@ pub(super) async fn prune(
         }
         return Ok(0);
     }
+    let (failed, dropped) = if orphans {
+        drop_retired(&ctx, desired).await?
+    } else {
+        (false, false)
+    };
     if report.outcomes.is_empty() && output == Output::Table {
-        outln!("nothing to prune");
-        return Ok(0);
+        if !failed && !dropped {
+            outln!("nothing to prune");
+        }
+        return Ok(u8::from(failed));
     }
-    print_outcomes(&report.outcomes, output)
+    print_outcomes(&report.outcomes, output).map(|code| code.max(u8::from(failed)))
+}
+
+/// Removed PITR policies whose backups are all gone: their slot and WAL
+/// archive. Returns (a drop failed, something was dropped).
+async fn drop_retired(
+    ctx: &Context,
+    desired: &crate::policy::DesiredState,
+) -> anyhow::Result<(bool, bool)> {
+    let (mut failed, mut dropped) = (false, false);
+    for r in pitr_prune::retired(ctx, desired, &[])
+        .await
+        .map_err(anyhow::Error::msg)?
+    {
+        match pitr_prune::drop_retired(ctx, desired, &r).await {
+            Ok(done) => {
+                outln!("{done}");
+                dropped = true;
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                failed = true;
+            }
+        }
+    }
+    Ok((failed, dropped))
 }

@@ -27,6 +27,7 @@ pub(super) async fn from_command(
         to_password_from,
         force,
         to_time,
+        before_deploy,
         to_dir,
         start,
     } = command
@@ -34,7 +35,8 @@ pub(super) async fn from_command(
         unreachable!("called for `restore` only")
     };
     if let Some(dir) = to_dir {
-        let args = super::pitr::Args::new(policy, to_time, latest, dir, start, force)?;
+        let goal = super::pitr::Asked::new(to_time, before_deploy, latest)?;
+        let args = super::pitr::Args::new(policy, goal, dir, start, force)?;
         return super::pitr::restore(ctx, args, output).await;
     }
     let which = Which {
