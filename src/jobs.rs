@@ -46,7 +46,13 @@ fn backup_requests(
 ) -> Option<Result<Vec<BackupRequest>, DeployError>> {
     Some(match &job.kind {
         JobKind::DeployStart { release, selection } => {
-            deploy::start_requests(desired, release, selection, &job.caller)
+            let requests = deploy::start_requests(desired, release, selection, &job.caller);
+            // A PITR policy's gate is a restore point, not a backup: such a
+            // deploy runs on its own through `deploy::start` (`run_other`).
+            if requests.as_ref().is_ok_and(|r| has_pitr(desired, r)) {
+                return None;
+            }
+            requests
         }
         JobKind::Backup { policy } if desired.policies.contains_key(policy) => {
             Ok(vec![BackupRequest {
@@ -60,6 +66,16 @@ fn backup_requests(
             "policy {policy} is not in the applied revision"
         ))),
         _ => return None,
+    })
+}
+
+/// True when one of `requests` is for a PITR policy.
+fn has_pitr(desired: &crate::policy::DesiredState, requests: &[BackupRequest]) -> bool {
+    requests.iter().any(|r| {
+        desired
+            .policies
+            .get(&r.policy)
+            .is_some_and(|p| p.source.pitr().is_some())
     })
 }
 
@@ -132,6 +148,11 @@ async fn sort(
                     release, selection, ..
                 } => (None, finish_policies(ctx, release, selection).await),
                 JobKind::Drill { policy, .. } => (None, vec![policy.clone()]),
+                JobKind::DeployStart { release, selection } => {
+                    let requests = deploy::start_requests(desired, release, selection, &job.caller);
+                    let policies = requests.unwrap_or_default().into_iter().map(|r| r.policy);
+                    (None, policies.collect())
+                }
                 _ => (None, Vec::new()),
             },
         };
@@ -321,7 +342,12 @@ async fn run_other(
                 Err(e) => (Err(JobError::Failed(e.to_string())), None),
             }
         }
-        JobKind::DeployStart { .. } | JobKind::Backup { .. } => (
+        // With a PITR policy: restore points and snapshots (`deploy::start`).
+        JobKind::DeployStart { release, selection } => {
+            let started = deploy::start(&job_ctx, state, release, selection).await;
+            (started.map(JobResult::Deploy).map_err(JobError::from), None)
+        }
+        JobKind::Backup { .. } => (
             Err(JobError::Failed("internal: job not batched".into())),
             None,
         ),

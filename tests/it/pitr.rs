@@ -74,6 +74,11 @@ pub fn inserter(port: u16) -> Child {
 
 /// The daemon, with its log in `log`.
 pub fn daemon(f: &Fixture, log: &Path) -> Child {
+    std::fs::write(
+        f.work().join("tokens"),
+        format!("ci {}\n", crate::webhooks::TOKEN),
+    )
+    .unwrap();
     Command::new(assert_cmd::cargo::cargo_bin("safepoint"))
         .current_dir(f.work())
         .env("SAFEPOINT_LOG", "info")
@@ -83,7 +88,13 @@ pub fn daemon(f: &Fixture, log: &Path) -> Child {
         .arg(f.repo())
         .arg("--data-dir")
         .arg(f.data())
-        .args(["daemon", "--listen", "127.0.0.1:0"])
+        .args([
+            "daemon",
+            "--listen",
+            "127.0.0.1:0",
+            "--api-tokens-file",
+            "tokens",
+        ])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()

@@ -92,6 +92,27 @@ fn deploy_start_creates_a_restore_point_and_restore_before_deploy_lands_exactly_
     assert!(f.backups(POLICY).len() == 1, "the gate took no backup");
     eprintln!("gate took {gate_secs:.2}s");
 
+    // The same gate through the daemon's API: a restore point too.
+    let text = logged();
+    let addr: std::net::SocketAddr = text
+        .lines()
+        .find(|l| l.contains("http api listening"))
+        .and_then(|l| l.split("addr=").nth(1))
+        .and_then(|a| a.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no listen address in the daemon log:\n{text}"));
+    let (code, api) = crate::webhooks::post(
+        addr,
+        "/api/v1/deploys/v1.3/start",
+        &format!("{{\"wait\": true, \"policies\": [\"{POLICY}\"]}}"),
+    );
+    assert_eq!(code, 200, "{api}");
+    assert_eq!(api["steps"][0]["action"], "restore point", "{api}");
+    assert!(
+        f.backups(POLICY).len() == 1,
+        "the API gate took no backup either"
+    );
+
     let parent = restore_parent();
     let _restored = Restored(&parent);
     let out = f

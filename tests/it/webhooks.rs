@@ -192,7 +192,7 @@ fn signed_notices_survive_an_outage_and_restarts_without_duplicates_and_a_410_is
     assert_eq!(
         sqlite(
             &catalog,
-            "select notifier, state, last_error like '%410%' from outbox where channel = 'webhook' order by notifier"
+            "select notifier, state, last_error like '%answered 410%' from outbox where channel = 'webhook' order by notifier"
         )
         .trim(),
         "chat|pending|0\ngone|failed|1",
