@@ -135,7 +135,7 @@ async fn alert(
     release: &str,
     now: DateTime<Utc>,
 ) -> Result<Step, DeployError> {
-    let command = restore_command(policy, release);
+    let command = restore_command_of(desired, policy, release);
     let msg = format!(
         "deploy {release} FAILED for {policy}: restore the pre-deploy snapshot with `{command}`"
     );
@@ -143,7 +143,7 @@ async fn alert(
     ctx.catalog
         .audit(now, AuditKind::Alert, Some(policy), &ctx.actor, &msg)
         .await?;
-    let snapshot = pre_deploy_snapshot(ctx, policy, release).await?;
+    let snapshot = pre_deploy_snapshot(ctx, desired, policy, release).await?;
     let event = EventDetail {
         detail: format!(
             "deploy of release {release} reported failure by {}",
@@ -234,11 +234,43 @@ async fn record_finish(
 /// The newest verified pre-deploy snapshot of `policy` for `release`.
 async fn pre_deploy_snapshot(
     ctx: &Context,
+    desired: &DesiredState,
     policy: &str,
     release: &str,
 ) -> Result<Option<crate::catalog::BackupRow>, DeployError> {
     let rows = ctx.catalog.backups().await?;
-    Ok(crate::engine::restore::latest_pre_deploy(&rows, policy, release).cloned())
+    if !is_pitr(desired, policy) {
+        return Ok(crate::engine::restore::latest_pre_deploy(&rows, policy, release).cloned());
+    }
+    // A PITR policy's gate took no snapshot: what restores to its restore
+    // point is the newest base backup taken before the deploy started.
+    let started = ctx
+        .catalog
+        .deploys(Some(release))
+        .await?
+        .into_iter()
+        .filter(|d| d.phase == "start" && d.policy == policy)
+        .map(|d| d.at)
+        .min();
+    Ok(started.and_then(|at| crate::engine::restore::latest_before(&rows, policy, at).cloned()))
+}
+
+/// True when `policy` archives WAL continuously (its gate is a restore point).
+fn is_pitr(desired: &DesiredState, policy: &str) -> bool {
+    desired
+        .policies
+        .get(policy)
+        .is_some_and(|p| p.source.pitr().is_some())
+}
+
+/// How to get back to the state before `release`: the pre-deploy snapshot,
+/// or for a PITR policy its restore point.
+fn restore_command_of(desired: &DesiredState, policy: &str, release: &str) -> String {
+    if is_pitr(desired, policy) {
+        super::pitr_gate::restore_command(policy, release)
+    } else {
+        restore_command(policy, release)
+    }
 }
 
 /// Pins the newest verified pre-deploy snapshot of `release`, in the catalog
@@ -252,7 +284,7 @@ async fn pin_pre_deploy(
     policy: &str,
     release: &str,
 ) -> Result<Step, DeployError> {
-    let snapshot = pre_deploy_snapshot(ctx, policy, release).await?;
+    let snapshot = pre_deploy_snapshot(ctx, desired, policy, release).await?;
     let Some(snapshot) = snapshot else {
         return Ok(Step {
             policy: policy.to_string(),
@@ -275,7 +307,7 @@ async fn pin_pre_deploy(
                     ok: false,
                     backup_id: Some(snapshot.record.id),
                     detail: e.to_string(),
-                    restore_command: Some(restore_command(policy, release)),
+                    restore_command: Some(restore_command_of(desired, policy, release)),
                 });
             }
         };
@@ -285,6 +317,6 @@ async fn pin_pre_deploy(
         ok: pinned.marker_error.is_none(),
         backup_id: Some(snapshot.record.id),
         detail: pinned.message,
-        restore_command: Some(restore_command(policy, release)),
+        restore_command: Some(restore_command_of(desired, policy, release)),
     })
 }

@@ -242,6 +242,16 @@ pub fn latest_pre_deploy<'a>(
     })
 }
 
+/// The newest verified backup of `policy` started at or before `at`: for a
+/// PITR policy, the base backup a restore point created at `at` needs.
+pub fn latest_before<'a>(
+    rows: &'a [BackupRow],
+    policy: &str,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Option<&'a BackupRow> {
+    latest_verified(rows, policy, |r| r.record.started_at <= at)
+}
+
 fn latest_verified<'a>(
     rows: &'a [BackupRow],
     policy: &str,

@@ -12,7 +12,8 @@ const POLICY: &str = "pitr-gate";
 
 fn pitr_policy(port: u16) -> String {
     let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
-    db_policy(POLICY, "postgres", &url, "").replacen(
+    let deploy = "  deploy: {before: snapshot, onFailure: [pin-pre-deploy]}\n";
+    db_policy(POLICY, "postgres", &url, deploy).replacen(
         "\n  storage: local",
         "\n    pitr: {walFlushInterval: 1s}\n  storage: local",
         1,
@@ -111,6 +112,34 @@ fn deploy_start_creates_a_restore_point_and_restore_before_deploy_lands_exactly_
     assert!(
         f.backups(POLICY).len() == 1,
         "the API gate took no backup either"
+    );
+
+    // The deploy failed: what restores to the restore point (the base
+    // backup taken before it) is pinned; the command restores before it.
+    let out = f
+        .cmd()
+        .args([
+            "deploy",
+            "finish",
+            "--release",
+            "v1.4",
+            "--status",
+            "failure",
+        ])
+        .args(["--policy", POLICY, "--output", "json"])
+        .output()
+        .unwrap();
+    let finish: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let pin = &finish["steps"][0];
+    assert_eq!(pin["ok"], true, "{finish}");
+    assert_eq!(pin["backup_id"], f.backups(POLICY)[0]["id"], "{finish}");
+    assert!(
+        pin["restore_command"]
+            .as_str()
+            .unwrap()
+            .contains("--before-deploy v1.4"),
+        "{finish}"
     );
 
     let parent = restore_parent();
