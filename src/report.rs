@@ -131,26 +131,6 @@ fn policy_report(inputs: &Inputs<'_>, name: &str) -> PolicyReport {
     let backups: Vec<&HistoricBackup> =
         inputs.backups.iter().filter(|b| b.policy == name).collect();
     let rpo = inputs.desired.policies.get(name).and_then(|p| p.rpo);
-    let rpo_met_percent = rpo.map(|rpo| {
-        let first = backups.iter().map(|b| b.finished_at).min();
-        let from = first.map_or(since, |f| f.max(since)).min(now);
-        let window = now - from;
-        if window <= TimeDelta::zero() {
-            return if backups.is_empty() { 0.0 } else { 100.0 };
-        }
-        let intervals = backups
-            .iter()
-            .filter(|b| b.health == Health::Verified || b.deleted_at.is_some())
-            .map(|b| {
-                let end = (b.started_at + rpo).min(b.deleted_at.unwrap_or(now));
-                (b.finished_at, end)
-            })
-            .collect();
-        let pct = covered(intervals, from, now).num_milliseconds() as f64
-            / window.num_milliseconds() as f64
-            * 100.0;
-        (pct * 100.0).round() / 100.0
-    });
     let runs: Vec<&HistoricRun> = inputs
         .runs
         .iter()
@@ -162,45 +142,14 @@ fn policy_report(inputs: &Inputs<'_>, name: &str) -> PolicyReport {
         .iter()
         .filter(|b| b.started_at <= now && b.deleted_at.is_none_or(|d| d > now))
         .collect();
-    let pruned_entries: Vec<&Entry> = inputs
-        .audit
-        .iter()
-        .filter(|e| {
-            e.policy.as_deref() == Some(name)
-                && e.at >= since
-                && e.kind == AuditKind::BackupPruned.as_str()
-        })
-        .collect();
     let deleted_in_window: Vec<&&HistoricBackup> = backups
         .iter()
         .filter(|b| b.deleted_at.is_some_and(|d| d >= since && d <= now))
         .collect();
-    let retention_honoured = deleted_in_window
-        .iter()
-        .all(|b| !b.pinned && pruned_entries.iter().any(|e| e.message.contains(&b.id)));
-    let mut deploys: Vec<DeployEntry> = backups
-        .iter()
-        .filter(|b| b.trigger == Trigger::PreDeploy && b.started_at >= since)
-        .map(|b| DeployEntry {
-            release: b.release.clone().unwrap_or_default(),
-            pre_deploy_backup: b.id.clone(),
-            at: b.started_at,
-        })
-        .collect();
-    deploys.sort_by_key(|d| d.at);
-    let drills = |kind: AuditKind| {
-        inputs
-            .audit
-            .iter()
-            .filter(|e| {
-                e.policy.as_deref() == Some(name) && e.at >= since && e.kind == kind.as_str()
-            })
-            .count()
-    };
     PolicyReport {
         policy: name.to_string(),
         rpo_seconds: rpo.map(|r| r.num_seconds()),
-        rpo_met_percent,
+        rpo_met_percent: rpo.map(|rpo| rpo_met_percent(&backups, rpo, since, now)),
         backups_taken: runs
             .iter()
             .filter(|r| r.outcome == RunOutcome::Succeeded)
@@ -213,12 +162,76 @@ fn policy_report(inputs: &Inputs<'_>, name: &str) -> PolicyReport {
         oldest_kept: kept.iter().map(|b| b.started_at).min(),
         newest_kept: kept.iter().map(|b| b.started_at).max(),
         pruned: deleted_in_window.len(),
-        retention_honoured,
+        retention_honoured: retention_honoured(inputs, name, &deleted_in_window),
         unhealthy: kept.iter().filter(|b| b.health != Health::Verified).count(),
-        drills_passed: drills(AuditKind::DrillPassed),
-        drills_failed: drills(AuditKind::DrillFailed),
-        deploys,
+        drills_passed: audited(inputs, name, AuditKind::DrillPassed).count(),
+        drills_failed: audited(inputs, name, AuditKind::DrillFailed).count(),
+        deploys: deploys(&backups, since),
     }
+}
+
+/// Share of `[from, now]` (from the first completed backup or `since`)
+/// during which a completed backup younger than `rpo` existed, in percent
+/// rounded to two decimals.
+fn rpo_met_percent(
+    backups: &[&HistoricBackup],
+    rpo: TimeDelta,
+    since: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> f64 {
+    let first = backups.iter().map(|b| b.finished_at).min();
+    let from = first.map_or(since, |f| f.max(since)).min(now);
+    let window = now - from;
+    if window <= TimeDelta::zero() {
+        return if backups.is_empty() { 0.0 } else { 100.0 };
+    }
+    let intervals = backups
+        .iter()
+        .filter(|b| b.health == Health::Verified || b.deleted_at.is_some())
+        .map(|b| {
+            let end = (b.started_at + rpo).min(b.deleted_at.unwrap_or(now));
+            (b.finished_at, end)
+        })
+        .collect();
+    let pct = covered(intervals, from, now).num_milliseconds() as f64
+        / window.num_milliseconds() as f64
+        * 100.0;
+    (pct * 100.0).round() / 100.0
+}
+
+/// The audit entries of `kind` about `name` since the window's start.
+fn audited<'a>(
+    inputs: &'a Inputs<'_>,
+    name: &'a str,
+    kind: AuditKind,
+) -> impl Iterator<Item = &'a Entry> {
+    inputs.audit.iter().filter(move |e| {
+        e.policy.as_deref() == Some(name) && e.at >= inputs.since && e.kind == kind.as_str()
+    })
+}
+
+/// Every backup deleted in the window was unpinned and its deletion is a
+/// retention decision recorded in the audit log (`backup-pruned`).
+fn retention_honoured(inputs: &Inputs<'_>, name: &str, deleted: &[&&HistoricBackup]) -> bool {
+    let pruned: Vec<&Entry> = audited(inputs, name, AuditKind::BackupPruned).collect();
+    deleted
+        .iter()
+        .all(|b| !b.pinned && pruned.iter().any(|e| e.message.contains(&b.id)))
+}
+
+/// The pre-deploy snapshots taken since the window's start, oldest first.
+fn deploys(backups: &[&HistoricBackup], since: DateTime<Utc>) -> Vec<DeployEntry> {
+    let mut deploys: Vec<DeployEntry> = backups
+        .iter()
+        .filter(|b| b.trigger == Trigger::PreDeploy && b.started_at >= since)
+        .map(|b| DeployEntry {
+            release: b.release.clone().unwrap_or_default(),
+            pre_deploy_backup: b.id.clone(),
+            at: b.started_at,
+        })
+        .collect();
+    deploys.sort_by_key(|d| d.at);
+    deploys
 }
 
 fn ts(t: Option<DateTime<Utc>>) -> String {

@@ -6,8 +6,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::model::{DriftKind, RevisionRecord};
-use crate::observed::{Health, ObservedState, Trigger};
-use crate::policy::DesiredState;
+use crate::observed::{BackupRecord, Health, ObservedState, Trigger};
+use crate::policy::{BackupPolicy, DesiredState};
 
 /// Revision bookkeeping of the policy repository.
 #[derive(Debug, Clone, Default)]
@@ -111,103 +111,128 @@ pub fn compute(
         (None, None) => (false, "no valid policy revision applied yet".to_string()),
         (None, Some(_)) => (true, "policies applied".to_string()),
     };
-    let policies = desired
-        .policies
-        .values()
-        .map(|p| {
-            let backups = observed.backups.get(&p.name).map_or(&[][..], Vec::as_slice);
-            let newest = backups.iter().find(|b| b.health == Health::Verified);
-            let last_good = newest.map(|b| LastGood {
-                id: b.id.clone(),
-                started_at: b.started_at,
-                age_seconds: (now - b.started_at).num_seconds(),
-                trigger: b.trigger,
-                size: b.size,
-            });
-            let rpo_met = p
-                .rpo
-                .map(|rpo| newest.is_some_and(|b| now - b.started_at <= rpo));
-            let mut drift = Vec::new();
-            if rpo_met == Some(false) {
-                drift.push(DriftKind::RpoMissed);
-            }
-            let failure = observed.failures.get(&p.name);
-            if failure.is_some() {
-                drift.push(DriftKind::BackupFailed);
-            }
-            if backups.iter().any(|b| b.health == Health::Missing) {
-                drift.push(DriftKind::ArtifactMissing);
-            }
-            if backups.iter().any(|b| b.health == Health::Corrupt) {
-                drift.push(DriftKind::ArtifactCorrupt);
-            }
-            let drills = observed.drills.get(&p.name);
-            if drills.and_then(|d| d.last_passed_verdict) == Some(false) {
-                drift.push(DriftKind::DrillFailed);
-            }
-            if let Some(spec) = &p.drill
-                && drill_overdue(
-                    spec,
-                    drills.and_then(|d| d.last_passed),
-                    newest.map(|b| b.started_at),
-                    now,
-                )
-            {
-                drift.push(DriftKind::DrillOverdue);
-            }
-            let pitr = crate::pitr_status::of(p, observed.pitr.get(&p.name), now);
-            drift.extend(pitr.iter().flat_map(|(_, d)| d.iter().copied()));
-            let (ready, reason) = if p.suspend {
-                (true, "suspended".to_string())
-            } else if let Some(f) = failure {
-                (
-                    false,
-                    format!("{} failed attempt(s), last: {}", f.consecutive, f.error),
-                )
-            } else if rpo_met == Some(false) {
-                (false, "rpo missed".to_string())
-            } else if observed.running.contains(&p.name) {
-                (true, "backup running".to_string())
-            } else if newest.is_none() {
-                (true, "no backup yet".to_string())
-            } else if drift.is_empty() {
-                (true, "backups current".to_string())
-            } else {
-                let kinds: Vec<&str> = drift.iter().map(|k| k.as_str()).collect();
-                (false, kinds.join(", "))
-            };
-            PolicyStatus {
-                name: p.name.clone(),
-                storage: p.storage.clone(),
-                ready,
-                reason,
-                suspended: p.suspend,
-                last_good,
-                rpo_seconds: p.rpo.map(|r| r.num_seconds()),
-                rpo_met,
-                next_run: if p.suspend {
-                    None
-                } else {
-                    p.schedule
-                        .as_ref()
-                        .and_then(|s| crate::plan::schedule::next_slot(s, now))
-                },
-                backups: backups.len(),
-                last_drill_passed: drills.and_then(|d| d.last_passed),
-                last_drill_verdict: drills
-                    .and_then(|d| d.last_passed_verdict)
-                    .map(|ok| if ok { "passed" } else { "failed" }),
-                drift,
-                pitr: pitr.map(|(st, _)| st),
-            }
-        })
-        .collect();
     Status {
         ready,
         reason,
         applied: repo.applied.clone(),
         attempted: repo.attempted.as_ref().map(|a| a.commit.clone()),
         diagnostics: rejected.map(|a| a.diagnostics.clone()).unwrap_or_default(),
-        policies,
+        policies: desired
+            .policies
+            .values()
+            .map(|p| policy_status(p, observed, now))
+            .collect(),
+    }
+}
+
+fn policy_status(p: &BackupPolicy, observed: &ObservedState, now: DateTime<Utc>) -> PolicyStatus {
+    let backups = observed.backups.get(&p.name).map_or(&[][..], Vec::as_slice);
+    let newest = backups.iter().find(|b| b.health == Health::Verified);
+    let rpo_met = p
+        .rpo
+        .map(|rpo| newest.is_some_and(|b| now - b.started_at <= rpo));
+    let drills = observed.drills.get(&p.name);
+    let mut drift = drift(p, observed, backups, rpo_met, now);
+    let pitr = crate::pitr_status::of(p, observed.pitr.get(&p.name), now);
+    drift.extend(pitr.iter().flat_map(|(_, d)| d.iter().copied()));
+    let (ready, reason) = condition(p, observed, newest.is_some(), rpo_met, &drift);
+    PolicyStatus {
+        name: p.name.clone(),
+        storage: p.storage.clone(),
+        ready,
+        reason,
+        suspended: p.suspend,
+        last_good: newest.map(|b| LastGood {
+            id: b.id.clone(),
+            started_at: b.started_at,
+            age_seconds: (now - b.started_at).num_seconds(),
+            trigger: b.trigger,
+            size: b.size,
+        }),
+        rpo_seconds: p.rpo.map(|r| r.num_seconds()),
+        rpo_met,
+        next_run: if p.suspend {
+            None
+        } else {
+            p.schedule
+                .as_ref()
+                .and_then(|s| crate::plan::schedule::next_slot(s, now))
+        },
+        backups: backups.len(),
+        last_drill_passed: drills.and_then(|d| d.last_passed),
+        last_drill_verdict: drills
+            .and_then(|d| d.last_passed_verdict)
+            .map(|ok| if ok { "passed" } else { "failed" }),
+        drift,
+        pitr: pitr.map(|(st, _)| st),
+    }
+}
+
+/// The drift kinds present now.
+fn drift(
+    p: &BackupPolicy,
+    observed: &ObservedState,
+    backups: &[BackupRecord],
+    rpo_met: Option<bool>,
+    now: DateTime<Utc>,
+) -> Vec<DriftKind> {
+    let newest = backups.iter().find(|b| b.health == Health::Verified);
+    let drills = observed.drills.get(&p.name);
+    let mut drift = Vec::new();
+    if rpo_met == Some(false) {
+        drift.push(DriftKind::RpoMissed);
+    }
+    if observed.failures.contains_key(&p.name) {
+        drift.push(DriftKind::BackupFailed);
+    }
+    if backups.iter().any(|b| b.health == Health::Missing) {
+        drift.push(DriftKind::ArtifactMissing);
+    }
+    if backups.iter().any(|b| b.health == Health::Corrupt) {
+        drift.push(DriftKind::ArtifactCorrupt);
+    }
+    if drills.and_then(|d| d.last_passed_verdict) == Some(false) {
+        drift.push(DriftKind::DrillFailed);
+    }
+    if let Some(spec) = &p.drill
+        && drill_overdue(
+            spec,
+            drills.and_then(|d| d.last_passed),
+            newest.map(|b| b.started_at),
+            now,
+        )
+    {
+        drift.push(DriftKind::DrillOverdue);
+    }
+    drift
+}
+
+/// Ready or not, and why: suspension first, then a failing backup, a missed
+/// RPO, a running backup, no backup yet, else the drift (if any).
+fn condition(
+    p: &BackupPolicy,
+    observed: &ObservedState,
+    has_backup: bool,
+    rpo_met: Option<bool>,
+    drift: &[DriftKind],
+) -> (bool, String) {
+    if p.suspend {
+        (true, "suspended".to_string())
+    } else if let Some(f) = observed.failures.get(&p.name) {
+        (
+            false,
+            format!("{} failed attempt(s), last: {}", f.consecutive, f.error),
+        )
+    } else if rpo_met == Some(false) {
+        (false, "rpo missed".to_string())
+    } else if observed.running.contains(&p.name) {
+        (true, "backup running".to_string())
+    } else if !has_backup {
+        (true, "no backup yet".to_string())
+    } else if drift.is_empty() {
+        (true, "backups current".to_string())
+    } else {
+        let kinds: Vec<&str> = drift.iter().map(|k| k.as_str()).collect();
+        (false, kinds.join(", "))
     }
 }

@@ -86,44 +86,109 @@ fn ok(status: &str) -> bool {
     matches!(status, "ok" | "success" | "succeeded" | "passed")
 }
 
+/// Where things go on the timeline: the window, its lanes and the mapping
+/// of instants and lanes to coordinates.
+struct Frame<'a> {
+    from: DateTime<Utc>,
+    now: DateTime<Utc>,
+    /// The window's length in seconds (at least one).
+    span: f64,
+    /// Policy lanes, then `deploys`, `drills` and `alerts`.
+    lanes: Vec<&'a str>,
+}
+
+impl<'a> Frame<'a> {
+    fn new(policies: &'a [String], now: DateTime<Utc>, days: i64) -> Self {
+        let from = now - TimeDelta::days(days);
+        let mut lanes: Vec<&str> = policies.iter().map(String::as_str).collect();
+        lanes.extend(["deploys", "drills", "alerts"]);
+        Frame {
+            from,
+            now,
+            span: (now - from).num_seconds().max(1) as f64,
+            lanes,
+        }
+    }
+
+    fn x(&self, t: DateTime<Utc>) -> f64 {
+        let f = ((t - self.from).num_seconds() as f64 / self.span).clamp(0.0, 1.0);
+        LEFT + f * (WIDTH - LEFT - 10.0)
+    }
+
+    /// The middle of `lane`.
+    fn y(&self, lane: usize) -> f64 {
+        TOP + LANE * lane as f64 + LANE / 2.0
+    }
+
+    fn inside(&self, t: DateTime<Utc>) -> bool {
+        t >= self.from && t <= self.now
+    }
+
+    fn height(&self) -> f64 {
+        TOP + LANE * self.lanes.len() as f64 + 22.0
+    }
+
+    /// The first lane named `policy`.
+    fn lane_of(&self, policy: &str) -> Option<usize> {
+        self.lanes.iter().position(|l| *l == policy)
+    }
+
+    fn deploys(&self) -> usize {
+        self.lanes.len() - 3
+    }
+
+    fn drills(&self) -> usize {
+        self.lanes.len() - 2
+    }
+
+    fn alerts(&self) -> usize {
+        self.lanes.len() - 1
+    }
+}
+
 /// The SVG for the window `[now - days, now]`; `policies` fixes the lanes.
 pub fn render(policies: &[String], marks: &[Mark], now: DateTime<Utc>, days: i64) -> String {
-    let from = now - TimeDelta::days(days);
-    let span = (now - from).num_seconds().max(1) as f64;
-    let x = |t: DateTime<Utc>| {
-        let f = ((t - from).num_seconds() as f64 / span).clamp(0.0, 1.0);
-        LEFT + f * (WIDTH - LEFT - 10.0)
-    };
-    let inside = |t: DateTime<Utc>| t >= from && t <= now;
-    let mut lanes: Vec<String> = policies.to_vec();
-    let (deploys, drills, alerts) = (lanes.len(), lanes.len() + 1, lanes.len() + 2);
-    lanes.extend(["deploys", "drills", "alerts"].map(String::from));
-    let y = |lane: usize| TOP + LANE * lane as f64 + LANE / 2.0;
-    let height = TOP + LANE * lanes.len() as f64 + 22.0;
+    let frame = Frame::new(policies, now, days);
+    let height = frame.height();
     let mut s = String::new();
     let _ = write!(
         s,
         r#"<svg class="timeline" role="img" aria-label="timeline of the last {days} days" viewBox="0 0 {WIDTH} {height}" width="100%" xmlns="http://www.w3.org/2000/svg">"#
     );
-    for (i, name) in lanes.iter().enumerate() {
+    lanes(&mut s, &frame);
+    day_ticks(&mut s, &frame, days);
+    for m in marks {
+        mark(&mut s, m, &frame);
+    }
+    s.push_str("</svg>");
+    s
+}
+
+/// One striped band per lane, its name on the left.
+fn lanes(s: &mut String, frame: &Frame<'_>) {
+    for (i, name) in frame.lanes.iter().enumerate() {
         let _ = write!(
             s,
             r##"<rect x="0" y="{}" width="{WIDTH}" height="{LANE}" fill="{}"/><text x="4" y="{}" class="lane">{}</text>"##,
             TOP + LANE * i as f64,
             if i % 2 == 0 { "#f7fafc" } else { "#edf2f7" },
-            y(i) + 4.0,
+            frame.y(i) + 4.0,
             escape(&short_name(name)),
         );
     }
-    // Day ticks, about six of them.
+}
+
+/// Day ticks, about six of them.
+fn day_ticks(s: &mut String, frame: &Frame<'_>, days: i64) {
+    let height = frame.height();
     let step = (days / 6).max(1);
     let mut d = 0;
     while d <= days {
-        let t = from + TimeDelta::days(d);
+        let t = frame.from + TimeDelta::days(d);
         let _ = write!(
             s,
             r##"<line x1="{0:.1}" x2="{0:.1}" y1="{1}" y2="{2}" stroke="#cbd5e0"/><text x="{0:.1}" y="{3}" class="tick">{4}</text>"##,
-            x(t),
+            frame.x(t),
             TOP,
             height - 20.0,
             height - 6.0,
@@ -131,20 +196,6 @@ pub fn render(policies: &[String], marks: &[Mark], now: DateTime<Utc>, days: i64
         );
         d += step;
     }
-    for m in marks {
-        mark(
-            &mut s,
-            m,
-            &lanes,
-            (deploys, drills, alerts),
-            &x,
-            &y,
-            inside,
-            now,
-        );
-    }
-    s.push_str("</svg>");
-    s
 }
 
 fn short_name(name: &str) -> String {
@@ -155,17 +206,9 @@ fn short_name(name: &str) -> String {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn mark(
-    s: &mut String,
-    m: &Mark,
-    lanes: &[String],
-    (deploys, drills, alerts): (usize, usize, usize),
-    x: &dyn Fn(DateTime<Utc>) -> f64,
-    y: &dyn Fn(usize) -> f64,
-    inside: impl Fn(DateTime<Utc>) -> bool,
-    now: DateTime<Utc>,
-) {
+/// Draws `m` when it falls inside the window (an open alert always does:
+/// its bar runs from when it fired, clamped to the window, to now).
+fn mark(s: &mut String, m: &Mark, frame: &Frame<'_>) {
     match m {
         Mark::Backup {
             policy,
@@ -173,127 +216,164 @@ fn mark(
             trigger,
             at,
         } => {
-            let Some(lane) = lanes.iter().position(|l| l == policy) else {
-                return;
-            };
-            if !inside(*at) {
-                return;
+            if let Some(lane) = frame.lane_of(policy)
+                && frame.inside(*at)
+            {
+                backup(s, frame, lane, id, trigger, *at);
             }
-            let _ = write!(
-                s,
-                r#"<a href="/backups/{}"><circle class="mark backup" data-kind="backup" data-trigger="{}" cx="{:.1}" cy="{}" r="5" fill="{}"><title>backup {} ({}) {}</title></circle></a>"#,
-                escape(id),
-                escape(trigger),
-                x(*at),
-                y(lane),
-                trigger_colour(trigger),
-                escape(id),
-                escape(trigger),
-                fmt_t(*at)
-            );
         }
-        Mark::Release { tag, at } if inside(*at) => {
-            let _ = write!(
-                s,
-                r##"<g class="mark release" data-kind="release"><line x1="{0:.1}" x2="{0:.1}" y1="{1}" y2="{2}" stroke="#2c7a7b" stroke-dasharray="4 3"/><text x="{0:.1}" y="{3}" class="tag">{4}</text><title>release {4} {5}</title></g>"##,
-                x(*at),
-                TOP,
-                y(alerts) + LANE / 2.0,
-                TOP - 8.0,
-                escape(tag),
-                fmt_t(*at)
-            );
-        }
+        Mark::Release { tag, at } if frame.inside(*at) => release(s, frame, tag, *at),
         Mark::Deploy {
             release,
             policy,
             phase,
             status,
             at,
-        } if inside(*at) => {
-            let (cx, cy) = (x(*at), y(deploys));
-            let colour = if ok(status) { "#38a169" } else { "#c53030" };
-            let shape = if phase == "start" {
-                format!(
-                    r#"<polygon points="{:.1},{:.1} {:.1},{:.1} {:.1},{:.1}" fill="{colour}"/>"#,
-                    cx,
-                    cy - 7.0,
-                    cx - 6.0,
-                    cy + 5.0,
-                    cx + 6.0,
-                    cy + 5.0
-                )
-            } else {
-                format!(
-                    r#"<rect x="{:.1}" y="{:.1}" width="11" height="11" fill="{colour}"/>"#,
-                    cx - 5.5,
-                    cy - 5.5
-                )
-            };
-            let _ = write!(
-                s,
-                r#"<g class="mark deploy" data-kind="deploy-{}" data-status="{}" data-release="{}">{shape}<title>deploy {} {} of {}: {} ({})</title></g>"#,
-                escape(phase),
-                escape(status),
-                escape(release),
-                escape(release),
-                escape(phase),
-                escape(policy),
-                escape(status),
-                fmt_t(*at)
-            );
-        }
+        } if frame.inside(*at) => deploy(s, frame, release, policy, phase, status, *at),
         Mark::Drill {
             policy,
             backup,
             passed,
             at,
-        } if inside(*at) => {
-            let (cx, cy) = (x(*at), y(drills));
-            let (colour, verdict) = if *passed {
-                ("#38a169", "passed")
-            } else {
-                ("#c53030", "failed")
-            };
-            let _ = write!(
-                s,
-                r#"<polygon class="mark drill" data-kind="drill" data-verdict="{verdict}" points="{:.1},{:.1} {:.1},{:.1} {:.1},{:.1} {:.1},{:.1}" fill="{colour}"><title>drill of {} ({}) {verdict} {}</title></polygon>"#,
-                cx,
-                cy - 6.0,
-                cx + 6.0,
-                cy,
-                cx,
-                cy + 6.0,
-                cx - 6.0,
-                cy,
-                escape(policy),
-                escape(backup),
-                fmt_t(*at)
-            );
-        }
+        } if frame.inside(*at) => drill(s, frame, policy, backup, *passed, *at),
         Mark::Alert {
             policy,
             reason,
             since,
-        } => {
-            let x0 = x(*since);
-            let _ = write!(
-                s,
-                r##"<rect class="mark alert" data-kind="alert" x="{:.1}" y="{:.1}" width="{:.1}" height="10" rx="3" fill="#e53e3e"><title>alert {} {} since {}</title></rect>"##,
-                x0,
-                y(alerts) - 5.0,
-                (x(now) - x0).max(4.0),
-                escape(if policy.is_empty() {
-                    "repository"
-                } else {
-                    policy
-                }),
-                escape(reason),
-                fmt_t(*since)
-            );
-        }
+        } => alert(s, frame, policy, reason, *since),
         _ => {}
     }
+}
+
+/// A dot in the policy's lane, coloured by trigger, linking to the backup.
+fn backup(
+    s: &mut String,
+    frame: &Frame<'_>,
+    lane: usize,
+    id: &str,
+    trigger: &str,
+    at: DateTime<Utc>,
+) {
+    let _ = write!(
+        s,
+        r#"<a href="/backups/{}"><circle class="mark backup" data-kind="backup" data-trigger="{}" cx="{:.1}" cy="{}" r="5" fill="{}"><title>backup {} ({}) {}</title></circle></a>"#,
+        escape(id),
+        escape(trigger),
+        frame.x(at),
+        frame.y(lane),
+        trigger_colour(trigger),
+        escape(id),
+        escape(trigger),
+        fmt_t(at)
+    );
+}
+
+/// A dashed vertical line across every lane, the tag on top.
+fn release(s: &mut String, frame: &Frame<'_>, tag: &str, at: DateTime<Utc>) {
+    let _ = write!(
+        s,
+        r##"<g class="mark release" data-kind="release"><line x1="{0:.1}" x2="{0:.1}" y1="{1}" y2="{2}" stroke="#2c7a7b" stroke-dasharray="4 3"/><text x="{0:.1}" y="{3}" class="tag">{4}</text><title>release {4} {5}</title></g>"##,
+        frame.x(at),
+        TOP,
+        frame.y(frame.alerts()) + LANE / 2.0,
+        TOP - 8.0,
+        escape(tag),
+        fmt_t(at)
+    );
+}
+
+/// ▲ for a start, ■ for a finish; green when it went well, else red.
+fn deploy(
+    s: &mut String,
+    frame: &Frame<'_>,
+    release: &str,
+    policy: &str,
+    phase: &str,
+    status: &str,
+    at: DateTime<Utc>,
+) {
+    let (cx, cy) = (frame.x(at), frame.y(frame.deploys()));
+    let colour = if ok(status) { "#38a169" } else { "#c53030" };
+    let shape = if phase == "start" {
+        format!(
+            r#"<polygon points="{:.1},{:.1} {:.1},{:.1} {:.1},{:.1}" fill="{colour}"/>"#,
+            cx,
+            cy - 7.0,
+            cx - 6.0,
+            cy + 5.0,
+            cx + 6.0,
+            cy + 5.0
+        )
+    } else {
+        format!(
+            r#"<rect x="{:.1}" y="{:.1}" width="11" height="11" fill="{colour}"/>"#,
+            cx - 5.5,
+            cy - 5.5
+        )
+    };
+    let _ = write!(
+        s,
+        r#"<g class="mark deploy" data-kind="deploy-{}" data-status="{}" data-release="{}">{shape}<title>deploy {} {} of {}: {} ({})</title></g>"#,
+        escape(phase),
+        escape(status),
+        escape(release),
+        escape(release),
+        escape(phase),
+        escape(policy),
+        escape(status),
+        fmt_t(at)
+    );
+}
+
+/// ◆, green when the drill passed, else red.
+fn drill(
+    s: &mut String,
+    frame: &Frame<'_>,
+    policy: &str,
+    backup: &str,
+    passed: bool,
+    at: DateTime<Utc>,
+) {
+    let (cx, cy) = (frame.x(at), frame.y(frame.drills()));
+    let (colour, verdict) = if passed {
+        ("#38a169", "passed")
+    } else {
+        ("#c53030", "failed")
+    };
+    let _ = write!(
+        s,
+        r#"<polygon class="mark drill" data-kind="drill" data-verdict="{verdict}" points="{:.1},{:.1} {:.1},{:.1} {:.1},{:.1} {:.1},{:.1}" fill="{colour}"><title>drill of {} ({}) {verdict} {}</title></polygon>"#,
+        cx,
+        cy - 6.0,
+        cx + 6.0,
+        cy,
+        cx,
+        cy + 6.0,
+        cx - 6.0,
+        cy,
+        escape(policy),
+        escape(backup),
+        fmt_t(at)
+    );
+}
+
+/// A red bar from when the alert fired to now (at least 4 wide).
+fn alert(s: &mut String, frame: &Frame<'_>, policy: &str, reason: &str, since: DateTime<Utc>) {
+    let x0 = frame.x(since);
+    let _ = write!(
+        s,
+        r##"<rect class="mark alert" data-kind="alert" x="{:.1}" y="{:.1}" width="{:.1}" height="10" rx="3" fill="#e53e3e"><title>alert {} {} since {}</title></rect>"##,
+        x0,
+        frame.y(frame.alerts()) - 5.0,
+        (frame.x(frame.now) - x0).max(4.0),
+        escape(if policy.is_empty() {
+            "repository"
+        } else {
+            policy
+        }),
+        escape(reason),
+        fmt_t(since)
+    );
 }
 
 #[cfg(test)]

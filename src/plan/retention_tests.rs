@@ -1,4 +1,8 @@
+use chrono::NaiveDate;
+
+use super::labels::{label_day, label_week, label_year};
 use super::*;
+use crate::observed::Health;
 
 fn at(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)

@@ -1,18 +1,19 @@
 //! Pure: semantic checks of a `BackupPolicy` spec (deploy, retention, drill,
 //! releases, durations) and its conversion into `model::BackupPolicy`.
 //! References to storages and notifiers are checked later, across documents.
+//! The `drill` block has a file of its own (`drill`).
+
+mod drill;
 
 use std::collections::BTreeMap;
-use std::path::{Component, Path, PathBuf};
 
 use chrono::TimeDelta;
 
-use super::model::{self, DeploySpec, DrillCheck, DrillSpec, OnFailure, Retention};
+use super::model::{self, DeploySpec, OnFailure, Retention};
 use super::raw;
-use super::source::{default_port, source};
-use super::url;
-use super::validate::{Sink, duration, schedule, secret_ref};
-use crate::model::{Expectation, expectation};
+use super::source::source;
+use super::validate::{Sink, duration, schedule};
+use drill::drill;
 
 /// Retention when the `retention` block is absent.
 pub(crate) const DEFAULT_RETENTION: Retention = Retention {
@@ -75,7 +76,7 @@ pub(crate) fn backup_policy(
 }
 
 /// `Option<Option<T>>` where the inner `None` means "reported invalid".
-trait FlattenOk<T> {
+pub(super) trait FlattenOk<T> {
     fn flatten_ok(self) -> Option<Option<T>>;
 }
 
@@ -169,265 +170,4 @@ fn retention(sink: &mut Sink<'_>, r: Option<raw::RetentionSpec>) -> Option<Reten
         return None;
     }
     Some(retention)
-}
-
-fn drill(
-    sink: &mut Sink<'_>,
-    d: raw::Drill,
-    source_type: raw::SourceType,
-    source: Option<&model::Source>,
-) -> Option<DrillSpec> {
-    let schedule = d
-        .schedule
-        .map(|s| schedule(sink, "/spec/drill/schedule", s))
-        .flatten_ok();
-    let max_duration = duration(sink, "/spec/drill/maxDuration", d.max_duration.as_deref());
-    let target = drill_target(sink, d.target, source_type, source);
-    let verify = d.verify.unwrap_or(raw::Verify {
-        completeness: None,
-        checks: Vec::new(),
-    });
-    let mut ok = true;
-    if let Some(model::Source::Command { restore: None, .. }) = source {
-        ok = false;
-        sink.err_key(
-            "/spec/drill",
-            "a drill of a `command` source needs `source.restoreCommand`".to_owned(),
-            "add `restoreCommand:` (reads the backup on stdin) or remove `drill`".to_owned(),
-        );
-    }
-    let completeness = match (verify.completeness, source_type) {
-        (None, raw::SourceType::Command | raw::SourceType::Directory) => model::Completeness::Off,
-        (None, _) => model::Completeness::Exact,
-        (Some(raw::Completeness::Off), _) => model::Completeness::Off,
-        (Some(_), raw::SourceType::Command | raw::SourceType::Directory) => {
-            ok = false;
-            sink.err(
-                "/spec/drill/verify/completeness",
-                format!("completeness checks compare table row counts, which a `{}` source does not have", source_type.name()),
-                "remove `completeness` or set it to `off`".to_owned(),
-            );
-            model::Completeness::Off
-        }
-        (Some(raw::Completeness::Exact), _) => model::Completeness::Exact,
-        (Some(raw::Completeness::Estimate), _) => model::Completeness::Estimate,
-    };
-    let sql_capable = !matches!(
-        source_type,
-        raw::SourceType::Command | raw::SourceType::Directory
-    );
-    let mut checks: Vec<DrillCheck> = Vec::new();
-    for (i, c) in verify.checks.into_iter().enumerate() {
-        let ptr = format!("/spec/drill/verify/checks/{i}");
-        if !sql_capable {
-            ok = false;
-            sink.err_key(
-                &ptr,
-                format!(
-                    "sql checks need a database, but the source is `{}`",
-                    source_type.name()
-                ),
-                "remove `checks` from this drill".to_owned(),
-            );
-            continue;
-        }
-        if checks.iter().any(|k| k.name == c.name) {
-            ok = false;
-            sink.err(
-                &format!("{ptr}/name"),
-                format!("check name `{}` used twice", c.name),
-                "give each check its own name".to_owned(),
-            );
-        }
-        if c.sql.trim().is_empty() {
-            ok = false;
-            sink.err(
-                &format!("{ptr}/sql"),
-                "empty sql in check".to_owned(),
-                "write a query returning one value".to_owned(),
-            );
-        }
-        let expect = match Expectation::parse(&c.expect) {
-            Ok(expect) => Some(expect),
-            Err(problem) => {
-                ok = false;
-                sink.err(
-                    &format!("{ptr}/expect"),
-                    format!("invalid expectation: {problem}"),
-                    expectation::FORMS.to_owned(),
-                );
-                None
-            }
-        };
-        if let Some(expect) = expect {
-            checks.push(DrillCheck {
-                name: c.name,
-                sql: c.sql,
-                expect,
-            });
-        }
-    }
-    let (schedule, max_duration, target) = (schedule?, max_duration.ok()?, target?);
-    ok.then_some(DrillSpec {
-        schedule,
-        target,
-        completeness,
-        checks,
-        max_duration,
-    })
-}
-
-fn drill_target(
-    sink: &mut Sink<'_>,
-    t: raw::DrillTargetSpec,
-    source_type: raw::SourceType,
-    source: Option<&model::Source>,
-) -> Option<model::DrillTarget> {
-    let base = "/spec/drill/target";
-    let expected = match source_type {
-        raw::SourceType::Postgres => Some(raw::DrillTargetType::Postgres),
-        raw::SourceType::Mysql => Some(raw::DrillTargetType::Mysql),
-        raw::SourceType::Sqlite | raw::SourceType::Directory => {
-            Some(raw::DrillTargetType::Directory)
-        }
-        raw::SourceType::Command => None,
-    };
-    let mut ok = true;
-    if let Some(expected) = expected.filter(|e| *e != t.kind) {
-        ok = false;
-        sink.err(
-            &format!("{base}/type"),
-            format!(
-                "a `{}` drill target cannot restore a `{}` source",
-                t.kind.name(),
-                source_type.name()
-            ),
-            format!("use `type: {}`", expected.name()),
-        );
-    }
-    let is_db = t.kind != raw::DrillTargetType::Directory;
-    let uses = if is_db {
-        "`url` and `passwordFrom`"
-    } else {
-        "`path`"
-    };
-    for (field, present, allowed) in [
-        ("url", t.url.is_some(), is_db),
-        ("passwordFrom", t.password_from.is_some(), is_db),
-        ("path", t.path.is_some(), !is_db),
-    ] {
-        if present && !allowed {
-            ok = false;
-            sink.err_key(
-                &format!("{base}/{field}"),
-                format!(
-                    "`{field}` does not apply to a `{}` drill target",
-                    t.kind.name()
-                ),
-                format!("remove it; a `{}` drill target uses {uses}", t.kind.name()),
-            );
-        }
-    }
-    let password_from = t
-        .password_from
-        .and_then(|p| secret_ref(sink, &format!("{base}/passwordFrom"), p, &mut ok));
-    let target = if is_db {
-        let Some(u) = t.url else {
-            sink.err_key(base, format!("a `{}` drill target needs `url`", t.kind.name()), "add `url:` of a scratch server, e.g. `postgres://drill@scratch.internal:5432/postgres`".to_owned());
-            return None;
-        };
-        let parsed = url::parse(&u);
-        if parsed.is_none() {
-            ok = false;
-            sink.err(
-                &format!("{base}/url"),
-                "drill target url is not a URL".to_owned(),
-                "write it like `postgres://user@host:port/database`".to_owned(),
-            );
-        }
-        if let (Some(target), Some(src)) = (parsed, source) {
-            let src_url = match src {
-                model::Source::Postgres { url, .. } | model::Source::Mysql { url, .. } => {
-                    url::parse(url)
-                }
-                _ => None,
-            };
-            let port = default_port(src);
-            if src_url.is_some_and(|s| url::server_key(&s, port) == url::server_key(&target, port))
-            {
-                ok = false;
-                sink.err(
-                    &format!("{base}/url"),
-                    "drill target is the source database (same host, port and database)".to_owned(),
-                    "drills restore into a segregated scratch server; point `target.url` at another server".to_owned(),
-                );
-            }
-        }
-        if t.kind == raw::DrillTargetType::Postgres {
-            model::DrillTarget::Postgres {
-                url: u,
-                password_from,
-            }
-        } else {
-            model::DrillTarget::Mysql {
-                url: u,
-                password_from,
-            }
-        }
-    } else {
-        let Some(p) = t.path else {
-            sink.err_key(
-                base,
-                "a `directory` drill target needs `path`".to_owned(),
-                "add `path: /var/tmp/safepoint-drills`".to_owned(),
-            );
-            return None;
-        };
-        let src_path = match source {
-            Some(model::Source::Sqlite { path } | model::Source::Directory { path, .. }) => {
-                Some(path.as_path())
-            }
-            _ => None,
-        };
-        if src_path.is_some_and(|s| normalize(Path::new(&p)).starts_with(normalize(s))) {
-            ok = false;
-            sink.err(
-                &format!("{base}/path"),
-                "drill target is the source path (or inside it)".to_owned(),
-                "restore drills into a separate scratch directory, e.g. `/var/tmp/safepoint-drills`".to_owned(),
-            );
-        }
-        model::DrillTarget::Directory {
-            path: PathBuf::from(p),
-        }
-    };
-    ok.then_some(target)
-}
-
-/// Lexical normalisation: drops `.` and resolves `..` without touching disk.
-fn normalize(p: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn paths_normalise_lexically() {
-        assert_eq!(
-            normalize(Path::new("/srv/./a/../b/")),
-            PathBuf::from("/srv/b")
-        );
-    }
 }

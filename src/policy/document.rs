@@ -67,68 +67,23 @@ pub(crate) fn check(
         locs: &locs,
         diags,
     };
-    let (issues, _) = schema::check(schema, &mut value);
-    let structurally_ok = issues.is_empty();
-    for i in issues {
-        let pos = if i.at_key {
-            locs.key(&i.ptr)
-        } else {
-            locs.value(&i.ptr)
-        };
-        sink.at(pos, i.message, i.hint);
-    }
-    let mut secrets = Vec::new();
-    url::find_inline_secrets(&value, "", &mut secrets);
-    for s in secrets {
-        let message = format!("{} (`{}`)", s.message, display_path(&s.ptr));
-        sink.err(&s.ptr, message, s.hint);
-    }
+    let structurally_ok = structure(&mut sink, schema, &mut value);
     let kind = value.get("kind").and_then(Value::as_str)?.to_owned();
     if let Some(map) = value.as_object_mut() {
         map.remove("kind");
     }
+    let doc = Doc {
+        value,
+        file,
+        perms,
+        structurally_ok,
+    };
     // A bad name is reported, and the spec is still checked; the document
     // only takes part in the cross-document checks when its name is usable.
     let (name, item, ack) = match kind.as_str() {
-        "Storage" => {
-            let doc: raw::StorageDocument = deserialize(value, &mut sink, structurally_ok)?;
-            let name = header(&mut sink, &doc.api_version, &doc.metadata);
-            let ack = annotations::read(&mut sink, "Storage", &doc.metadata);
-            let spec = storage::storage(&mut sink, &doc.metadata.name, doc.spec);
-            let subject = subject("Storage", &doc.metadata, file);
-            if let Some(s) = &spec {
-                permissions::check_storage(&mut sink, perms, &subject, s);
-            }
-            (name, Item::Storage(spec), ack)
-        }
-        "Notifier" => {
-            let doc: raw::NotifierDocument = deserialize(value, &mut sink, structurally_ok)?;
-            let name = header(&mut sink, &doc.api_version, &doc.metadata);
-            let ack = annotations::read(&mut sink, "Notifier", &doc.metadata);
-            let spec = validate::notifier(&mut sink, &doc.metadata.name, doc.spec);
-            let subject = subject("Notifier", &doc.metadata, file);
-            if let Some(n) = &spec {
-                permissions::check_notifier(&mut sink, perms, &subject, n);
-            }
-            (name, Item::Notifier(spec), ack)
-        }
-        "BackupPolicy" => {
-            let doc: raw::BackupPolicyDocument = deserialize(value, &mut sink, structurally_ok)?;
-            let name = header(&mut sink, &doc.api_version, &doc.metadata);
-            let refs = references(&locs, &doc.spec);
-            let subject = subject("BackupPolicy", &doc.metadata, file);
-            let ack = annotations::read(&mut sink, "BackupPolicy", &doc.metadata);
-            let policy = backup_policy(
-                &mut sink,
-                &doc.metadata.name,
-                doc.metadata.labels.clone(),
-                doc.spec,
-            );
-            if let Some(p) = &policy {
-                permissions::check_policy(&mut sink, perms, &subject, p);
-            }
-            (name, Item::Policy(policy.map(Box::new), refs), ack)
-        }
+        "Storage" => doc.storage(&mut sink)?,
+        "Notifier" => doc.notifier(&mut sink)?,
+        "BackupPolicy" => doc.policy(&mut sink)?,
         _ => return None, // reported by the schema check
     };
     Some(Checked {
@@ -138,6 +93,86 @@ pub(crate) fn check(
         item,
         ack,
     })
+}
+
+/// Reports what the schema rejects (the value is cleaned of it) and secrets
+/// written inline; true when the schema found nothing.
+fn structure(sink: &mut Sink<'_>, schema: &Value, value: &mut Value) -> bool {
+    let (issues, _) = schema::check(schema, value);
+    let structurally_ok = issues.is_empty();
+    for i in issues {
+        let pos = if i.at_key {
+            sink.locs.key(&i.ptr)
+        } else {
+            sink.locs.value(&i.ptr)
+        };
+        sink.at(pos, i.message, i.hint);
+    }
+    let mut secrets = Vec::new();
+    url::find_inline_secrets(value, "", &mut secrets);
+    for s in secrets {
+        let message = format!("{} (`{}`)", s.message, display_path(&s.ptr));
+        sink.err(&s.ptr, message, s.hint);
+    }
+    structurally_ok
+}
+
+/// A document of a known kind, about to be checked as that kind.
+struct Doc<'a> {
+    /// Without its `kind`.
+    value: Value,
+    file: &'a str,
+    perms: &'a Permissions,
+    /// The schema found nothing (a deserialization failure is then reported).
+    structurally_ok: bool,
+}
+
+/// What the checks of one kind give: the usable name, the item, the
+/// acknowledgements it carries.
+type Parts = (Option<String>, Item, annotations::Ack);
+
+impl Doc<'_> {
+    fn storage(self, sink: &mut Sink<'_>) -> Option<Parts> {
+        let doc: raw::StorageDocument = deserialize(self.value, sink, self.structurally_ok)?;
+        let name = header(sink, &doc.api_version, &doc.metadata);
+        let ack = annotations::read(sink, "Storage", &doc.metadata);
+        let spec = storage::storage(sink, &doc.metadata.name, doc.spec);
+        let subject = subject("Storage", &doc.metadata, self.file);
+        if let Some(s) = &spec {
+            permissions::check_storage(sink, self.perms, &subject, s);
+        }
+        Some((name, Item::Storage(spec), ack))
+    }
+
+    fn notifier(self, sink: &mut Sink<'_>) -> Option<Parts> {
+        let doc: raw::NotifierDocument = deserialize(self.value, sink, self.structurally_ok)?;
+        let name = header(sink, &doc.api_version, &doc.metadata);
+        let ack = annotations::read(sink, "Notifier", &doc.metadata);
+        let spec = validate::notifier(sink, &doc.metadata.name, doc.spec);
+        let subject = subject("Notifier", &doc.metadata, self.file);
+        if let Some(n) = &spec {
+            permissions::check_notifier(sink, self.perms, &subject, n);
+        }
+        Some((name, Item::Notifier(spec), ack))
+    }
+
+    fn policy(self, sink: &mut Sink<'_>) -> Option<Parts> {
+        let doc: raw::BackupPolicyDocument = deserialize(self.value, sink, self.structurally_ok)?;
+        let name = header(sink, &doc.api_version, &doc.metadata);
+        let refs = references(sink.locs, &doc.spec);
+        let subject = subject("BackupPolicy", &doc.metadata, self.file);
+        let ack = annotations::read(sink, "BackupPolicy", &doc.metadata);
+        let policy = backup_policy(
+            sink,
+            &doc.metadata.name,
+            doc.metadata.labels.clone(),
+            doc.spec,
+        );
+        if let Some(p) = &policy {
+            permissions::check_policy(sink, self.perms, &subject, p);
+        }
+        Some((name, Item::Policy(policy.map(Box::new), refs), ack))
+    }
 }
 
 /// What the operator's grants select a document by.

@@ -8,14 +8,43 @@ use super::raw;
 use super::url;
 use super::validate::{Sink, does_not_apply, secret_ref};
 
+const BASE: &str = "/spec/source";
+
 /// Checks required and forbidden fields per source type.
 pub(crate) fn source(
     sink: &mut Sink<'_>,
     s: raw::SourceSpec,
     policy: &str,
 ) -> Option<model::Source> {
-    let base = "/spec/source";
-    let kind = s.kind.name();
+    let mut ok = fields_apply(sink, &s);
+    let source = match s.kind {
+        raw::SourceType::Postgres | raw::SourceType::Mysql => database(sink, s, policy, &mut ok)?,
+        raw::SourceType::Sqlite => model::Source::Sqlite {
+            path: PathBuf::from(require(
+                sink,
+                s.kind,
+                "path",
+                s.path,
+                "/var/lib/app/app.db",
+            )?),
+        },
+        raw::SourceType::Directory => directory(sink, s, &mut ok)?,
+        raw::SourceType::Command => model::Source::Command {
+            backup: require(
+                sink,
+                s.kind,
+                "backupCommand",
+                s.backup_command,
+                "\"pg_dumpall --clean\"",
+            )?,
+            restore: s.restore_command,
+        },
+    };
+    ok.then_some(source)
+}
+
+/// Every field present is one of the source type's own.
+fn fields_apply(sink: &mut Sink<'_>, s: &raw::SourceSpec) -> bool {
     let uses = match s.kind {
         raw::SourceType::Postgres => "`url`, `passwordFrom`, `binDir` and `pitr`",
         raw::SourceType::Mysql => "`url` and `passwordFrom`",
@@ -51,105 +80,112 @@ pub(crate) fn source(
     ] {
         if present && !allowed {
             ok = false;
-            does_not_apply(sink, base, field, kind, "source", uses);
+            does_not_apply(sink, BASE, field, s.kind.name(), "source", uses);
         }
     }
-    let require = |sink: &mut Sink<'_>,
-                   field: &str,
-                   value: Option<String>,
-                   example: &str|
-     -> Option<String> {
-        match value {
-            Some(v) if !v.trim().is_empty() => Some(v),
-            Some(_) => {
-                sink.err(
-                    &format!("{base}/{field}"),
-                    format!("`{field}` of a `{kind}` source is empty"),
-                    format!("write it like `{field}: {example}`"),
-                );
-                None
-            }
-            None => {
-                sink.err_key(
-                    base,
-                    format!("a `{kind}` source needs `{field}`"),
-                    format!("add `{field}: {example}`"),
-                );
-                None
-            }
+    ok
+}
+
+/// A field the source type needs, present and not blank.
+fn require(
+    sink: &mut Sink<'_>,
+    kind: raw::SourceType,
+    field: &str,
+    value: Option<String>,
+    example: &str,
+) -> Option<String> {
+    let kind = kind.name();
+    match value {
+        Some(v) if !v.trim().is_empty() => Some(v),
+        Some(_) => {
+            sink.err(
+                &format!("{BASE}/{field}"),
+                format!("`{field}` of a `{kind}` source is empty"),
+                format!("write it like `{field}: {example}`"),
+            );
+            None
         }
+        None => {
+            sink.err_key(
+                BASE,
+                format!("a `{kind}` source needs `{field}`"),
+                format!("add `{field}: {example}`"),
+            );
+            None
+        }
+    }
+}
+
+/// A `postgres` or `mysql` source: its URL, password reference and, for
+/// PostgreSQL, client directory and point-in-time recovery.
+fn database(
+    sink: &mut Sink<'_>,
+    s: raw::SourceSpec,
+    policy: &str,
+    ok: &mut bool,
+) -> Option<model::Source> {
+    let postgres = s.kind == raw::SourceType::Postgres;
+    let example = if postgres {
+        "postgres://backup@db.internal:5432/orders"
+    } else {
+        "mysql://backup@db.internal:3306/orders"
     };
-    let source = match s.kind {
-        raw::SourceType::Postgres | raw::SourceType::Mysql => {
-            let example = if is_db && s.kind == raw::SourceType::Postgres {
-                "postgres://backup@db.internal:5432/orders"
-            } else {
-                "mysql://backup@db.internal:3306/orders"
-            };
-            let url = require(sink, "url", s.url, example);
-            let url = url.filter(|u| db_url(sink, &format!("{base}/url"), s.kind.name(), u));
-            let password_from = s
-                .password_from
-                .and_then(|p| secret_ref(sink, &format!("{base}/passwordFrom"), p, &mut ok));
-            let bin_dir = match s.bin_dir {
-                Some(d) if d.trim().is_empty() => {
-                    ok = false;
-                    sink.err(
-                        &format!("{base}/binDir"),
-                        "`binDir` is empty".to_owned(),
-                        "write it like `binDir: /usr/lib/postgresql/17/bin`, or remove it to use the newest installed client".to_owned(),
-                    );
-                    None
-                }
-                d => d.map(PathBuf::from),
-            };
-            let pitr = match s.pitr.filter(|_| s.kind == raw::SourceType::Postgres) {
-                Some(p) => Some(super::pitr::pitr(sink, &format!("{base}/pitr"), p, policy)?),
-                None => None,
-            };
-            let url = url?;
-            if s.kind == raw::SourceType::Postgres {
-                model::Source::Postgres {
-                    url,
-                    password_from,
-                    bin_dir,
-                    pitr,
-                }
-            } else {
-                model::Source::Mysql { url, password_from }
-            }
-        }
-        raw::SourceType::Sqlite => model::Source::Sqlite {
-            path: PathBuf::from(require(sink, "path", s.path, "/var/lib/app/app.db")?),
-        },
-        raw::SourceType::Directory => {
-            let exclude = s.exclude.unwrap_or_default();
-            for (i, pattern) in exclude.iter().enumerate() {
-                if let Err(e) = glob::Pattern::new(pattern) {
-                    ok = false;
-                    sink.err(
-                        &format!("{base}/exclude/{i}"),
-                        format!("invalid exclude pattern `{pattern}`: {}", e.msg),
-                        "use glob syntax: `*.tmp`, `cache/**`".to_owned(),
-                    );
-                }
-            }
-            model::Source::Directory {
-                path: PathBuf::from(require(sink, "path", s.path, "/srv/uploads")?),
-                exclude,
-            }
-        }
-        raw::SourceType::Command => model::Source::Command {
-            backup: require(
-                sink,
-                "backupCommand",
-                s.backup_command,
-                "\"pg_dumpall --clean\"",
-            )?,
-            restore: s.restore_command,
-        },
+    let url = require(sink, s.kind, "url", s.url, example);
+    let url = url.filter(|u| db_url(sink, &format!("{BASE}/url"), s.kind.name(), u));
+    let password_from = s
+        .password_from
+        .and_then(|p| secret_ref(sink, &format!("{BASE}/passwordFrom"), p, ok));
+    let bin_dir = bin_dir(sink, s.bin_dir, ok);
+    let pitr = match s.pitr.filter(|_| postgres) {
+        Some(p) => Some(super::pitr::pitr(sink, &format!("{BASE}/pitr"), p, policy)?),
+        None => None,
     };
-    ok.then_some(source)
+    let url = url?;
+    Some(if postgres {
+        model::Source::Postgres {
+            url,
+            password_from,
+            bin_dir,
+            pitr,
+        }
+    } else {
+        model::Source::Mysql { url, password_from }
+    })
+}
+
+/// `binDir`, when given, is not blank.
+fn bin_dir(sink: &mut Sink<'_>, dir: Option<String>, ok: &mut bool) -> Option<PathBuf> {
+    match dir {
+        Some(d) if d.trim().is_empty() => {
+            *ok = false;
+            sink.err(
+                &format!("{BASE}/binDir"),
+                "`binDir` is empty".to_owned(),
+                "write it like `binDir: /usr/lib/postgresql/17/bin`, or remove it to use the newest installed client".to_owned(),
+            );
+            None
+        }
+        d => d.map(PathBuf::from),
+    }
+}
+
+/// A `directory` source: its path and exclude globs.
+fn directory(sink: &mut Sink<'_>, s: raw::SourceSpec, ok: &mut bool) -> Option<model::Source> {
+    let exclude = s.exclude.unwrap_or_default();
+    for (i, pattern) in exclude.iter().enumerate() {
+        if let Err(e) = glob::Pattern::new(pattern) {
+            *ok = false;
+            sink.err(
+                &format!("{BASE}/exclude/{i}"),
+                format!("invalid exclude pattern `{pattern}`: {}", e.msg),
+                "use glob syntax: `*.tmp`, `cache/**`".to_owned(),
+            );
+        }
+    }
+    Some(model::Source::Directory {
+        path: PathBuf::from(require(sink, s.kind, "path", s.path, "/srv/uploads")?),
+        exclude,
+    })
 }
 
 /// A `postgres`/`mysql` URL: right scheme, a host or socket, no database check.

@@ -120,7 +120,30 @@ fn s3(sink: &mut Sink<'_>, spec: raw::StorageSpec, ok: &mut bool) -> Option<mode
             "bucket, prefix, region, endpoint",
         );
     }
-    let bucket = match spec.bucket {
+    let bucket = bucket(sink, spec.bucket);
+    let prefix = prefix(sink, spec.prefix.unwrap_or_default(), ok);
+    let has_endpoint = spec.endpoint.is_some();
+    let endpoint = spec
+        .endpoint
+        .and_then(|e| endpoint(sink, &e, spec.allow_http.unwrap_or(false), ok));
+    let region = region(sink, spec.region, has_endpoint);
+    let credentials = spec.credentials.and_then(|c| credentials(sink, c, ok));
+    Some(model::StorageKind::S3 {
+        bucket: bucket?,
+        prefix: prefix?,
+        region: region?,
+        path_style: spec.path_style.unwrap_or(endpoint.is_some()),
+        allow_http: endpoint
+            .as_deref()
+            .is_some_and(|e| e.starts_with("http://")),
+        endpoint,
+        credentials,
+    })
+}
+
+/// A bucket name every S3-compatible store accepts.
+fn bucket(sink: &mut Sink<'_>, bucket: Option<String>) -> Option<String> {
+    match bucket {
         Some(b) if bucket_name_ok(&b) => Some(b),
         Some(b) => {
             sink.err(
@@ -140,27 +163,33 @@ fn s3(sink: &mut Sink<'_>, spec: raw::StorageSpec, ok: &mut bool) -> Option<mode
             );
             None
         }
-    };
-    let prefix = spec.prefix.unwrap_or_default();
+    }
+}
+
+/// The key prefix without leading or trailing `/`, when every part of it
+/// is a usable name.
+fn prefix(sink: &mut Sink<'_>, prefix: String, ok: &mut bool) -> Option<String> {
     let trimmed = prefix.trim_matches('/');
-    let prefix_ok = trimmed.is_empty()
+    let usable = trimmed.is_empty()
         || trimmed
             .split('/')
             .all(|seg| !seg.is_empty() && seg != "." && seg != ".." && !seg.contains('\\'));
-    if !prefix_ok {
-        *ok = false;
-        sink.err(
-            "/spec/prefix",
-            format!("`{prefix}` is not a usable key prefix"),
-            "use `/`-separated names without empty, `.` or `..` parts, e.g. `prod/safepoint`"
-                .to_owned(),
-        );
+    if usable {
+        return Some(trimmed.to_owned());
     }
-    let has_endpoint = spec.endpoint.is_some();
-    let endpoint = spec
-        .endpoint
-        .and_then(|e| endpoint(sink, &e, spec.allow_http.unwrap_or(false), ok));
-    let region = match (spec.region, has_endpoint) {
+    *ok = false;
+    sink.err(
+        "/spec/prefix",
+        format!("`{prefix}` is not a usable key prefix"),
+        "use `/`-separated names without empty, `.` or `..` parts, e.g. `prod/safepoint`"
+            .to_owned(),
+    );
+    None
+}
+
+/// The bucket's region; on an S3-compatible endpoint it may be left out.
+fn region(sink: &mut Sink<'_>, region: Option<String>, has_endpoint: bool) -> Option<String> {
+    match (region, has_endpoint) {
         (Some(r), _) if !r.trim().is_empty() => Some(r),
         (Some(_), _) => {
             sink.err(
@@ -182,37 +211,31 @@ fn s3(sink: &mut Sink<'_>, spec: raw::StorageSpec, ok: &mut bool) -> Option<mode
             );
             None
         }
-    };
-    let credentials = spec.credentials.and_then(|c| {
-        let id = secret_ref(
-            sink,
-            "/spec/credentials/accessKeyIdFrom",
-            c.access_key_id_from,
-            ok,
-        );
-        let key = secret_ref(
-            sink,
-            "/spec/credentials/secretAccessKeyFrom",
-            c.secret_access_key_from,
-            ok,
-        );
-        Some(model::S3Credentials {
-            access_key_id_from: id?,
-            secret_access_key_from: key?,
-        })
-    });
-    Some(model::StorageKind::S3 {
-        bucket: bucket?,
-        prefix: trimmed.to_owned(),
-        region: region?,
-        path_style: spec.path_style.unwrap_or(endpoint.is_some()),
-        allow_http: endpoint
-            .as_deref()
-            .is_some_and(|e| e.starts_with("http://")),
-        endpoint,
-        credentials,
+    }
+}
+
+/// Both keys as references (never inline).
+fn credentials(
+    sink: &mut Sink<'_>,
+    c: raw::S3Credentials,
+    ok: &mut bool,
+) -> Option<model::S3Credentials> {
+    let id = secret_ref(
+        sink,
+        "/spec/credentials/accessKeyIdFrom",
+        c.access_key_id_from,
+        ok,
+    );
+    let key = secret_ref(
+        sink,
+        "/spec/credentials/secretAccessKeyFrom",
+        c.secret_access_key_from,
+        ok,
+    );
+    Some(model::S3Credentials {
+        access_key_id_from: id?,
+        secret_access_key_from: key?,
     })
-    .filter(|_| prefix_ok)
 }
 
 /// `http(s)://host[:port]` without credentials, path or query. Plain HTTP

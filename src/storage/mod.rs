@@ -75,7 +75,7 @@ impl StorageError {
             StorageError::BadManifest { .. } => "bad-manifest",
             StorageError::BadPinMarker { .. } => "bad-pin-marker",
             StorageError::Exists { .. } => "exists",
-            StorageError::Remote(r) => r.class,
+            StorageError::Remote(r) => r.class.as_str(),
             StorageError::Config { .. } => "config",
         }
     }
@@ -90,7 +90,10 @@ impl StorageError {
                     | std::io::ErrorKind::ReadOnlyFilesystem
                     | std::io::ErrorKind::NotFound
             ),
-            StorageError::Remote(r) => matches!(r.class, "unreachable" | "remote"),
+            StorageError::Remote(r) => matches!(
+                r.class,
+                s3_error::RemoteClass::Unreachable | s3_error::RemoteClass::Remote
+            ),
             _ => false,
         }
     }

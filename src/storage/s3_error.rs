@@ -13,8 +13,9 @@ pub struct RemoteError {
     pub op: &'static str,
     /// `s3://bucket/key`.
     pub target: String,
-    /// Bounded: `auth`, `no-bucket`, `not-found`, `unreachable`, `remote`.
-    pub class: &'static str,
+    /// Bounded: its label is `auth`, `no-bucket`, `not-found`, `unreachable`
+    /// or `remote`.
+    pub class: RemoteClass,
     /// What the server said, short (the full error is the source).
     pub detail: String,
     pub hint: String,
@@ -37,93 +38,118 @@ impl Target {
     }
 }
 
-/// Classifies `e` (`auth`, `no-bucket`, `not-found`, `unreachable`, `remote`)
-/// and says what to do about it.
-pub fn remote(t: &Target, op: &'static str, key: &Path, e: object_store::Error) -> StorageError {
-    let text = format!("{e:?} {e}");
-    let (class, hint) = if text.contains("NoSuchBucket") {
-        (
-            "no-bucket",
-            format!(
+/// What kind of failure a remote request met: a bounded label (metrics,
+/// retry decisions) and the hint that goes with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteClass {
+    /// The bucket does not exist on the endpoint.
+    NoBucket,
+    /// No credentials at all: none configured and no instance or task role.
+    NoCredentials,
+    /// The endpoint refused the credentials given.
+    Refused,
+    /// The object is gone.
+    NotFound,
+    /// The endpoint did not answer.
+    Unreachable,
+    /// Anything else the endpoint answered.
+    Remote,
+}
+
+impl RemoteClass {
+    /// `no-bucket`, `auth`, `not-found`, `unreachable` or `remote`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RemoteClass::NoBucket => "no-bucket",
+            RemoteClass::NoCredentials | RemoteClass::Refused => "auth",
+            RemoteClass::NotFound => "not-found",
+            RemoteClass::Unreachable => "unreachable",
+            RemoteClass::Remote => "remote",
+        }
+    }
+
+    /// The class of `e`, whose debug and display text is `text`.
+    fn of(e: &object_store::Error, text: &str) -> RemoteClass {
+        let any = |words: &[&str]| words.iter().any(|w| text.contains(w));
+        if text.contains("NoSuchBucket") {
+            RemoteClass::NoBucket
+        } else if any(&["169.254.169.254", "169.254.170.2"]) {
+            RemoteClass::NoCredentials
+        } else if matches!(
+            e,
+            object_store::Error::PermissionDenied { .. }
+                | object_store::Error::Unauthenticated { .. }
+        ) || any(&[
+            "InvalidAccessKeyId",
+            "SignatureDoesNotMatch",
+            "AccessDenied",
+            "403 Forbidden",
+        ]) {
+            RemoteClass::Refused
+        } else if matches!(e, object_store::Error::NotFound { .. }) {
+            RemoteClass::NotFound
+        } else if any(&[
+            "error sending request",
+            "Connection refused",
+            "connect",
+            "dns error",
+            "timed out",
+        ]) {
+            RemoteClass::Unreachable
+        } else {
+            RemoteClass::Remote
+        }
+    }
+
+    /// What to do about it, naming the bucket and the endpoint.
+    fn hint(self, t: &Target) -> String {
+        match self {
+            RemoteClass::NoBucket => format!(
                 "bucket {} does not exist on {}; create it (e.g. `aws s3 mb s3://{}`) or fix \
                  spec.bucket/spec.endpoint",
                 t.bucket,
                 t.endpoint(),
                 t.bucket
             ),
-        )
-    } else if text.contains("169.254.169.254") || text.contains("169.254.170.2") {
-        (
-            "auth",
-            format!(
+            RemoteClass::NoCredentials => format!(
                 "no S3 credentials for bucket {}: the Storage has no `credentials`, \
                  AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY are not set and no instance or task \
                  role answered; set one of them",
                 t.bucket
             ),
-        )
-    } else if matches!(
-        e,
-        object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }
-    ) || [
-        "InvalidAccessKeyId",
-        "SignatureDoesNotMatch",
-        "AccessDenied",
-        "403 Forbidden",
-    ]
-    .iter()
-    .any(|w| text.contains(w))
-    {
-        (
-            "auth",
-            format!(
+            RemoteClass::Refused => format!(
                 "{} refused the credentials for bucket {}; check the access key \
                  (spec.credentials, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY) and that it may \
                  list, read, write and delete in the bucket",
                 t.endpoint(),
                 t.bucket
             ),
-        )
-    } else if matches!(e, object_store::Error::NotFound { .. }) {
-        (
-            "not-found",
-            format!("the object is gone from bucket {}", t.bucket),
-        )
-    } else if [
-        "error sending request",
-        "Connection refused",
-        "connect",
-        "dns error",
-        "timed out",
-    ]
-    .iter()
-    .any(|w| text.contains(w))
-    {
-        (
-            "unreachable",
-            format!(
+            RemoteClass::NotFound => format!("the object is gone from bucket {}", t.bucket),
+            RemoteClass::Unreachable => format!(
                 "cannot reach {}; check spec.endpoint, the network and that the server runs \
                  (the next cycle retries)",
                 t.endpoint()
             ),
-        )
-    } else {
-        (
-            "remote",
-            format!(
+            RemoteClass::Remote => format!(
                 "request to {} for bucket {} failed; the next cycle retries",
                 t.endpoint(),
                 t.bucket
             ),
-        )
-    };
+        }
+    }
+}
+
+/// Classifies `e` (`RemoteClass`) and says what to do about it.
+pub fn remote(t: &Target, op: &'static str, key: &Path, e: object_store::Error) -> StorageError {
+    let text = format!("{e:?} {e}");
+    let class = RemoteClass::of(&e, &text);
     StorageError::Remote(Box::new(RemoteError {
         storage: t.storage.clone(),
         op,
         target: format!("s3://{}/{key}", t.bucket),
         class,
         detail: detail(&text, e.to_string()),
-        hint,
+        hint: class.hint(t),
         source: e,
     }))
 }

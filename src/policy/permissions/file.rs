@@ -190,75 +190,12 @@ fn convert(sink: &mut Sink<'_>, origin: &str, value: Value) -> Option<Permission
 }
 
 fn grant(sink: &mut Sink<'_>, ptr: &str, g: RawGrant) -> Grant {
-    for (i, k) in g.source_kinds.iter().enumerate() {
-        if !SOURCE_KINDS.contains(&k.as_str()) {
-            let hint = match closest(k, &SOURCE_KINDS) {
-                Some(c) => format!("did you mean `{c}`?"),
-                None => format!("use {}", one_of(&SOURCE_KINDS)),
-            };
-            sink.err(
-                &format!("{ptr}/sourceKinds/{i}"),
-                format!("unknown source type `{k}`"),
-                hint,
-            );
-        }
-    }
-    let roots = |sink: &mut Sink<'_>, field: &str, list: &[String]| -> Vec<PathBuf> {
-        list.iter()
-            .enumerate()
-            .filter_map(|(i, p)| absolute(sink, &format!("{ptr}/{field}/{i}"), p))
-            .collect()
-    };
-    let source_roots = roots(sink, "sourceRoots", &g.source_roots);
-    let scratch_roots = roots(sink, "scratchRoots", &g.scratch_roots);
-    let hosts = g
-        .hosts
-        .iter()
-        .enumerate()
-        .filter_map(|(i, h)| match HostPattern::parse(h) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                sink.err(
-                    &format!("{ptr}/hosts/{i}"),
-                    format!("invalid host pattern `{h}`: {e}"),
-                    "write `db.internal`, `db.internal:5432`, `*.payments.internal` or `*`"
-                        .to_owned(),
-                );
-                None
-            }
-        })
-        .collect();
-    for (i, e) in g.secrets.env.iter().enumerate() {
-        if e.is_empty()
-            || !e
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_*?[]!".contains(c))
-        {
-            sink.err(
-                &format!("{ptr}/secrets/env/{i}"),
-                format!("`{e}` is not an environment variable name or glob"),
-                "write a name or a glob such as `PAYMENTS_*`".to_owned(),
-            );
-        }
-    }
-    let files: Vec<String> = g
-        .secrets
-        .files
-        .iter()
-        .enumerate()
-        .filter(|(i, f)| {
-            let ok = f.starts_with('/');
-            if !ok {
-                sink.err(
-                    &format!("{ptr}/secrets/files/{i}"),
-                    format!("secret file pattern `{f}` is not absolute"),
-                    "write a full path or glob, e.g. `/run/secrets/payments/*`".to_owned(),
-                );
-            }
-            ok
-        })
-        .map(|(_, f)| f.clone())
-        .collect();
+    check_source_kinds(sink, ptr, &g.source_kinds);
+    let source_roots = roots(sink, &format!("{ptr}/sourceRoots"), &g.source_roots);
+    let scratch_roots = roots(sink, &format!("{ptr}/scratchRoots"), &g.scratch_roots);
+    let hosts = hosts(sink, ptr, &g.hosts);
+    check_env_names(sink, ptr, &g.secrets.env);
+    let files = absolute_files(sink, ptr, &g.secrets.files);
     Grant {
         name: g.name,
         line: sink.locs.value(ptr).line,
@@ -274,6 +211,87 @@ fn grant(sink: &mut Sink<'_>, ptr: &str, g: RawGrant) -> Grant {
         env: globs(sink, &format!("{ptr}/secrets/env"), &g.secrets.env),
         files: globs(sink, &format!("{ptr}/secrets/files"), &files),
     }
+}
+
+/// Every kind is a source type safepoint knows.
+fn check_source_kinds(sink: &mut Sink<'_>, ptr: &str, kinds: &[String]) {
+    for (i, k) in kinds.iter().enumerate() {
+        if !SOURCE_KINDS.contains(&k.as_str()) {
+            let hint = match closest(k, &SOURCE_KINDS) {
+                Some(c) => format!("did you mean `{c}`?"),
+                None => format!("use {}", one_of(&SOURCE_KINDS)),
+            };
+            sink.err(
+                &format!("{ptr}/sourceKinds/{i}"),
+                format!("unknown source type `{k}`"),
+                hint,
+            );
+        }
+    }
+}
+
+/// The absolute paths of `list` (at `ptr`), normalised; others reported.
+fn roots(sink: &mut Sink<'_>, ptr: &str, list: &[String]) -> Vec<PathBuf> {
+    list.iter()
+        .enumerate()
+        .filter_map(|(i, p)| absolute(sink, &format!("{ptr}/{i}"), p))
+        .collect()
+}
+
+/// The host patterns that parse; the others reported.
+fn hosts(sink: &mut Sink<'_>, ptr: &str, list: &[String]) -> Vec<HostPattern> {
+    list.iter()
+        .enumerate()
+        .filter_map(|(i, h)| match HostPattern::parse(h) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                sink.err(
+                    &format!("{ptr}/hosts/{i}"),
+                    format!("invalid host pattern `{h}`: {e}"),
+                    "write `db.internal`, `db.internal:5432`, `*.payments.internal` or `*`"
+                        .to_owned(),
+                );
+                None
+            }
+        })
+        .collect()
+}
+
+/// Environment variable names or globs of them.
+fn check_env_names(sink: &mut Sink<'_>, ptr: &str, env: &[String]) {
+    for (i, e) in env.iter().enumerate() {
+        if e.is_empty()
+            || !e
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_*?[]!".contains(c))
+        {
+            sink.err(
+                &format!("{ptr}/secrets/env/{i}"),
+                format!("`{e}` is not an environment variable name or glob"),
+                "write a name or a glob such as `PAYMENTS_*`".to_owned(),
+            );
+        }
+    }
+}
+
+/// The secret file patterns that are absolute; the others reported.
+fn absolute_files(sink: &mut Sink<'_>, ptr: &str, files: &[String]) -> Vec<String> {
+    files
+        .iter()
+        .enumerate()
+        .filter(|(i, f)| {
+            let ok = f.starts_with('/');
+            if !ok {
+                sink.err(
+                    &format!("{ptr}/secrets/files/{i}"),
+                    format!("secret file pattern `{f}` is not absolute"),
+                    "write a full path or glob, e.g. `/run/secrets/payments/*`".to_owned(),
+                );
+            }
+            ok
+        })
+        .map(|(_, f)| f.clone())
+        .collect()
 }
 
 fn globs(sink: &mut Sink<'_>, ptr: &str, list: &[String]) -> Vec<Pattern> {
