@@ -266,9 +266,13 @@ async fn lanes(
         tracing::info!(replica = %k.config.id, leases = ctx.leases.held().len(), coordinator = ctx.leases.is_coordinator(), "replica joined");
     }
     let (keeper_quit, keeper_quit_rx) = watch::channel(false);
+    let names = match &keeper {
+        Some(k) => k.names().await,
+        None => Vec::new(),
+    };
     let keeping = async {
         if let Some(k) = &keeper {
-            k.run(keeper_quit_rx).await;
+            k.run(names, keeper_quit_rx).await;
         }
     };
     let lane = Lane {

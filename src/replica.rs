@@ -135,8 +135,10 @@ pub struct Keeper<'a> {
 
 impl Keeper<'_> {
     /// Rounds until `quit`; then gives every lease up for the others.
-    pub async fn run(&self, mut quit: watch::Receiver<bool>) {
-        let mut names = vec![COORDINATOR.to_string()];
+    /// `names` are the lease names known now; each round reads them again
+    /// from the state when it is not being refreshed (a name missing from
+    /// the list would be given up).
+    pub async fn run(&self, mut names: Vec<String>, mut quit: watch::Receiver<bool>) {
         let expiry = async {
             loop {
                 for name in self.leases.expire() {

@@ -46,7 +46,12 @@ fn json(out: &std::process::Output) -> serde_json::Value {
 fn the_daemon_list_status_audit_and_report_work_on_a_postgres_catalog() {
     let f = fixture();
     let db = PgDb::new("sp_catalog_e2e");
-    on_pg(&f, &db, &["daemon", "--once"]).assert().success();
+    let once = on_pg(&f, &db, &["daemon", "--once"])
+        .env("SAFEPOINT_LOG", "info")
+        .output()
+        .unwrap();
+    assert!(once.status.success());
+    let daemon_log = String::from_utf8_lossy(&once.stderr).into_owned();
     let list = json(
         &on_pg(&f, &db, &["list", "--output", "json"])
             .output()
@@ -58,7 +63,7 @@ fn the_daemon_list_status_audit_and_report_work_on_a_postgres_catalog() {
         .iter()
         .map(|i| i["backup"]["policy"].as_str().unwrap())
         .collect();
-    assert_eq!(policies, ["app", "files"], "{list}");
+    assert_eq!(policies, ["app", "files"], "{list}\n{daemon_log}");
     assert!(
         !f.data().join("catalog.db").exists(),
         "no SQLite catalog was made"

@@ -15,6 +15,17 @@ use crate::webhooks::{TOKEN, deploy_policy, post};
 
 const GATED: [&str; 4] = ["p0", "p1", "p2", "p3"];
 
+/// A daily cron slot 12 hours away: no slot falls due while a test runs
+/// (a test crossing 03:00 UTC took a second, legitimate, scheduled backup).
+fn far_slot() -> String {
+    let hours = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 3600;
+    format!("0 {} * * *", (hours + 12) % 24)
+}
+
 /// A policy whose backup blocks until `release` exists (announcing itself
 /// in `started`): the test decides when it ends.
 fn slow_policy(started: &std::path::Path, release: &std::path::Path) -> String {
@@ -23,9 +34,10 @@ fn slow_policy(started: &std::path::Path, release: &std::path::Path) -> String {
 
 fn slow_policy_with(started: &std::path::Path, release: &std::path::Path, extra: &str) -> String {
     format!(
-        "apiVersion: safepoint/v1\nkind: BackupPolicy\nmetadata:\n  name: slow\nspec:\n{extra}  source:\n    type: command\n    backupCommand: 'touch {s}; while [ ! -e {r} ]; do sleep 0.05; done; echo data'\n    restoreCommand: 'cat > /dev/null'\n  storage: local\n  schedule: {{cron: \"0 3 * * *\", timezone: UTC}}\n  retention: {{keepLast: 5}}\n",
+        "apiVersion: safepoint/v1\nkind: BackupPolicy\nmetadata:\n  name: slow\nspec:\n{extra}  source:\n    type: command\n    backupCommand: 'touch {s}; while [ ! -e {r} ]; do sleep 0.05; done; echo data'\n    restoreCommand: 'cat > /dev/null'\n  storage: local\n  schedule: {{cron: \"{cron}\", timezone: UTC}}\n  retention: {{keepLast: 5}}\n",
         s = started.display(),
-        r = release.display()
+        r = release.display(),
+        cron = far_slot()
     )
 }
 
@@ -153,7 +165,10 @@ fn three_replicas_spread_the_policies_take_over_a_killed_holder_and_answer_gates
         ("slow.yaml".to_string(), slow_policy(&started, &release)),
     ];
     for p in GATED {
-        files.push((format!("{p}.yaml"), deploy_policy(p, "")));
+        files.push((
+            format!("{p}.yaml"),
+            deploy_policy(p, "").replace("0 3 * * *", &far_slot()),
+        ));
     }
     let refs: Vec<(&str, &str)> = files
         .iter()
