@@ -41,6 +41,21 @@ pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// The address a daemon logging JSON to `log` listens on, once it says so.
+pub fn listen_addr(what: &str, log: &std::path::Path) -> SocketAddr {
+    let mut addr = None;
+    wait_for(what, || {
+        addr = std::fs::read_to_string(log).ok().and_then(|text| {
+            text.lines().find_map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).ok()?;
+                v["fields"]["addr"].as_str()?.parse().ok()
+            })
+        });
+        addr.is_some()
+    });
+    addr.expect("waited for")
+}
+
 impl Daemon {
     /// The daemon with an API tokens file, JSON logs, listening on a free port.
     pub fn start(f: &Fixture, extra: &[&str]) -> Daemon {
@@ -64,21 +79,8 @@ impl Daemon {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let mut addr = None;
-        wait_for("the daemon's listener", || {
-            addr = std::fs::read_to_string(&log).ok().and_then(|text| {
-                text.lines().find_map(|l| {
-                    let v: serde_json::Value = serde_json::from_str(l).ok()?;
-                    v["fields"]["addr"].as_str()?.parse().ok()
-                })
-            });
-            addr.is_some()
-        });
-        Daemon {
-            child,
-            log,
-            addr: addr.unwrap(),
-        }
+        let addr = listen_addr("the daemon's listener", &log);
+        Daemon { child, log, addr }
     }
 
     pub fn log_has(&self, needle: &str) -> bool {

@@ -9,7 +9,7 @@ use std::process::{Child, Stdio};
 
 use crate::alerts::Sink;
 use crate::common::{Fixture, PERMISSIVE, STORAGE, sqlite_policy};
-use crate::contract_server::wait_for;
+use crate::contract_server::{listen_addr, wait_for};
 use crate::dbs::{Cluster, PgDb, psql, psql_at};
 use crate::webhooks::{TOKEN, deploy_policy, post};
 
@@ -79,21 +79,12 @@ fn start_with(f: &Fixture, catalog: &str, name: &str, extra: &[&str]) -> Replica
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let mut addr = None;
-    wait_for(&format!("{name}'s listener"), || {
-        addr = std::fs::read_to_string(&log).ok().and_then(|text| {
-            text.lines().find_map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).ok()?;
-                v["fields"]["addr"].as_str()?.parse().ok()
-            })
-        });
-        addr.is_some()
-    });
+    let addr = listen_addr(&format!("{name}'s listener"), &log);
     Replica {
         name: name.to_string(),
         child,
         log,
-        addr: addr.unwrap(),
+        addr,
     }
 }
 
