@@ -96,33 +96,47 @@ pub async fn execute(ctx: &Context, applied: &Applied, plan: &Plan, scope: &Scop
     // One shared copy: a clone of the whole desired state per task made
     // memory grow with policies² (2,000 policies: 2.6 GB).
     let applied = Arc::new(applied.clone());
+    let mut outcomes = Vec::new();
+    // A task is spawned only once it holds its permit: a waiting task is a
+    // policy's whole backup future (tens of KB), so spawning all of them up
+    // front made memory grow with the estate instead of `--concurrency`.
     for actions in per_policy.into_values() {
+        let Ok(permit) = semaphore.clone().acquire_owned().await else {
+            break;
+        };
+        while let Some(done) = tasks.try_join_next() {
+            collect(&mut outcomes, done);
+        }
         let ctx = ctx.clone();
         let applied = applied.clone();
-        let semaphore = semaphore.clone();
         tasks.spawn(async move {
-            let _permit = semaphore.acquire_owned().await;
+            let _permit = permit;
             execute_policy(&ctx, &applied, actions).await
         });
     }
-    let mut outcomes = Vec::new();
     while let Some(done) = tasks.join_next().await {
-        match done {
-            Ok(mut o) => outcomes.append(&mut o),
-            Err(e) => outcomes.push(Outcome {
-                policy: "?".into(),
-                action: ActionKind::Internal,
-                backup_id: None,
-                trigger: None,
-                release: None,
-                ok: false,
-                seconds: 0.0,
-                detail: e.to_string(),
-            }),
-        }
+        collect(&mut outcomes, done);
     }
     outcomes.sort_by(|a, b| (&a.policy, &a.action).cmp(&(&b.policy, &b.action)));
     outcomes
+}
+
+/// Adds a finished policy task's outcomes (or its panic, as an internal
+/// failure) to `outcomes`.
+fn collect(outcomes: &mut Vec<Outcome>, done: Result<Vec<Outcome>, tokio::task::JoinError>) {
+    match done {
+        Ok(mut o) => outcomes.append(&mut o),
+        Err(e) => outcomes.push(Outcome {
+            policy: "?".into(),
+            action: ActionKind::Internal,
+            backup_id: None,
+            trigger: None,
+            release: None,
+            ok: false,
+            seconds: 0.0,
+            detail: e.to_string(),
+        }),
+    }
 }
 
 /// The actions in `scope`, grouped per policy in plan order. Deletions were
