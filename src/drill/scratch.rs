@@ -140,7 +140,7 @@ pub(super) fn restore_target(
             executor::RestoreOptions {
                 force: true,
                 password_from: password_from.clone(),
-                command: None,
+                ..Default::default()
             },
         ),
     }

@@ -15,6 +15,7 @@ use chrono::Utc;
 
 use crate::catalog::{BackupRow, CatalogError};
 use crate::engine::context::Context;
+use crate::executor::spool::Spool;
 use crate::executor::{self, ExecError, Produced, RestoreOptions, RestoreTarget};
 use crate::model::{ArtifactProblem, AuditKind, Health, Trigger};
 use crate::policy::StorageSpec;
@@ -194,7 +195,15 @@ pub async fn restore_verified(ctx: &Context, job: Restore<'_>) -> Result<Produce
             source,
         })?;
     }
-    Ok(executor::restore(&manifest.source_kind, input, job.target, job.options).await?)
+    let mut options = job.options.clone();
+    if options.spool.is_none() {
+        options.spool = Some(Spool {
+            dir: ctx.settings.data_dir.join("tmp"),
+            raw_size: manifest.artifact.raw_size,
+            tables: manifest.counts.len(),
+        });
+    }
+    Ok(executor::restore(&manifest.source_kind, input, job.target, &options).await?)
 }
 
 /// Which backup a restore means.

@@ -15,6 +15,7 @@ pub mod pitr_wal;
 pub mod postgres;
 pub(crate) mod process;
 pub mod secret;
+pub mod spool;
 pub(crate) mod sql;
 pub mod sqlite;
 
@@ -284,6 +285,9 @@ pub struct RestoreOptions {
     pub password_from: Option<SecretRef>,
     /// `restore.command` of a `command` source (from the applied policy).
     pub command: Option<String>,
+    /// Scratch space for a parallel PostgreSQL restore (`spool`); the
+    /// restore pipeline fills it from the manifest when the caller did not.
+    pub spool: Option<spool::Spool>,
 }
 
 /// Restores the decompressed source bytes of a `source_kind` backup.
@@ -300,7 +304,7 @@ pub async fn restore(
         ("directory", RestoreTarget::Path(p)) => directory::restore(input, p.clone(), force).await,
         ("postgres", RestoreTarget::Path(p)) => pitr_base::restore(input, p.clone(), force).await,
         ("postgres", RestoreTarget::Url(u)) if is_scheme(u, &["postgres", "postgresql"]) => {
-            postgres::restore(input, u, pw, force).await
+            postgres::restore(input, u, pw, force, opts.spool.as_ref()).await
         }
         ("mysql", RestoreTarget::Url(u)) if is_scheme(u, &["mysql", "mariadb"]) => {
             mysql::restore(input, u, pw, force).await

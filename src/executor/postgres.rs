@@ -17,6 +17,7 @@ use super::classify::is_transient_text;
 use super::pgtools;
 use super::process::{self, Tool};
 use super::secret::Redactor;
+use super::spool::{Spool, SpoolFile};
 use super::sql::{self, Dialect, TargetState};
 use super::{ExecContext, ExecError, Produced, until_cancelled};
 use crate::policy::SecretRef;
@@ -314,13 +315,19 @@ async fn user_relations(server: &Server, conn: &mut PgConnection) -> Result<u64,
     Ok(n.max(0) as u64)
 }
 
-/// Restores a custom-format dump: `pg_restore --no-owner --single-transaction`
-/// reading the stream on stdin (all or nothing), then counts the rows.
+/// Restores a custom-format dump, then counts the rows. Streamed into
+/// `pg_restore --no-owner --single-transaction` (all or nothing), unless the
+/// dump has several tables, this call created the database and `spool`'s
+/// file system has room for it: then the dump is spooled to a local file and
+/// restored with `pg_restore -j N --exit-on-error` (tables, indexes and
+/// constraints in parallel); a failure drops the database it created, so
+/// nothing half-restored remains either way.
 pub async fn restore(
     mut input: Box<dyn Read + Send>,
     url: &str,
     password_from: Option<&SecretRef>,
     force: bool,
+    spool: Option<&Spool>,
 ) -> Result<Produced, ExecError> {
     let server = Server::new(url, password_from)?;
     let db = server
@@ -329,12 +336,40 @@ pub async fn restore(
         .filter(|d| !d.is_empty())
         .ok_or_else(|| ExecError::NoDatabase(server.target().to_string()))?
         .to_string();
-    server.prepare_target(&db, force).await?;
+    let created = server.prepare_target(&db, force).await?;
     // The newest installed pg_restore reads dumps of every older pg_dump.
     let program = pgtools::program_for(Path::new(pgtools::LAYOUT_ROOT), None, "pg_restore", 0);
     let mut tool = tool(&server, &program.to_string_lossy());
-    tool.cmd.args(["--no-owner", "--single-transaction"]);
-    super::blocking(move || process::feed_stdin(tool, &mut input)).await?;
+    tool.cmd.arg("--no-owner");
+    match spool.filter(|_| created).and_then(|s| Some((s, s.jobs()?))) {
+        Some((spool, jobs)) => {
+            tracing::info!(
+                target = %server.target(),
+                jobs,
+                spool = %spool.dir.display(),
+                "restoring with pg_restore -j from a spooled copy of the dump"
+            );
+            let dir = spool.dir.clone();
+            let restored = super::blocking(move || {
+                let file = SpoolFile::write(&dir, &mut input)?;
+                tool.cmd
+                    .args(["--exit-on-error", "--jobs", &jobs.to_string()])
+                    .arg(file.path());
+                process::output(tool).map(drop)
+            })
+            .await;
+            if let Err(e) = restored {
+                // Best effort: the error says what failed either way.
+                let _ = server.drop_database(&db).await;
+                return Err(e);
+            }
+        }
+        None => {
+            tracing::info!(target = %server.target(), "restoring in one transaction from the stream");
+            tool.cmd.arg("--single-transaction");
+            super::blocking(move || process::feed_stdin(tool, &mut input)).await?;
+        }
+    }
     let mut conn = server.connect(&server.opts).await?;
     let counts = server.count_rows(&mut conn).await?;
     sql::close(conn).await;

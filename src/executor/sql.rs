@@ -136,7 +136,10 @@ impl<D: Dialect> Server<D> {
 
     /// Creates the target database `db` if missing; an existing non-empty one
     /// is refused, or with `force` dropped and created afresh (never merged into).
-    pub async fn prepare_target(&self, db: &str, force: bool) -> Result<(), ExecError> {
+    /// Makes `db` an empty database to restore into (dropped and created
+    /// again with `force` when it holds objects). `true` when this call
+    /// created it: a failed restore may then drop it again.
+    pub async fn prepare_target(&self, db: &str, force: bool) -> Result<bool, ExecError> {
         let mut admin = self.connect(&D::admin_options(self, db)).await?;
         let state = D::inspect(self, &mut admin, db).await?;
         if state.objects > 0 {
@@ -150,13 +153,14 @@ impl<D: Dialect> Server<D> {
                 .await
                 .map_err(self.query_err(D::DROP_TARGET))?;
         }
-        if state.objects > 0 || !state.exists {
+        let create = state.objects > 0 || !state.exists;
+        if create {
             D::execute(&mut admin, D::create_database(db))
                 .await
                 .map_err(self.query_err("create target database"))?;
         }
         close(admin).await;
-        Ok(())
+        Ok(create)
     }
 
     /// Drops a scratch database (drills) if it exists.

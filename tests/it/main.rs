@@ -39,6 +39,7 @@ mod postgres;
 mod preview;
 mod prometheus;
 mod restore_docs;
+mod restore_parallel;
 mod s3_backup;
 mod s3_server;
 mod s3_storage;

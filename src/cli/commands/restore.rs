@@ -74,7 +74,7 @@ pub(super) async fn restore(
     let mut opts = executor::RestoreOptions {
         force: target.force,
         password_from,
-        command: None,
+        ..Default::default()
     };
     let to = target.to.as_str();
     let state = loaded_state(ctx).await?;
