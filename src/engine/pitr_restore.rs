@@ -186,7 +186,7 @@ pub async fn restore(
     configure(ctx, &dir, policy, &base.spec, &goal)?;
     let started = if start {
         let owner = pitr_start::parent_owner(&dir)?;
-        Some(pitr_start::start(&dir, base.major(), owner).await?)
+        Some(pitr_start::start(&dir, &dir, base.major(), owner).await?)
     } else {
         None
     };

@@ -82,10 +82,11 @@ pub fn chown_tree(path: &Path, (uid, gid): (u32, u32)) -> Result<(), String> {
 }
 
 /// Starts the restored cluster in `dir` on a free loopback port as `owner`
-/// (its files are handed to it first), its socket in `dir`, and waits until
-/// recovery ended and the server was promoted.
+/// (its files are handed to it first), its Unix socket in `socket_dir`, and
+/// waits until recovery ended and the server was promoted.
 pub async fn start(
     dir: &Path,
+    socket_dir: &Path,
     major: Option<u32>,
     owner: Option<(u32, u32)>,
 ) -> Result<Started, String> {
@@ -105,7 +106,7 @@ pub async fn start(
         .arg("-o")
         .arg(format!(
             "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={}",
-            shell_quote(&dir.to_string_lossy())
+            shell_quote(&socket_dir.to_string_lossy())
         ))
         .args(["-w", "-t", "3600", "start"])
         .current_dir(dir);
