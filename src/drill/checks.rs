@@ -39,7 +39,7 @@ pub(super) async fn checks(
         options: &options,
         create_dir: match scratch {
             Scratch::Dir(dir) => Some(dir.as_path()),
-            Scratch::Db { .. } => None,
+            Scratch::Cluster(_) | Scratch::Db { .. } => None,
         },
         wrap: None,
     };
@@ -78,7 +78,7 @@ pub(super) async fn checks(
     (checks, Some(seconds))
 }
 
-fn failed(name: &str, detail: String) -> CheckResult {
+pub(super) fn failed(name: &str, detail: String) -> CheckResult {
     CheckResult {
         name: name.into(),
         passed: false,
@@ -87,7 +87,10 @@ fn failed(name: &str, detail: String) -> CheckResult {
 }
 
 /// The `checksum` check from the restore pipeline's verification.
-fn checksum_check(manifest: &storage::Manifest, verified: Result<(), RestoreError>) -> CheckResult {
+pub(super) fn checksum_check(
+    manifest: &storage::Manifest,
+    verified: Result<(), RestoreError>,
+) -> CheckResult {
     match verified {
         Ok(()) => CheckResult {
             name: "checksum".into(),
@@ -141,7 +144,7 @@ async fn user_checks(
 }
 
 /// A query's value against the check's `expect`.
-fn expect(check: &DrillCheck, value: Option<String>) -> CheckResult {
+pub(super) fn expect(check: &DrillCheck, value: Option<String>) -> CheckResult {
     match check.expect.check(value.as_deref()) {
         Ok(()) => CheckResult {
             name: check.name.clone(),

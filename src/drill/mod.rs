@@ -4,8 +4,11 @@
 //! recovery time), record the verdict, and always remove the scratch copy —
 //! also after a crash, where a later drill removes what the dead one created
 //! (recorded in the catalog before it was created), and only that.
+//! A PITR policy's drill restores to a random point of its recoverable
+//! window into a scratch cluster (`pitr`).
 
 mod checks;
+mod pitr;
 mod scratch;
 pub mod verdict;
 
@@ -77,6 +80,10 @@ pub async fn run(
             policy.name
         ));
     };
+    if policy.source.pitr().is_some() {
+        // A random point of the window, from the base backup it needs.
+        return pitr::run(ctx, applied, policy, spec, requested_by).await;
+    }
     let _lock = lock_policy(ctx, policy)?;
     let row = ctx
         .catalog

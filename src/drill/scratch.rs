@@ -14,6 +14,9 @@ use crate::storage;
 /// Where a drill's scratch copy lives.
 pub(super) enum Scratch {
     Dir(PathBuf),
+    /// A PITR drill's scratch cluster: `<data dir>/drills/<name>`, 0700, its
+    /// data directory in `data/` (a server may run there until removed).
+    Cluster(PathBuf),
     /// A scratch database `name` on the drill target's server.
     Db {
         kind: &'static str,
@@ -40,7 +43,7 @@ fn with_database(url: &str, name: &str) -> String {
 impl Scratch {
     pub(super) fn describe(&self) -> String {
         match self {
-            Scratch::Dir(p) => p.display().to_string(),
+            Scratch::Dir(p) | Scratch::Cluster(p) => p.display().to_string(),
             Scratch::Db { kind, url, .. } => format!("{kind} {}", crate::audit::redact(url)),
         }
     }
@@ -52,6 +55,12 @@ impl Scratch {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
                 Err(e) => Err(format!("cannot remove scratch {}: {e}", p.display())),
             },
+            Scratch::Cluster(p) => {
+                let p = p.clone();
+                tokio::task::spawn_blocking(move || remove_cluster(&p))
+                    .await
+                    .map_err(|e| e.to_string())?
+            }
             Scratch::Db {
                 kind,
                 server,
@@ -68,6 +77,32 @@ impl Scratch {
             }
         }
     }
+}
+
+/// Stops the server of a scratch cluster if one runs there, then removes
+/// the scratch directory. Blocking.
+pub(super) fn remove_cluster(dir: &std::path::Path) -> Result<(), String> {
+    let stopped = crate::engine::pitr_start::stop(&dir.join("data"));
+    let socket = socket_dir(dir);
+    if let Err(e) = std::fs::remove_dir_all(&socket)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        return Err(format!("cannot remove {}: {e}", socket.display()));
+    }
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => stopped,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => stopped,
+        Err(e) => Err(format!("cannot remove scratch {}: {e}", dir.display())),
+    }
+}
+
+/// Where a scratch cluster's Unix socket lives: a short directory of its
+/// own in the system's temp dir (a socket path is limited to 107 bytes),
+/// derived from the scratch path, so removing a dead drill's finds it.
+pub(super) fn socket_dir(scratch: &std::path::Path) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    let hash = blake3::hash(scratch.as_os_str().as_bytes()).to_hex();
+    std::env::temp_dir().join(format!("safepoint-drill-{}", &hash[..16]))
 }
 
 /// The scratch name for a drill of `policy` started now.
@@ -105,6 +140,9 @@ pub(super) fn scratch_for(ctx: &Context, spec: &DrillSpec, name: &str) -> Result
             guard.check_tree(&root).map_err(|e| e.to_string())?;
             Scratch::Dir(root.join(name))
         }
+        DrillTarget::PitrCluster => {
+            Scratch::Cluster(ctx.settings.data_dir.join("drills").join(name))
+        }
         DrillTarget::Postgres { url, password_from } => {
             secret_file(password_from)?;
             db("postgres", url, password_from)
@@ -122,6 +160,13 @@ pub(super) fn restore_target(
     scratch: &Scratch,
 ) -> (RestoreTarget, executor::RestoreOptions) {
     match scratch {
+        Scratch::Cluster(dir) => (
+            RestoreTarget::Path(dir.join("data")),
+            executor::RestoreOptions {
+                force: true,
+                ..Default::default()
+            },
+        ),
         Scratch::Dir(dir) => (
             RestoreTarget::Path(if manifest.source_kind == "sqlite" {
                 dir.join("restored.db")

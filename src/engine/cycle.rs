@@ -63,6 +63,7 @@ pub async fn cycle_with(
         (Vec::new(), Vec::new())
     } else {
         let outcomes = execute(ctx, applied, &plan, &scope).await;
+        wal_retention(ctx, desired, &scope, &outcomes, &observed).await;
         (outcomes, run_drills(ctx, applied, &plan, &scope).await)
     };
     Ok(CycleReport {
@@ -72,6 +73,31 @@ pub async fn cycle_with(
         outcomes,
         drills,
     })
+}
+
+/// WAL retention of PITR policies beyond the deletions' own: `prune`
+/// (`Scope::Deletions`) checks every PITR policy; other cycles the policies
+/// that just took a base backup (the first one makes the WAL archived
+/// before it unneeded). Failures are logged and audited by `pitr_prune`.
+async fn wal_retention(
+    ctx: &Context,
+    desired: &crate::policy::DesiredState,
+    scope: &Scope,
+    outcomes: &[Outcome],
+    observed: &ObservedState,
+) {
+    let backed_up: Vec<String> = outcomes
+        .iter()
+        .filter(|o| o.ok && o.action == crate::model::ActionKind::Backup)
+        .map(|o| o.policy.clone())
+        .collect();
+    let which = match scope {
+        Scope::Deletions => None,
+        _ if backed_up.is_empty() => return,
+        _ => Some(backed_up.as_slice()),
+    };
+    let incomplete = &observed.incomplete_storages;
+    crate::engine::pitr_prune::retain(ctx, desired, which, incomplete).await;
 }
 
 /// Runs the plan's drills in `scope`, one after the other.

@@ -16,6 +16,8 @@ pub mod import;
 pub mod observe;
 pub mod pitr;
 pub mod pitr_prune;
+pub mod pitr_restore;
+pub mod pitr_start;
 pub mod pitr_window;
 pub mod prune;
 pub mod refresh;

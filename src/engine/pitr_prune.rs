@@ -1,9 +1,11 @@
 //! Engine: WAL retention of PITR policies, with the safety of backup
 //! pruning.
 //!
-//! - After `prune` deleted a base backup of a PITR policy, the WAL objects
-//!   before the start of the oldest base backup the catalog still holds are
-//!   deleted (oldest first). Every base backup in the catalog counts as
+//! - After `prune` deleted a base backup of a PITR policy, and after every
+//!   cycle that prunes (`retain`: also WAL archived before the first base
+//!   backup, when none was deleted), the WAL objects before the start of
+//!   the oldest base backup the catalog still holds are deleted (oldest
+//!   first). Every base backup in the catalog counts as
 //!   kept — pinned, pin unknown, missing or corrupt ones too —, nothing is
 //!   deleted while the policy has none, history files are kept, and a
 //!   listing that fails deletes nothing.
@@ -275,27 +277,82 @@ pub async fn drop_retired(
     Ok(done)
 }
 
-/// What a prune would do to the WAL, as lines for `prune --dry-run`: per
-/// PITR policy with deletions (`deleting`: policy and backup id), the WAL
-/// objects no remaining base backup needs; with `orphans`, the slots of
-/// removed policies it would drop.
+/// What a prune would do to the WAL (`prune --dry-run`, `plan`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WalPreview {
+    /// Per PITR policy, the WAL objects no remaining base backup needs.
+    pub prunes: Vec<WalPrune>,
+    /// Removed policies whose slot and archive `prune --orphans` drops.
+    pub retired: Vec<Retired>,
+}
+
+impl WalPreview {
+    pub fn is_empty(&self) -> bool {
+        self.prunes.is_empty() && self.retired.is_empty()
+    }
+
+    /// One line per policy.
+    pub fn lines(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        for w in &self.prunes {
+            if let (Some(first), Some(last)) = (w.objects.first(), w.objects.last()) {
+                lines.push(format!(
+                    "would delete {} WAL object(s) of {} ({first} … {last}) — {}",
+                    w.objects.len(),
+                    w.policy,
+                    w.reason
+                ));
+            }
+        }
+        for r in &self.retired {
+            lines.push(format!(
+                "would drop slot {} of removed policy {} and delete its WAL archive",
+                r.source.slot, r.policy
+            ));
+        }
+        lines
+    }
+
+    /// As items of `prune --dry-run --output json` (beside the planner's
+    /// `delete` actions): `delete-wal` with every object, `drop-slot`.
+    pub fn json(&self) -> Vec<serde_json::Value> {
+        let wal = self.prunes.iter().map(|w| {
+            serde_json::json!({
+                "action": "delete-wal",
+                "policy": w.policy,
+                "objects": w.objects,
+                "reason": w.reason,
+            })
+        });
+        let slots = self.retired.iter().map(|r| {
+            serde_json::json!({
+                "action": "drop-slot",
+                "policy": r.policy,
+                "slot": r.source.slot,
+                "reason": "the policy was removed and its backups are pruned",
+            })
+        });
+        wal.chain(slots).collect()
+    }
+}
+
+/// What a prune would do to the WAL: per PITR policy, the WAL objects no
+/// base backup left after the deletions (`deleting`: policy and backup id)
+/// needs — also when none of its base backups is deleted (WAL archived
+/// before the first one) —; with `orphans`, the slots of removed policies it
+/// would drop.
 pub async fn preview(
     ctx: &Context,
     desired: &DesiredState,
     deleting: &[(String, String)],
     orphans: bool,
-) -> Result<Vec<String>, String> {
-    let mut lines = Vec::new();
-    let mut policies: Vec<&String> = deleting.iter().map(|(p, _)| p).collect();
-    policies.dedup();
-    for policy in policies {
-        let Some(p) = desired
-            .policies
-            .get(policy)
-            .filter(|p| p.source.pitr().is_some())
-        else {
-            continue;
-        };
+) -> Result<WalPreview, String> {
+    let mut out = WalPreview::default();
+    for (policy, p) in desired
+        .policies
+        .iter()
+        .filter(|(_, p)| p.source.pitr().is_some())
+    {
         let Some(st) = storage_for(ctx, desired, &p.storage) else {
             continue;
         };
@@ -305,24 +362,49 @@ pub async fn preview(
             .map(|(_, id)| id.clone())
             .collect();
         if let Some(w) = plan(ctx, st, policy, &ids).await?
-            && let (Some(first), Some(last)) = (w.objects.first(), w.objects.last())
+            && !w.objects.is_empty()
         {
-            lines.push(format!(
-                "would delete {} WAL object(s) of {policy} ({first} … {last}) — {}",
-                w.objects.len(),
-                w.reason
-            ));
+            out.prunes.push(w);
         }
     }
     if orphans {
-        for r in retired(ctx, desired, deleting).await? {
-            lines.push(format!(
-                "would drop slot {} of removed policy {} and delete its WAL archive",
-                r.source.slot, r.policy
-            ));
+        out.retired = retired(ctx, desired, deleting).await?;
+    }
+    Ok(out)
+}
+
+/// WAL retention of the PITR policies `which` names (`None`: all) that this
+/// process acts on: the WAL before the oldest kept base backup's first
+/// segment, also when no base backup was pruned (WAL archived before the
+/// first one). Policies whose storage listing was incomplete are skipped;
+/// returns what failed.
+pub async fn retain(
+    ctx: &Context,
+    desired: &DesiredState,
+    which: Option<&[String]>,
+    incomplete: &std::collections::BTreeSet<String>,
+) -> Vec<String> {
+    let mut failed = Vec::new();
+    for (policy, p) in desired.policies.iter().filter(|(name, p)| {
+        p.source.pitr().is_some()
+            && which.is_none_or(|w| w.contains(name))
+            && ctx.leases.holds(name)
+            && !incomplete.contains(&p.storage)
+    }) {
+        let Some(st) = storage_for(ctx, desired, &p.storage) else {
+            continue;
+        };
+        let pruned = match plan(ctx, st.clone(), policy, &[]).await {
+            Ok(Some(w)) => apply(ctx, st, &w).await.map(|_| ()),
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = pruned {
+            tracing::error!(policy = %policy, error = %e, "WAL retention failed");
+            failed.push(format!("WAL retention of {policy}: {e}"));
         }
     }
-    Ok(lines)
+    failed
 }
 
 #[cfg(test)]

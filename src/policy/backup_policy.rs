@@ -36,15 +36,8 @@ pub(crate) fn backup_policy(
     spec: raw::BackupPolicySpec,
 ) -> Option<model::BackupPolicy> {
     let source_type = spec.source.kind;
+    let pitr = spec.source.pitr.is_some();
     let source = source(sink, spec.source, name);
-    if spec.drill.is_some() && source.as_ref().is_some_and(|s| s.pitr().is_some()) {
-        sink.err(
-            "/spec/drill",
-            "drills of a PITR policy (`source.pitr`) are not supported yet".to_owned(),
-            "remove `drill`; check a base backup with `safepoint restore --policy P --latest --to-dir DIR --start` (docs/pitr.md)".to_owned(),
-        );
-        return None;
-    }
     let schedule = spec.schedule.map(|s| schedule(sink, "/spec/schedule", s));
     let rpo = duration(sink, "/spec/rpo", spec.rpo.as_deref());
     let timeout = duration(sink, "/spec/timeout", spec.timeout.as_deref());
@@ -56,7 +49,7 @@ pub(crate) fn backup_policy(
     let retention = retention(sink, spec.retention);
     let drill = spec
         .drill
-        .map(|d| drill(sink, d, source_type, source.as_ref()));
+        .map(|d| drill(sink, d, source_type, source.as_ref(), pitr));
     let suspend = spec.suspend.unwrap_or(false);
     Some(model::BackupPolicy {
         name: name.to_owned(),

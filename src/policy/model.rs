@@ -253,6 +253,10 @@ pub enum DrillTarget {
     },
     /// Scratch directory root for `sqlite` and `directory` sources.
     Directory { path: PathBuf },
+    /// A PITR policy's drill: a scratch cluster under the daemon's data
+    /// directory, started on a free loopback port.
+    #[serde(rename = "pitr-cluster")]
+    PitrCluster,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

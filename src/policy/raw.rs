@@ -315,7 +315,10 @@ pub(crate) struct RetentionSpec {
 pub(crate) struct Drill {
     /// When drills run; absent = only on demand (`safepoint drill`).
     pub schedule: Option<ScheduleSpec>,
-    pub target: DrillTargetSpec,
+    /// Where the backup is restored; required, except for a PITR policy
+    /// (`source.pitr`), whose drills restore into a scratch cluster under
+    /// the daemon's data directory and take no `target`.
+    pub target: Option<DrillTargetSpec>,
     pub verify: Option<Verify>,
     /// Recovery time objective the restore must meet, a duration.
     pub max_duration: Option<String>,

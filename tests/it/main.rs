@@ -32,6 +32,7 @@ mod permissions;
 mod pg_client;
 mod pins;
 mod pitr;
+mod pitr_drill;
 mod pitr_gate;
 mod pitr_window;
 mod plan_scenarios;

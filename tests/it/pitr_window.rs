@@ -101,10 +101,12 @@ fn status_shows_the_window_and_a_deleted_wal_segment_is_drift() {
         ("p.yaml", &pitr_policy(POLICY, port)),
     ]);
     let (_children, logged) = started(&f, POLICY, f.tmp.path().join("daemon.log"));
-    let before = complete(&f, POLICY).len();
+    // Counted from the newest one: WAL retention may remove segments
+    // archived before the first base backup meanwhile.
+    let newest = complete(&f, POLICY).last().cloned().unwrap_or_default();
     switch_segments(port, 3);
     wait_until("three more segments archived", 60, &logged, || {
-        complete(&f, POLICY).len() >= before + 3
+        complete(&f, POLICY).iter().filter(|n| **n > newest).count() >= 3
     });
     let window = |st: &serde_json::Value| st["policies"][0]["pitr"].clone();
     wait_until("the window in status", 60, &logged, || {
@@ -296,5 +298,98 @@ fn prune_deletes_the_wal_only_the_deleted_base_backup_needed_and_drops_the_slot_
     assert!(
         archived_of(&f, POLICY).is_empty(),
         "its WAL archive is deleted"
+    );
+}
+
+#[test]
+fn wal_before_the_oldest_base_backup_is_listed_by_dry_runs_and_pruned_without_a_base_backup_pruned()
+{
+    const POLICY: &str = "pitr-leading";
+    let cluster = Cluster::start_with(None, "");
+    let port = cluster.port;
+    psql_at(
+        port,
+        "postgres",
+        "CREATE TABLE t (id bigserial PRIMARY KEY)",
+    );
+    let policy = pitr_policy(POLICY, port);
+    let f = Fixture::new(&[("storage.yaml", STORAGE), ("p.yaml", &policy)]);
+    let (children, logged) = started(&f, POLICY, f.tmp.path().join("daemon.log"));
+    switch_segments(port, 2);
+    f.cmd().args(["backup", POLICY]).assert().success();
+    let ids = || -> Vec<String> {
+        f.backups(POLICY)
+            .into_iter()
+            .map(|b| b["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let kept = ids().into_iter().max().unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(f.store().join(POLICY).join(&kept).join("manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let start_wal = manifest["tools"]["pitr.startWal"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    switch_segments(port, 1);
+    wait_until("the kept base backup's WAL archived", 60, &logged, || {
+        complete(&f, POLICY)
+            .iter()
+            .any(|n| n.as_str() > start_wal.as_str())
+    });
+    drop(children);
+    // The older base backups vanish without a prune (as if taken by
+    // another tool): the WAL before the kept one is now WAL archived
+    // before the first base backup.
+    for id in ids().into_iter().filter(|id| *id != kept) {
+        std::fs::remove_dir_all(f.store().join(POLICY).join(&id)).unwrap();
+        crate::common::sqlite(
+            &f.data().join("catalog.db"),
+            &format!("DELETE FROM backups WHERE id = '{id}'"),
+        );
+    }
+    let older = |f: &Fixture| {
+        complete(f, POLICY)
+            .into_iter()
+            .filter(|n| n.as_str() < start_wal.as_str())
+            .collect::<Vec<_>>()
+    };
+    let before = older(&f);
+    assert!(!before.is_empty(), "WAL from before the kept base backup");
+
+    let dry = f.json(&["prune", "--dry-run"]);
+    let wal: Vec<&serde_json::Value> = dry
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["action"] == "delete-wal" && i["policy"] == POLICY)
+        .collect();
+    assert_eq!(wal.len(), 1, "{dry}");
+    let listed: Vec<String> = wal[0]["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o.as_str().unwrap().to_string())
+        .collect();
+    for segment in &before {
+        assert!(listed.contains(segment), "{segment} listed: {dry}");
+    }
+    assert!(
+        listed.iter().all(|o| o.as_str() < start_wal.as_str()),
+        "only WAL before {start_wal}: {dry}"
+    );
+    let plan = f.cmd().args(["plan", "--output", "json"]).output().unwrap();
+    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    assert_eq!(plan["wal"][0]["objects"], wal[0]["objects"], "{plan}");
+    assert_eq!(older(&f), before, "dry runs delete nothing");
+
+    f.cmd().arg("prune").assert().success();
+    assert_eq!(older(&f), Vec::<String>::new(), "the leading WAL is gone");
+    assert!(
+        complete(&f, POLICY)
+            .iter()
+            .any(|n| n.starts_with(&start_wal)),
+        "the kept base backup's WAL stays"
     );
 }

@@ -113,6 +113,8 @@ const LAYERS: &[(&str, Layer)] = &[
     ("engine/observe", Layer::Engine),
     ("engine/pitr", Layer::Engine),
     ("engine/pitr_prune", Layer::Engine),
+    ("engine/pitr_restore", Layer::Engine),
+    ("engine/pitr_start", Layer::Engine),
     ("engine/pitr_window", Layer::Engine),
     ("engine/prune", Layer::Engine),
     ("engine/refresh", Layer::Engine),

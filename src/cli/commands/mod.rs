@@ -12,7 +12,6 @@ mod drill;
 mod list;
 mod notify_test;
 mod pitr;
-mod pitr_start;
 mod plan;
 mod preview;
 mod prune;

@@ -1,5 +1,7 @@
 //! `safepoint prune [--dry-run] [--orphans]`: the deletions retention asks
-//! for, and nothing else.
+//! for, and nothing else. A dry run also lists the WAL objects of PITR
+//! policies that would go (JSON: `delete-wal`/`drop-slot` items after the
+//! `delete` actions).
 
 use std::sync::Arc;
 
@@ -45,11 +47,16 @@ pub(super) async fn prune(
             .await
             .map_err(anyhow::Error::msg)?;
         if output == Output::Json {
-            print_json(&deletions)?;
+            let mut items = serde_json::to_value(&deletions)?
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            items.extend(wal.json());
+            print_json(&items)?;
         } else if deletions.is_empty() && wal.is_empty() {
             outln!("nothing to prune");
         } else {
-            for line in &wal {
+            for line in wal.lines() {
                 outln!("{line}");
             }
             for a in &deletions {

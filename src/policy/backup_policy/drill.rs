@@ -1,6 +1,9 @@
 //! Pure: the `drill` block of a `BackupPolicy`: its schedule and time limit,
 //! the scratch target it restores into (of the source's type, never the
 //! source itself), completeness and SQL checks with their expectations.
+//! A PITR policy's drill takes no target (a scratch cluster under the
+//! daemon's data directory) and no completeness (row counts at a random
+//! point in time are not known in advance).
 
 use std::path::{Component, Path, PathBuf};
 
@@ -19,13 +22,33 @@ pub(super) fn drill(
     d: raw::Drill,
     source_type: raw::SourceType,
     source: Option<&model::Source>,
+    pitr: bool,
 ) -> Option<DrillSpec> {
     let schedule = d
         .schedule
         .map(|s| schedule(sink, "/spec/drill/schedule", s))
         .flatten_ok();
     let max_duration = duration(sink, "/spec/drill/maxDuration", d.max_duration.as_deref());
-    let target = target(sink, d.target, source_type, source);
+    let target = match (d.target, pitr) {
+        (Some(t), false) => target(sink, t, source_type, source),
+        (None, false) => {
+            sink.err_key(
+                "/spec/drill",
+                "a drill needs `target`".to_owned(),
+                "add `target:` (a scratch server or directory, never the source)".to_owned(),
+            );
+            None
+        }
+        (None, true) => Some(model::DrillTarget::PitrCluster),
+        (Some(_), true) => {
+            sink.err_key(
+                TARGET,
+                "a drill of a PITR policy restores into a scratch cluster under the daemon's data directory; it takes no `target`".to_owned(),
+                "remove `target` (docs/pitr.md, \"Drills\")".to_owned(),
+            );
+            None
+        }
+    };
     let verify = d.verify.unwrap_or(raw::Verify {
         completeness: None,
         checks: Vec::new(),
@@ -39,7 +62,11 @@ pub(super) fn drill(
             "add `restoreCommand:` (reads the backup on stdin) or remove `drill`".to_owned(),
         );
     }
-    let completeness = completeness(sink, verify.completeness, source_type, &mut ok);
+    let completeness = if pitr {
+        pitr_completeness(sink, verify.completeness, &mut ok)
+    } else {
+        completeness(sink, verify.completeness, source_type, &mut ok)
+    };
     let checks = checks(sink, verify.checks, source_type, &mut ok);
     let (schedule, max_duration, target) = (schedule?, max_duration.ok()?, target?);
     ok.then_some(DrillSpec {
@@ -75,6 +102,27 @@ fn completeness(
         (Some(raw::Completeness::Exact), _) => model::Completeness::Exact,
         (Some(raw::Completeness::Estimate), _) => model::Completeness::Estimate,
     }
+}
+
+/// A PITR drill restores to a random point in time, whose row counts are
+/// not known in advance: completeness does not apply.
+fn pitr_completeness(
+    sink: &mut Sink<'_>,
+    c: Option<raw::Completeness>,
+    ok: &mut bool,
+) -> model::Completeness {
+    if matches!(
+        c,
+        Some(raw::Completeness::Exact | raw::Completeness::Estimate)
+    ) {
+        *ok = false;
+        sink.err(
+            "/spec/drill/verify/completeness",
+            "a drill of a PITR policy restores to a random point in time, whose row counts are not known in advance: completeness checks do not apply".to_owned(),
+            "remove `completeness` (or set it to `off`) and check the restored data with `checks`".to_owned(),
+        );
+    }
+    model::Completeness::Off
 }
 
 /// The SQL checks, for sources that are databases.

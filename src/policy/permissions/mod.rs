@@ -229,6 +229,8 @@ pub(crate) fn check_policy(
     let base = "/spec/drill/target";
     match &drill.target {
         DrillTarget::Directory { path } => c.path(&format!("{base}/path"), path, Access::Scratch),
+        // Under the daemon's own data directory, never a policy's choice.
+        DrillTarget::PitrCluster => {}
         DrillTarget::Postgres { url, password_from }
         | DrillTarget::Mysql { url, password_from } => {
             let target_kind = match drill.target {

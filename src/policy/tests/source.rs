@@ -159,12 +159,12 @@ fn pitr_is_a_postgres_source_block_with_defaults_and_checked_fields() {
         "{}",
         render(&diags)
     );
-    // The example policy has a drill: not for PITR policies yet.
+    // The example policy's drill has a target: a PITR drill takes none.
     let diags = problems(&with_drill("    pitr: {}"));
     assert!(
         diags
             .iter()
-            .any(|d| d.message.contains("drills of a PITR policy")),
+            .any(|d| d.message.contains("it takes no `target`")),
         "{}",
         render(&diags)
     );
