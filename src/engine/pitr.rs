@@ -215,11 +215,15 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 }
 
 async fn start(archive: &Archive, spool: &Path) -> Result<tokio::process::Child, String> {
+    archive
+        .stream()
+        .create_slot()
+        .await
+        .map_err(|e| e.to_string())?;
     let (a, dir) = (archive.clone(), spool.to_path_buf());
     tokio::task::spawn_blocking(move || {
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create the WAL spool {}: {e}", dir.display()))?;
-        a.stream().create_slot().map_err(|e| e.to_string())?;
         a.stream().spawn(&dir).map_err(|e| e.to_string())
     })
     .await

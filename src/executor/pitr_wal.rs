@@ -46,11 +46,28 @@ impl Stream<'_> {
         Ok(tool)
     }
 
-    /// Creates the slot unless it exists (blocking; run on the blocking pool).
-    pub fn create_slot(&self) -> Result<(), ExecError> {
-        let mut tool = self.tool()?;
-        tool.cmd.args(["--create-slot", "--if-not-exists"]);
-        process::output(tool).map(|_| ())
+    /// Creates the slot unless it exists, reserving WAL at once. (`pg_receivewal
+    /// --create-slot` does not reserve: until its first stream confirmed a
+    /// position, a checkpoint could remove the segments it still needed, and
+    /// every restart then asked for a removed segment.)
+    pub async fn create_slot(&self) -> Result<(), ExecError> {
+        let server = postgres::Server::new(self.url, self.password_from)?;
+        let mut conn = server.connect(&server.opts).await?;
+        let created = sqlx::query(
+            "SELECT pg_create_physical_replication_slot($1, true) \
+             WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)",
+        )
+        .bind(self.slot)
+        .execute(&mut conn)
+        .await;
+        sql::close(conn).await;
+        match created {
+            // Another archiver created it meanwhile: it exists, as wanted.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42710") => Ok(()),
+            other => other
+                .map(drop)
+                .map_err(server.query_err("create the replication slot")),
+        }
     }
 
     /// Drops the slot (`pg_receivewal --drop-slot`); a slot that does not
