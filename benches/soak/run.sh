@@ -92,6 +92,16 @@ metadata: {name: oncall}
 spec:
   email: {to: [oncall@soak.test], from: safepoint@soak.test}
 EOF
+# The operator lets these policies run `command` sources (not in the default).
+cat >"$work/permissions.yaml" <<EOF
+apiVersion: safepoint/v1
+kind: Permissions
+grants:
+  - name: soak
+    sourceKinds: [postgres, mysql, sqlite, directory, command]
+    sourceRoots: [$work/src]
+    hosts: ["127.0.0.1:5432", "127.0.0.1:3306"]
+EOF
 kinds=(postgres mysql sqlite directory command)
 for i in $(seq 0 $((npol - 1))); do
   kind=${kinds[$((i % 5))]}
@@ -102,8 +112,9 @@ for i in $(seq 0 $((npol - 1))); do
       $pg -d "${tag}_$i" -c "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 20000) g"
       source="{type: postgres, url: \"postgres://postgres@127.0.0.1:5432/${tag}_$i\"}" ;;
     mysql)
-      $my -e "CREATE DATABASE ${tag}_$i; CREATE TABLE ${tag}_$i.t (id INT PRIMARY KEY, v TEXT);
-              INSERT INTO ${tag}_$i.t SELECT seq, md5(seq) FROM seq_1_to_20000;"
+      $my -e "CREATE DATABASE ${tag}_$i"
+      $my "${tag}_$i" -e "CREATE TABLE t (id INT PRIMARY KEY, v TEXT);
+              INSERT INTO t SELECT seq, md5(seq) FROM seq_1_to_20000;"
       source="{type: mysql, url: \"mysql://root@127.0.0.1:3306/${tag}_$i\"}" ;;
     sqlite)
       sqlite3 "$work/src/$name.db" "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT);
@@ -144,7 +155,7 @@ stop_sink() {
   sink_pid=""
 }
 start_sink
-SAFEPOINT_LOG=warn "$bin" --repo "$work/repo" --data-dir "$work/data" daemon \
+SAFEPOINT_LOG=warn "$bin" --repo "$work/repo" --data-dir "$work/data" --permissions "$work/permissions.yaml" daemon \
   --listen "127.0.0.1:$api_port" --fetch-interval 30 \
   --smtp-host 127.0.0.1 --smtp-port "$smtp_port" --smtp-tls none --smtp-from safepoint@soak.test \
   >"$out/daemon.log" 2>&1 &
@@ -261,7 +272,7 @@ failed=$(metric_sum safepoint_backups_total 'outcome="failed"')
 [ "$(metric_sum safepoint_notifications_queued '')" -eq 0 ] || problems+=("notices still queued at the end")
 [ "$(ls "$work/mail" | grep -c '\.eml$' || true)" -gt 0 ] || problems+=("no mail was received")
 stale=$("$python" - "$work/store" <<'PY'
-import json, os, sys, time, datetime
+import datetime, json, os, re, sys, time
 root, now, stale = sys.argv[1], time.time(), []
 for policy in sorted(os.listdir(root)):
     pdir = os.path.join(root, policy)
@@ -271,7 +282,8 @@ for policy in sorted(os.listdir(root)):
     for bid in os.listdir(pdir):
         m = os.path.join(pdir, bid, "manifest.json")
         if os.path.exists(m):
-            t = datetime.datetime.fromisoformat(json.load(open(m))["finished_at"].replace("Z", "+00:00"))
+            at = re.sub(r"(\.\d{6})\d+", r"\1", json.load(open(m))["finishedAt"])
+            t = datetime.datetime.fromisoformat(at.replace("Z", "+00:00"))
             newest = max(newest, t.timestamp())
     if now - newest > 180:
         stale.append(policy)
