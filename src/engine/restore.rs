@@ -200,7 +200,7 @@ pub async fn restore_verified(ctx: &Context, job: Restore<'_>) -> Result<Produce
         options.spool = Some(Spool {
             dir: ctx.settings.data_dir.join("tmp"),
             raw_size: manifest.artifact.raw_size,
-            tables: manifest.counts.len(),
+            rows: manifest.counts.values().copied().collect(),
         });
     }
     Ok(executor::restore(&manifest.source_kind, input, job.target, &options).await?)

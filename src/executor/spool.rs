@@ -27,19 +27,25 @@ pub struct Spool {
     pub dir: PathBuf,
     /// Bytes the source produced (the decompressed dump).
     pub raw_size: u64,
-    /// Tables in the backup (its per-table row counts).
-    pub tables: usize,
+    /// Row counts per table in the backup (its manifest's counts).
+    pub rows: Vec<u64>,
 }
 
 impl Spool {
     /// How many `pg_restore` jobs to run from a spooled file, or `None` to
-    /// stream into one transaction: a single table gains nothing from
-    /// parallel jobs, and the dump plus headroom must fit in `dir`'s file
-    /// system (a restore never fills the daemon's disk).
+    /// stream into one transaction. Parallel jobs pay only when the rows are
+    /// spread over tables: when one table holds more than half of them
+    /// (one big table; pgbench, whose accounts table holds 99 %), it loads
+    /// alone while the other jobs idle, and the spool's extra write of the
+    /// whole dump makes the restore slower (docs/performance.md). The dump
+    /// plus headroom must fit in `dir`'s file system (a restore never fills
+    /// the daemon's disk).
     pub fn jobs(&self) -> Option<usize> {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let jobs = cores.min(self.tables).min(MAX_JOBS);
-        if jobs < 2 {
+        let jobs = cores.min(self.rows.len()).min(MAX_JOBS);
+        let total: u64 = self.rows.iter().sum();
+        let largest = self.rows.iter().copied().max().unwrap_or(0);
+        if jobs < 2 || largest.saturating_mul(2) > total {
             return None;
         }
         let needed = self.raw_size + self.raw_size / 10 + HEADROOM;
@@ -113,21 +119,23 @@ mod tests {
     #[test]
     fn one_table_or_one_core_streams_and_space_is_measured() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = |raw_size, tables| Spool {
+        let spool = |raw_size, rows: &[u64]| Spool {
             dir: dir.path().join("tmp"),
             raw_size,
-            tables,
+            rows: rows.to_vec(),
         };
-        assert_eq!(spool(1, 1).jobs(), None);
+        assert_eq!(spool(1, &[1000]).jobs(), None);
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let many = spool(1, 100).jobs();
+        let many = spool(1, &[1000; 100]).jobs();
         if cores >= 2 {
             assert_eq!(many, Some(cores.min(MAX_JOBS)));
         } else {
             assert_eq!(many, None);
         }
+        // One table holds most rows (pgbench): stream.
+        assert_eq!(spool(1, &[2_000_000, 200, 20, 0]).jobs(), None);
         // More than the file system has: stream.
-        assert_eq!(spool(u64::MAX / 4, 100).jobs(), None);
+        assert_eq!(spool(u64::MAX / 4, &[1000; 100]).jobs(), None);
         assert!(free_bytes(dir.path()).unwrap() > 0);
     }
 

@@ -1,6 +1,6 @@
-//! PostgreSQL restores of several tables into a database safepoint creates
-//! run `pg_restore -j` from a spooled copy of the dump under the data
-//! directory; the copy never outlives the restore, and a failed parallel
+//! PostgreSQL restores of rows spread over several tables into a database
+//! safepoint creates run `pg_restore -j` from a spooled copy of the dump
+//! under the data directory; the copy never outlives the restore, and a failed parallel
 //! restore drops the database it created (nothing half-restored remains).
 //! Into an existing empty database the restore streams in one transaction.
 
@@ -22,6 +22,11 @@ fn spool_files(f: &Fixture) -> Vec<std::path::PathBuf> {
 fn backed_up_source() -> (PgDb, Fixture) {
     let src = PgDb::new("sp_par_src");
     populate(&src);
+    // Rows spread over tables (no table holds half of them): worth -j.
+    src.sql(
+        "CREATE TABLE spread_a AS SELECT g AS id FROM generate_series(1, 500) g;
+         CREATE TABLE spread_b AS SELECT g AS id FROM generate_series(1, 500) g;",
+    );
     let f = Fixture::new(&[
         ("storage.yaml", STORAGE),
         ("db.yaml", &db_policy("orders", "postgres", &src.url(), "")),
