@@ -47,6 +47,12 @@ pub struct S3Options {
     /// part being filled.
     pub max_in_flight: usize,
     pub retry: RetryConfig,
+    /// A request whose server sends nothing for this long (no response, or
+    /// a stalled body) ends with a timeout error, retried per `retry`.
+    pub read_timeout: Duration,
+    /// The longest one request may take from connecting to the end of its
+    /// response (a part upload of the largest part size on a slow link).
+    pub request_timeout: Duration,
 }
 
 impl Default for S3Options {
@@ -59,6 +65,8 @@ impl Default for S3Options {
                 max_retries: 5,
                 retry_timeout: Duration::from_secs(60),
             },
+            read_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(300),
         }
     }
 }
