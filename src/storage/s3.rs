@@ -47,11 +47,12 @@ pub struct S3Options {
     /// part being filled.
     pub max_in_flight: usize,
     pub retry: RetryConfig,
-    /// A request whose server sends nothing for this long (no response, or
-    /// a stalled body) ends with a timeout error, retried per `retry`.
-    pub read_timeout: Duration,
     /// The longest one request may take from connecting to the end of its
-    /// response (a part upload of the largest part size on a slow link).
+    /// response; a server that accepts and never answers fails the request
+    /// (retried per `retry`) after this long. It must allow a part upload of
+    /// the largest part size on a slow link. (No separate read timeout:
+    /// reqwest's runs from the start of the request, body upload included,
+    /// so it would cut slow part uploads.)
     pub request_timeout: Duration,
 }
 
@@ -65,7 +66,6 @@ impl Default for S3Options {
                 max_retries: 5,
                 retry_timeout: Duration::from_secs(60),
             },
-            read_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(300),
         }
     }

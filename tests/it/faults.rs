@@ -262,7 +262,10 @@ fn missing_directory_source_fails_at_once_with_the_path_and_leaves_no_backup() {
         "{text}"
     );
     let (outcome, kind, error) = runs(&f, "files").pop().unwrap();
-    assert_eq!((outcome.as_str(), kind.as_str()), ("failed", "source-missing"));
+    assert_eq!(
+        (outcome.as_str(), kind.as_str()),
+        ("failed", "source-missing")
+    );
     assert!(!error.contains("attempt"), "not retried: {error}");
     assert!(f.backups("files").is_empty());
     assert_eq!(backup_dirs(&f, "files"), Vec::<std::path::PathBuf>::new());
@@ -299,7 +302,10 @@ fn sqlite_source_locked_past_its_timeout_is_cancelled_and_recorded() {
     let out = f.cmd().args(["backup", "app"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let error = assert_failed_cleanly(&f, "app", &before, "timeout", None);
-    assert!(error.contains("spec.timeout"), "says what to change: {error}");
+    assert!(
+        error.contains("spec.timeout"),
+        "says what to change: {error}"
+    );
     assert_eq!(runs(&f, "app").last().unwrap().1, "timeout");
     drop(stdin);
     let _ = holder.wait();

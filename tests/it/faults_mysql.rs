@@ -50,7 +50,14 @@ impl MariaServer {
             .unwrap();
         let mut s = MariaServer { dir, port, server };
         let deadline = Instant::now() + Duration::from_secs(60);
-        while !s.client(None).args(["-e", "SELECT 1"]).output().unwrap().status.success() {
+        while !s
+            .client(None)
+            .args(["-e", "SELECT 1"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+        {
             assert!(
                 s.server.try_wait().unwrap().is_none() && Instant::now() < deadline,
                 "mariadbd did not start: {}",
@@ -64,8 +71,16 @@ impl MariaServer {
     /// `mariadb` as root on this server (batch mode, no column names).
     pub fn client(&self, db: Option<&str>) -> Command {
         let mut cmd = Command::new("mariadb");
-        cmd.args(["--protocol=TCP", "-h", "127.0.0.1", "-u", "root", "-N", "-B"])
-            .arg(format!("--port={}", self.port));
+        cmd.args([
+            "--protocol=TCP",
+            "-h",
+            "127.0.0.1",
+            "-u",
+            "root",
+            "-N",
+            "-B",
+        ])
+        .arg(format!("--port={}", self.port));
         cmd.args(db);
         cmd
     }
@@ -115,7 +130,7 @@ fn dumps_of(port: u16) -> Vec<u32> {
             let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
             let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
             let is_dump = args.first()?.ends_with(b"mariadb-dump");
-            (is_dump && args.iter().any(|a| *a == needle.as_bytes())).then_some(pid)
+            (is_dump && args.contains(&needle.as_bytes())).then_some(pid)
         })
         .collect()
 }
@@ -184,7 +199,7 @@ fn mariadb_dump_blocked_past_its_timeout_is_cancelled_and_its_process_killed() {
         "slow",
         "mysql",
         &server.url("shop"),
-        "  timeout: 3s\n",
+        "  timeout: 5s\n",
     ));
     f.cmd().args(["backup", "slow"]).assert().success();
     let before = backup_dirs(&f, "slow");
@@ -193,6 +208,7 @@ fn mariadb_dump_blocked_past_its_timeout_is_cancelled_and_its_process_killed() {
     // table data pass, mariadb-dump then waits on `SHOW FUNCTION STATUS`.
     let mut holder = server
         .client(None)
+        .arg("--unbuffered")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -206,17 +222,30 @@ fn mariadb_dump_blocked_past_its_timeout_is_cancelled_and_its_process_killed() {
         .unwrap();
     assert_eq!(line.trim(), "locked");
 
-    let out = f.cmd().args(["backup", "slow"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    let log = f.tmp.path().join("backup.log");
+    let mut child = start_backup(&f, "slow", &log);
+    wait_for(&mut child, "mariadb-dump waiting on the routines", || {
+        let waiting = server.sql(
+            None,
+            "SELECT COUNT(*) FROM information_schema.processlist \
+             WHERE info LIKE 'SHOW FUNCTION STATUS%'",
+        );
+        (waiting == "1").then_some(())
+    });
+    let parent = child.id();
+    assert!(
+        child_named(parent, "mariadb-dump").is_some(),
+        "the dump runs"
+    );
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1));
     assert_failed_cleanly(&f, "slow", &before, "timeout", None);
     assert_eq!(runs(&f, "slow").last().unwrap().1, "timeout");
-    // The dump got as far as the routines, and its process is gone.
-    let waiting = server.sql(
-        None,
-        "SELECT COUNT(*) FROM information_schema.processlist WHERE info LIKE 'SHOW FUNCTION STATUS%'",
+    assert_eq!(
+        dumps_of(server.port),
+        Vec::<u32>::new(),
+        "mariadb-dump killed"
     );
-    assert_eq!(waiting, "1", "the dump waited on the routines");
-    assert_eq!(dumps_of(server.port), Vec::<u32>::new(), "mariadb-dump killed");
     drop(stdin);
     let _ = holder.kill();
     let _ = holder.wait();

@@ -72,8 +72,9 @@ fn kill_on(pid: u32, syscalls: &str, path: &Path) -> std::process::Child {
             .filter_map(|t| t.ok())
             .all(|t| {
                 std::fs::read_to_string(t.path().join("status")).is_ok_and(|st| {
-                    st.lines()
-                        .any(|l| l.starts_with("TracerPid:") && l.split_whitespace().nth(1) != Some("0"))
+                    st.lines().any(|l| {
+                        l.starts_with("TracerPid:") && l.split_whitespace().nth(1) != Some("0")
+                    })
                 })
             })
     });
@@ -94,7 +95,9 @@ fn process_killed_between_artifact_and_manifest_leaves_an_invisible_leftover_tha
     let mut child = spawn(&f, &["backup", "held"]);
     let mut writer = open_writer(&fifo);
     writer.write_all(&vec![7u8; 1 << 20]).unwrap();
-    wait_for("the backup directory", || backup_dirs(&f, "held").len() == 1);
+    wait_for("the backup directory", || {
+        backup_dirs(&f, "held").len() == 1
+    });
     let dir = std::fs::canonicalize(&backup_dirs(&f, "held")[0]).unwrap();
     let mut tracer = kill_on(
         child.id(),
@@ -140,7 +143,11 @@ fn process_killed_mid_delete_leaves_the_backup_whole_or_gone_never_missing() {
     let dir = std::fs::canonicalize(f.store().join("files").join(&oldest)).unwrap();
     let healthy = |f: &Fixture| {
         let status = f.json(&["status"]);
-        assert_eq!(status["policies"][0]["drift"], serde_json::json!([]), "{status}");
+        assert_eq!(
+            status["policies"][0]["drift"],
+            serde_json::json!([]),
+            "{status}"
+        );
         for b in f.backups("files") {
             assert_eq!(b["health"], "verified", "{b}");
         }
@@ -163,7 +170,10 @@ fn process_killed_mid_delete_leaves_the_backup_whole_or_gone_never_missing() {
     // the backup is gone (never `missing`), its leftover removed.
     let status = killed_at(&f, "unlink,unlinkat", &dir.join("pin.json"), &["prune"]);
     assert!(!status.success(), "killed: {status:?}");
-    assert!(!dir.join("manifest.json").exists(), "manifest removed first");
+    assert!(
+        !dir.join("manifest.json").exists(),
+        "manifest removed first"
+    );
     assert!(dir.exists(), "the kill landed mid-delete");
     let kept: Vec<String> = all.iter().filter(|i| **i != oldest).cloned().collect();
     assert_eq!(ids(&f), kept, "gone");

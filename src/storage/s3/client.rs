@@ -30,7 +30,6 @@ impl S3Storage {
                 ClientOptions::new()
                     .with_allow_http(config.allow_http)
                     .with_connect_timeout(Duration::from_secs(10))
-                    .with_read_timeout(options.read_timeout)
                     .with_timeout(options.request_timeout),
             );
         if let Some(e) = &endpoint {
