@@ -288,7 +288,8 @@ fn sqlite_source_locked_past_its_timeout_is_cancelled_and_recorded() {
         .spawn()
         .unwrap();
     let mut stdin = holder.stdin.take().unwrap();
-    writeln!(stdin, "BEGIN EXCLUSIVE;").unwrap();
+    // Its busy timeout lets it wait for a probe below that reads meanwhile.
+    writeln!(stdin, ".timeout 60000\nBEGIN EXCLUSIVE;").unwrap();
     stdin.flush().unwrap();
     wait_for("the exclusive lock", || {
         let probe = std::process::Command::new("sqlite3")

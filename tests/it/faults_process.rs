@@ -138,8 +138,9 @@ fn process_killed_mid_delete_leaves_the_backup_whole_or_gone_never_missing() {
     }
     let all = ids(&f);
     assert_eq!(all.len(), 3);
-    // keepLast 2: prune deletes the oldest.
-    let oldest = all.iter().min().unwrap().clone();
+    // keepLast 2: prune deletes the oldest (listed last; ids taken within
+    // one second do not sort by age).
+    let oldest = all.last().unwrap().clone();
     let dir = std::fs::canonicalize(f.store().join("files").join(&oldest)).unwrap();
     let healthy = |f: &Fixture| {
         let status = f.json(&["status"]);
