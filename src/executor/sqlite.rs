@@ -89,9 +89,7 @@ pub async fn backup<W: Write + Send + 'static>(
         source,
     })?;
     let copy = tempfile_path(&ctx.tmp_dir);
-    // A locked source waits out its busy timeout (30 s): a timeout or a
-    // shutdown ends the wait at once.
-    let result = super::until_cancelled(&ctx.cancel, snapshot_and_stream(path, &copy, out)).await;
+    let result = snapshot_and_stream(path, &copy, out).await;
     let _ = fs::remove_file(&copy);
     result
 }
