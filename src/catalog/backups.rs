@@ -91,6 +91,16 @@ impl Catalog {
         Ok(())
     }
 
+    /// Undoes `mark_deleted`: a deletion that failed leaves the backup tracked.
+    pub async fn unmark_deleted(&self, id: &str) -> Result<(), CatalogError> {
+        sqlx::query("UPDATE backups SET deleted_at = NULL WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(q("unmark deleted"))?;
+        Ok(())
+    }
+
     /// Every backup not deleted, grouped by policy, newest first.
     pub async fn backups(&self) -> Result<Vec<BackupRow>, CatalogError> {
         let rows = sqlx::query(

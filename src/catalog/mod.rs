@@ -341,12 +341,36 @@ async fn sqlite_open_lock(path: &Path) -> std::io::Result<std::fs::File> {
     .map_err(std::io::Error::other)?
 }
 
-/// A pool on the SQLite file: WAL, a 30 s busy timeout, foreign keys.
+/// A pool on the SQLite file: WAL, a 30 s busy timeout, foreign keys. One
+/// connection is opened first: the pool would retry its error for 30 s and
+/// report only a timeout.
 async fn connect_sqlite(path: &Path) -> Result<AnyPool, sqlx::Error> {
     let url = sqlx::sqlite::SqliteConnectOptions::new()
         .filename(path)
         .create_if_missing(true)
         .to_url_lossy();
+    let probe = async {
+        use sqlx::Connection as _;
+        let mut conn = sqlx::AnyConnection::connect(url.as_str()).await?;
+        conn.execute("PRAGMA journal_mode = WAL").await?;
+        conn.close().await
+    };
+    if let Err(e) = probe.await {
+        let text = e.to_string();
+        return Err(
+            if ["disk I/O error", "disk is full", "readonly", "read-only"]
+                .iter()
+                .any(|t| text.contains(t))
+            {
+                sqlx::Error::Io(std::io::Error::other(format!(
+                    "{text}: is the disk of {} full or read-only? free space there and retry",
+                    path.parent().unwrap_or(path).display()
+                )))
+            } else {
+                e
+            },
+        );
+    }
     AnyPoolOptions::new()
         .max_connections(4)
         .after_connect(|conn, _| {

@@ -1,5 +1,9 @@
-//! Engine: prune — delete one backup the plan no longer keeps: storage first
-//! (manifest, pin marker, artifact), then the catalog, then the audit log.
+//! Engine: prune — delete one backup the plan no longer keeps: marked deleted
+//! in the catalog, then removed from storage (manifest, pin marker,
+//! artifact), then audited. A process killed in between leaves either the
+//! whole backup (its manifest is imported again by the next observation) or
+//! a directory without manifest (a leftover the next observation removes),
+//! never a catalog entry whose storage is gone (`missing`).
 
 use chrono::Utc;
 
@@ -24,8 +28,13 @@ pub async fn run_delete(
     };
     let (p, i) = (policy.to_string(), id.to_string());
     let now = Utc::now();
+    ctx.catalog
+        .mark_deleted(id, now)
+        .await
+        .map_err(|e| format!("delete of {policy}/{id} not started: {e}"))?;
     match blocking(move || st.remove(&p, &i)).await {
         Ok(Ok(())) => {
+            // Again: an observation meanwhile may have re-imported it.
             ctx.catalog
                 .mark_deleted(id, now)
                 .await
@@ -45,6 +54,11 @@ pub async fn run_delete(
         }
         Ok(Err(e)) => {
             let mut msg = format!("delete of {policy}/{id} failed, it stays tracked: {e}");
+            if let Err(e) = ctx.catalog.unmark_deleted(id).await {
+                msg.push_str(&format!(
+                    "; its catalog entry could not be restored ({e}), the next observation imports it again"
+                ));
+            }
             if let Err(e) = ctx
                 .catalog
                 .audit(now, AuditKind::PruneFailed, Some(policy), &ctx.actor, &msg)
@@ -54,6 +68,9 @@ pub async fn run_delete(
             }
             Err(msg)
         }
-        Err(e) => Err(format!("delete of {policy}/{id} failed: {e}")),
+        Err(e) => {
+            let _ = ctx.catalog.unmark_deleted(id).await;
+            Err(format!("delete of {policy}/{id} failed: {e}"))
+        }
     }
 }

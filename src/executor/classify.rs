@@ -229,6 +229,10 @@ mod tests {
             "mariadb-dump",
             "mariadb-dump: Got error: 1049: \"Unknown database 'gone'\" when selecting the database",
         ),
+        (
+            "mariadb-dump",
+            "mariadb-dump: Couldn't execute 'SHOW FIELDS FROM `broken`': View 'shop.broken' references invalid table(s) or column(s) or function(s) or definer/invoker of view lack rights to use them (1356)",
+        ),
         ("sh", "no space left on device"),
     ];
 

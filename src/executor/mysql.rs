@@ -162,10 +162,16 @@ fn tool(server: &Server, program: &str) -> Tool {
 }
 
 /// The first of `names` that is installed (`mariadb-*`, else the `mysql*`
-/// name of the MySQL client), with its version line.
+/// name of the MySQL client), with its version line; when neither is, the
+/// error names both.
 fn installed(names: [&str; 2]) -> Result<(String, String), ExecError> {
     match version_of(names[0]) {
-        Err(ExecError::ToolMissing { .. }) => Ok((names[1].to_string(), version_of(names[1])?)),
+        Err(ExecError::ToolMissing { .. }) => match version_of(names[1]) {
+            Err(ExecError::ToolMissing { .. }) => Err(ExecError::ToolMissing {
+                tool: format!("{} (or {})", names[0], names[1]),
+            }),
+            other => Ok((names[1].to_string(), other?)),
+        },
         other => Ok((names[0].to_string(), other?)),
     }
 }
@@ -193,6 +199,8 @@ pub async fn backup<W: Write + Send + 'static>(
     let server = Server::new(url, password_from)?;
     let db = database(&server)?;
     let cancel = &ctx.cancel;
+    // A missing client fails before the server is asked anything.
+    let (program, client) = super::blocking(|| installed(["mariadb-dump", "mysqldump"])).await?;
     let (version, counts) = until_cancelled(cancel, async {
         let mut conn = server.connect(&server.opts).await?;
         let version: String = sqlx::query_scalar("SELECT CAST(VERSION() AS CHAR)")
@@ -212,7 +220,6 @@ pub async fn backup<W: Write + Send + 'static>(
         Ok((version, counts))
     })
     .await?;
-    let (program, client) = super::blocking(|| installed(["mariadb-dump", "mysqldump"])).await?;
     let mut tool = tool(&server, &program);
     tool.cmd
         .args([

@@ -47,6 +47,13 @@ pub struct S3Options {
     /// part being filled.
     pub max_in_flight: usize,
     pub retry: RetryConfig,
+    /// The longest one request may take from connecting to the end of its
+    /// response; a server that accepts and never answers fails the request
+    /// (retried per `retry`) after this long. It must allow a part upload of
+    /// the largest part size on a slow link. (No separate read timeout:
+    /// reqwest's runs from the start of the request, body upload included,
+    /// so it would cut slow part uploads.)
+    pub request_timeout: Duration,
 }
 
 impl Default for S3Options {
@@ -59,6 +66,7 @@ impl Default for S3Options {
                 max_retries: 5,
                 retry_timeout: Duration::from_secs(60),
             },
+            request_timeout: Duration::from_secs(300),
         }
     }
 }

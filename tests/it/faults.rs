@@ -5,6 +5,7 @@ use std::io::Write;
 use crate::common::{Fixture, STORAGE, dir_policy, spawn, sqlite_policy};
 use crate::contract_cli::mkfifo;
 use crate::contract_server::{held_policy, open_writer, wait_for};
+use crate::dbs::{assert_failed_cleanly, backup_dirs, runs};
 
 #[test]
 fn invalid_commit_is_never_applied_and_status_says_stalled_with_file_and_line() {
@@ -245,4 +246,68 @@ fn validate_prints_every_problem_with_file_line_and_exit_codes() {
         .arg(f.work().join("no-such-dir"))
         .assert()
         .code(2);
+}
+
+#[test]
+fn missing_directory_source_fails_at_once_with_the_path_and_leaves_no_backup() {
+    let f = Fixture::new(&[
+        ("storage.yaml", STORAGE),
+        ("files.yaml", &dir_policy("files", "gone-dir")),
+    ]);
+    let out = f.cmd().args(["backup", "files"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("FAILED") && text.contains("gone-dir") && text.contains("does not exist"),
+        "{text}"
+    );
+    let (outcome, kind, error) = runs(&f, "files").pop().unwrap();
+    assert_eq!(
+        (outcome.as_str(), kind.as_str()),
+        ("failed", "source-missing")
+    );
+    assert!(!error.contains("attempt"), "not retried: {error}");
+    assert!(f.backups("files").is_empty());
+    assert_eq!(backup_dirs(&f, "files"), Vec::<std::path::PathBuf>::new());
+}
+
+#[test]
+fn sqlite_source_locked_past_its_timeout_is_cancelled_and_recorded() {
+    let policy = format!("{}  timeout: 2s\n", sqlite_policy("app", "app.db"));
+    let f = Fixture::new(&[("storage.yaml", STORAGE), ("app.yaml", &policy)]);
+    let db = f.make_sqlite("app.db");
+    f.cmd().args(["backup", "app"]).assert().success();
+    let before = backup_dirs(&f, "app");
+
+    // Another connection holds an exclusive lock (rollback journal): no
+    // reader gets in while it lasts.
+    let mut holder = std::process::Command::new("sqlite3")
+        .arg(&db)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = holder.stdin.take().unwrap();
+    // Its busy timeout lets it wait for a probe below that reads meanwhile.
+    writeln!(stdin, ".timeout 60000\nBEGIN EXCLUSIVE;").unwrap();
+    stdin.flush().unwrap();
+    wait_for("the exclusive lock", || {
+        let probe = std::process::Command::new("sqlite3")
+            .arg(&db)
+            .arg("SELECT count(*) FROM users")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&probe.stderr).contains("locked")
+    });
+
+    let out = f.cmd().args(["backup", "app"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let error = assert_failed_cleanly(&f, "app", &before, "timeout", None);
+    assert!(
+        error.contains("spec.timeout"),
+        "says what to change: {error}"
+    );
+    assert_eq!(runs(&f, "app").last().unwrap().1, "timeout");
+    drop(stdin);
+    let _ = holder.wait();
 }

@@ -25,7 +25,7 @@ pub fn child_named(parent: u32, name: &str) -> Option<u32> {
         })
 }
 
-fn signal(pid: u32, sig: &str) {
+pub fn signal(pid: u32, sig: &str) {
     let ok = Command::new("kill")
         .args([sig, &pid.to_string()])
         .status()
@@ -35,7 +35,7 @@ fn signal(pid: u32, sig: &str) {
 }
 
 /// Starts `safepoint backup <policy>` with warnings logged to `log`.
-fn start_backup(f: &Fixture, policy: &str, log: &Path) -> Child {
+pub fn start_backup(f: &Fixture, policy: &str, log: &Path) -> Child {
     Command::new(assert_cmd::cargo::cargo_bin("safepoint"))
         .current_dir(f.work())
         .env("SAFEPOINT_LOG", "warn")
@@ -52,7 +52,7 @@ fn start_backup(f: &Fixture, policy: &str, log: &Path) -> Child {
 
 /// Polls `probe` until it yields a value; fails if the backup ends first or
 /// a minute passes.
-fn wait_for<T>(child: &mut Child, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+pub fn wait_for<T>(child: &mut Child, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Some(v) = probe() {

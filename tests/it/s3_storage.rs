@@ -27,6 +27,7 @@ fn options() -> S3Options {
             max_retries: 1,
             retry_timeout: Duration::from_secs(2),
         },
+        ..S3Options::default()
     }
 }
 

@@ -30,7 +30,7 @@ impl S3Storage {
                 ClientOptions::new()
                     .with_allow_http(config.allow_http)
                     .with_connect_timeout(Duration::from_secs(10))
-                    .with_timeout(Duration::from_secs(300)),
+                    .with_timeout(options.request_timeout),
             );
         if let Some(e) = &endpoint {
             builder = builder.with_endpoint(e);
