@@ -14,7 +14,9 @@ pub mod webhook;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use crate::catalog::{Catalog, CatalogError, NewNotification};
+use std::collections::BTreeSet;
+
+use crate::catalog::{Catalog, CatalogError, NewNotification, QueuedNotification};
 use crate::metrics::Metrics;
 use crate::policy::DesiredState;
 use crate::status::Status;
@@ -196,8 +198,10 @@ impl Channels {
 /// Sends the due notifications (every pending one when `ignore_backoff`, as
 /// on startup). After a transient failure the rest of that destination (the
 /// SMTP server, or one notifier's webhook) waits for the next pass: it is
-/// probably down, and everything stays queued. Mail stays queued while no
-/// SMTP server is configured.
+/// probably down, and everything stays queued. A destination that accepted
+/// a notice again gets the rest of its queue at once, backoff or not: an
+/// outage's notices go out when the server is back, not up to an hour later.
+/// Mail stays queued while no SMTP server is configured.
 pub async fn deliver(
     catalog: &Catalog,
     channels: &Channels,
@@ -205,60 +209,123 @@ pub async fn deliver(
     now: DateTime<Utc>,
     ignore_backoff: bool,
 ) -> Result<Delivery, NotifyError> {
-    let mut report = Delivery::default();
-    let mut down = std::collections::BTreeSet::new();
-    for queued in catalog.due_notifications(now, ignore_backoff).await? {
-        let n = &queued.item;
-        let destination = match n.webhook {
-            Some(_) => n.notifier.clone(),
-            None => String::new(),
-        };
-        if !channels.can_send(n) || down.contains(&(n.channel.clone(), destination.clone())) {
-            continue;
-        }
-        let result = channels.send(queued.id, n).await;
-        let at = Utc::now();
-        let policy = Some(n.policy.as_str()).filter(|p| !p.is_empty());
-        match result {
-            Ok(msg) => {
-                catalog.notification_sent(queued.id, at).await?;
-                metrics.record_notification(&n.channel, true);
-                report.sent += 1;
-                tracing::info!(policy = %n.policy, "{msg}");
-                catalog
-                    .event(at, crate::model::AuditKind::AlertSent, policy, &msg)
-                    .await?;
+    let mut pass = Pass {
+        catalog,
+        channels,
+        metrics,
+        report: Delivery::default(),
+        down: BTreeSet::new(),
+        up: BTreeSet::new(),
+    };
+    pass.run(now, ignore_backoff, None).await?;
+    if !ignore_backoff && !pass.up.is_empty() {
+        let up = std::mem::take(&mut pass.up);
+        pass.run(now, true, Some(&up)).await?;
+    }
+    let mut report = pass.report;
+    report.pending = catalog.pending_notifications().await?;
+    metrics.set_queued(report.pending);
+    Ok(report)
+}
+
+/// A notice's destination: its channel and, for webhooks, its notifier.
+type Destination = (String, String);
+
+/// One delivery run over the outbox.
+struct Pass<'a> {
+    catalog: &'a Catalog,
+    channels: &'a Channels,
+    metrics: &'a Metrics,
+    report: Delivery,
+    /// Destinations that failed transiently: skipped for the rest of the run.
+    down: BTreeSet<Destination>,
+    /// Destinations that accepted a notice.
+    up: BTreeSet<Destination>,
+}
+
+impl Pass<'_> {
+    /// Sends the due notices (`only`: of these destinations).
+    async fn run(
+        &mut self,
+        now: DateTime<Utc>,
+        ignore_backoff: bool,
+        only: Option<&BTreeSet<Destination>>,
+    ) -> Result<(), NotifyError> {
+        for queued in self.catalog.due_notifications(now, ignore_backoff).await? {
+            let n = &queued.item;
+            let destination = (
+                n.channel.clone(),
+                match n.webhook {
+                    Some(_) => n.notifier.clone(),
+                    None => String::new(),
+                },
+            );
+            if !self.channels.can_send(n)
+                || self.down.contains(&destination)
+                || only.is_some_and(|o| !o.contains(&destination))
+            {
+                continue;
             }
-            Err(e) => {
-                metrics.record_notification(&n.channel, false);
-                report.failed += 1;
-                let transient = e.is_transient();
-                let retry = transient.then(|| at + backoff(queued.attempts + 1, queued.id));
-                catalog
-                    .notification_failed(queued.id, &e.to_string(), retry, at)
-                    .await?;
-                match retry {
-                    Some(t) => {
-                        tracing::warn!(error = %e, retry_at = %t, channel = %n.channel, subject = %n.subject, "alert notice not delivered; queued for retry");
-                        down.insert((n.channel.clone(), destination));
-                    }
-                    None => {
-                        tracing::error!(error = %e, channel = %n.channel, subject = %n.subject, "alert notice cannot be delivered; dropped");
-                        let msg = format!(
-                            "dropped {} {} {} via notifier {}: {e}",
-                            n.kind, n.reason, n.channel, n.notifier
-                        );
-                        catalog
-                            .event(at, crate::model::AuditKind::AlertDropped, policy, &msg)
-                            .await?;
+            let result = self.channels.send(queued.id, n).await;
+            match result {
+                Ok(msg) => {
+                    self.sent(&queued, &msg).await?;
+                    self.up.insert(destination);
+                }
+                Err(e) => {
+                    if self.failed(&queued, &e).await? {
+                        self.down.insert(destination);
                     }
                 }
             }
         }
+        Ok(())
     }
-    report.pending = catalog.pending_notifications().await?;
-    metrics.set_queued(report.pending);
-    Ok(report)
+
+    async fn sent(&mut self, queued: &QueuedNotification, msg: &str) -> Result<(), NotifyError> {
+        let (n, at) = (&queued.item, Utc::now());
+        let policy = Some(n.policy.as_str()).filter(|p| !p.is_empty());
+        self.catalog.notification_sent(queued.id, at).await?;
+        self.metrics.record_notification(&n.channel, true);
+        self.report.sent += 1;
+        tracing::info!(policy = %n.policy, "{msg}");
+        self.catalog
+            .event(at, crate::model::AuditKind::AlertSent, policy, msg)
+            .await?;
+        Ok(())
+    }
+
+    /// Records a failed attempt; `true` when it is retried later (the
+    /// destination is probably down).
+    async fn failed(
+        &mut self,
+        queued: &QueuedNotification,
+        e: &NotifyError,
+    ) -> Result<bool, NotifyError> {
+        let (n, at) = (&queued.item, Utc::now());
+        let policy = Some(n.policy.as_str()).filter(|p| !p.is_empty());
+        self.metrics.record_notification(&n.channel, false);
+        self.report.failed += 1;
+        let retry = e
+            .is_transient()
+            .then(|| at + backoff(queued.attempts + 1, queued.id));
+        self.catalog
+            .notification_failed(queued.id, &e.to_string(), retry, at)
+            .await?;
+        if let Some(t) = retry {
+            tracing::warn!(error = %e, retry_at = %t, channel = %n.channel, subject = %n.subject, "alert notice not delivered; queued for retry");
+            return Ok(true);
+        }
+        tracing::error!(error = %e, channel = %n.channel, subject = %n.subject, "alert notice cannot be delivered; dropped");
+        let msg = format!(
+            "dropped {} {} {} via notifier {}: {e}",
+            n.kind, n.reason, n.channel, n.notifier
+        );
+        self.catalog
+            .event(at, crate::model::AuditKind::AlertDropped, policy, &msg)
+            .await?;
+        Ok(false)
+    }
 }
 
 /// What one channel of a notifier answered to a test notice.

@@ -446,3 +446,42 @@ fn notify_test_reports_what_each_endpoint_answered() {
     assert_eq!(code, Some(4), "{text}");
     assert!(text.contains("no Notifier `nope`"), "{text}");
 }
+
+#[test]
+fn notices_queued_during_an_outage_go_out_with_the_first_one_accepted_after_it() {
+    let sink = HookSink::start();
+    let f = Fixture::new(&[
+        ("storage.yaml", STORAGE),
+        (
+            "chat.yaml",
+            &webhook_notifier("chat", &sink.url("/hook"), "json"),
+        ),
+        ("orders.yaml", &deploy_policy("orders", "chat")),
+    ]);
+    std::fs::create_dir_all(f.work().join("orders-data")).unwrap();
+    std::fs::write(f.work().join("orders-data/a.txt"), "orders").unwrap();
+    let d = daemon(&f, &["--outbox-poll", "3600"]);
+    let names = |r: &Received, release: &str| {
+        r.answered == 200 && String::from_utf8_lossy(&r.body).contains(release)
+    };
+    // Outage: the first notice fails and waits in backoff (30 s or more).
+    sink.answer(503);
+    failed_deploy(d.1, "v1.0.0");
+    sink.wait_for("the first attempt", |r| r.iter().any(|r| r.answered == 503));
+    // The endpoint is back; the next notice is accepted, and the one waiting
+    // in backoff goes out with it instead of at its retry time.
+    sink.answer(200);
+    failed_deploy(d.1, "v2.0.0");
+    sink.wait_for("the second notice", |r| {
+        r.iter().any(|r| names(r, "v2.0.0"))
+    });
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !sink.received().iter().any(|r| names(r, "v1.0.0")) {
+        assert!(
+            Instant::now() < deadline,
+            "the notice queued during the outage still waits for its backoff: {:#?}",
+            sink.received()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
