@@ -280,12 +280,15 @@ pub async fn backup<W: Write + Send + 'static>(
                 let out = d?;
                 (out, counts.await?)
             }
-            c = &mut counts => {
-                if c.is_err() {
+            c = &mut counts => match c {
+                // The count's error says why (a lost connection is
+                // transient); the dump it aborts would only say "cancelled".
+                Err(e) => {
                     abort.cancel();
+                    let _ = dump.await;
+                    return Err(e);
                 }
-                let d = dump.await;
-                (d?, c?)
+                Ok(c) => (dump.await?, c),
             }
         }
     };

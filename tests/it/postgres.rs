@@ -215,26 +215,6 @@ fn wrong_password_fails_at_once_without_leaking_either_password() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("SP_TEST_DB_PASSWORD"));
 }
 
-/// pid of a `pg_dump` whose parent is `parent`, if one runs.
-fn pg_dump_child(parent: u32) -> Option<u32> {
-    std::fs::read_dir("/proc")
-        .ok()?
-        .filter_map(|e| e.ok())
-        .find_map(|e| {
-            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
-            let (comm, rest) = stat.split_once(") ")?;
-            let ppid: u32 = rest.split_whitespace().nth(1)?.parse().ok()?;
-            (comm.ends_with("(pg_dump") && ppid == parent).then_some(pid)
-        })
-}
-
-/// The state letter of /proc/PID/stat (`R`, `S`, `T` stopped, ...).
-fn process_state(pid: u32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(") ")?.1.chars().next()
-}
-
 #[test]
 fn database_killed_mid_dump_fails_the_run_and_keeps_the_previous_backup() {
     let cluster = Cluster::start(None);
@@ -247,7 +227,31 @@ fn database_killed_mid_dump_fails_the_run_and_keeps_the_previous_backup() {
     f.cmd().args(["backup", "victim"]).assert().success();
     let before = backup_dirs(&f, "victim");
 
-    // Freeze pg_dump as soon as it runs, crash the server, then let it go on.
+    // Hold the dump mid-way: a transaction keeps `big` locked, so pg_dump
+    // (connected, its snapshot taken) waits for its lock on the table; then
+    // the server crashes under it. No timing: the test waits until the
+    // server itself reports pg_dump's backend waiting for that lock.
+    let mut locker = Command::new("psql")
+        .args(["-X", "-q", "-h", "127.0.0.1", "-U", "postgres"])
+        .args(["-p", &cluster.port.to_string(), "-d", &db.name])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let stdin = locker.stdin.as_mut().unwrap();
+        stdin
+            .write_all(b"BEGIN;\nLOCK TABLE big IN ACCESS EXCLUSIVE MODE;\n")
+            .unwrap();
+        stdin.flush().unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while db.sql("SELECT count(*) FROM pg_locks WHERE relation = 'big'::regclass AND mode = 'AccessExclusiveLock' AND granted") != "1" {
+        assert!(Instant::now() < deadline, "the lock was never taken");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let log = f.tmp.path().join("backup.log");
     let mut child = Command::new(assert_cmd::cargo::cargo_bin("safepoint"))
         .current_dir(f.work())
@@ -262,36 +266,20 @@ fn database_killed_mid_dump_fails_the_run_and_keeps_the_previous_backup() {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
-    let dump = loop {
-        if let Some(pid) = pg_dump_child(child.id()) {
-            break pid;
-        }
-        assert!(Instant::now() < deadline, "pg_dump never started");
+    while db.sql(
+        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LOCK TABLE%' AND wait_event_type = 'Lock'",
+    ) != "1"
+    {
+        assert!(Instant::now() < deadline, "pg_dump never waited for the table lock");
         assert!(
             child.try_wait().unwrap().is_none(),
-            "backup ended before pg_dump ran"
+            "backup ended before pg_dump waited: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
         );
-        std::thread::sleep(Duration::from_millis(1));
-    };
-    Command::new("kill")
-        .args(["-STOP", &dump.to_string()])
-        .status()
-        .unwrap();
-    // The stop landed before the server is killed: pg_dump is in state T.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while process_state(dump) != Some('T') {
-        assert!(
-            Instant::now() < deadline,
-            "pg_dump {dump} did not stop (state {:?}); it may have finished before SIGSTOP",
-            process_state(dump)
-        );
-        std::thread::sleep(Duration::from_millis(1));
+        std::thread::sleep(Duration::from_millis(20));
     }
     cluster.kill();
-    Command::new("kill")
-        .args(["-CONT", &dump.to_string()])
-        .status()
-        .unwrap();
+    let _ = locker.wait();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(1));
     // The first attempt lost its connection mid-dump; the retries found the
