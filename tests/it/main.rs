@@ -21,6 +21,7 @@ mod drills;
 mod encryption_docs;
 mod faults;
 mod fuzz;
+mod fuzz_api;
 mod gate_lanes;
 mod ha;
 mod hardening;
