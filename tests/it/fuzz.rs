@@ -11,6 +11,9 @@
 //! with fresh seeds (`SAFEPOINT_FUZZ_SECONDS`), prints how many inputs each
 //! executed, and saves a failing input (shrunk by proptest) into the corpus,
 //! where it stays as a regression test.
+//!
+//! `fuzz_api.rs` runs the same loop over HTTP against a real daemon (API
+//! request bodies, the Git push webhook payload).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
