@@ -19,4 +19,4 @@ if [ -n "$target" ]; then export SAFEPOINT_FUZZ_TARGET=$target; fi
 # `fuzz_targets_answer` names the byte-level test (fuzz::) and the HTTP one
 # (fuzz_api::).
 cargo test --release --test it fuzz_targets_answer -- --nocapture --test-threads 1 2>&1 |
-  grep -oE 'fuzz [a-z-]+( answers)?: .*|panicked.*|test result.*|saved as.*'
+  grep -oE 'fuzz [a-z-]+( answers \(status: inputs\))?: .*|panicked.*|test result.*|saved as.*'
