@@ -359,3 +359,53 @@ fn fuzz_targets_answer_every_mutated_api_body_and_webhook_payload() {
         assert!(reached, "{}: answers {answers:?}", target.name);
     }
 }
+
+/// The regression of the 500 the `api-drill` target found: a drill whose
+/// policy's lock is held (here by this test process, as a backup or drill
+/// running elsewhere holds it) waits for the lock, then runs, instead of
+/// failing with "a backup or drill of app is running".
+#[test]
+fn a_drill_waits_for_the_policy_lock_instead_of_failing() {
+    let f = Fixture::new(&[("storage.yaml", STORAGE), ("app.yaml", DRILLED)]);
+    f.make_sqlite("app.db");
+    f.cmd().args(["backup", "app"]).assert().success();
+    let lock = std::fs::File::options()
+        .write(true)
+        .open(f.data().join("locks/app.lock"))
+        .unwrap();
+    lock.lock().unwrap();
+    let mut drill = std::process::Command::new(assert_cmd::cargo::cargo_bin("safepoint"))
+        .current_dir(f.work())
+        .env("SAFEPOINT_LOG", "warn")
+        .arg("--repo")
+        .arg(f.repo())
+        .arg("--data-dir")
+        .arg(f.data())
+        .args(["drill", "app", "--output", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // While the lock is held the drill does not end (it used to fail at
+    // once); a slow start only makes this check weaker, never wrong.
+    let held_until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < held_until {
+        if let Some(status) = drill.try_wait().unwrap() {
+            let out = drill.wait_with_output().unwrap();
+            panic!(
+                "the drill ended ({status}) while the lock was held: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(lock);
+    let out = drill.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("passed"), "{stdout}");
+}
