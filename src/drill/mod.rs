@@ -84,7 +84,7 @@ pub async fn run(
         // A random point of the window, from the base backup it needs.
         return pitr::run(ctx, applied, policy, spec, requested_by).await;
     }
-    let _lock = lock_policy(ctx, policy)?;
+    let _lock = lock_policy(ctx, policy).await?;
     let row = ctx
         .catalog
         .backup(backup_id)
@@ -138,17 +138,32 @@ pub async fn run(
     Ok(outcome)
 }
 
-/// The policy's lock: a drill never runs beside a backup or another drill.
-fn lock_policy(ctx: &Context, policy: &BackupPolicy) -> Result<PolicyLock, String> {
-    match lock::try_lock(&ctx.settings.locks_dir(), &policy.name) {
-        Ok(Some(l)) => Ok(l),
-        Ok(None) => Err(format!(
-            "a backup or drill of {} is running; try again when it ends",
-            policy.name
-        )),
-        Err(e) => Err(format!("cannot take the lock of {}: {e}", policy.name)),
+/// The policy's lock: a drill never runs beside a backup or another drill;
+/// it waits for the one running to end (each is bounded by its own
+/// timeouts), as a backup waits for a drill (`lock::lock_for_backup`).
+/// Failing instead answered a valid API request 500 whenever the scheduled
+/// lane happened to run a backup or drill of the same policy.
+async fn lock_policy(ctx: &Context, policy: &BackupPolicy) -> Result<PolicyLock, String> {
+    let dir = ctx.settings.locks_dir();
+    let failed = |e: std::io::Error| {
+        format!(
+            "cannot take the lock of {} in {}: {e}",
+            policy.name,
+            dir.display()
+        )
+    };
+    loop {
+        if let Some(held) = lock::try_lock(&dir, &policy.name).map_err(failed)? {
+            return Ok(held);
+        }
+        lock::released(&dir, &policy.name, LOCK_POLL)
+            .await
+            .map_err(failed)?;
     }
 }
+
+/// How often a lock held by another process is checked for its release.
+const LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Records the verdict in the catalog and the audit log.
 async fn record(

@@ -34,7 +34,7 @@ pub(super) async fn run(
     spec: &DrillSpec,
     requested_by: Option<&str>,
 ) -> Result<DrillOutcome, String> {
-    let _lock = lock_policy(ctx, policy)?;
+    let _lock = lock_policy(ctx, policy).await?;
     let target = pick(ctx, &policy.name).await?;
     let goal = Goal::Time(target);
     let base = pitr_restore::base_for(ctx, &applied.desired, &policy.name, &goal).await?;

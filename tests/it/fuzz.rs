@@ -11,6 +11,9 @@
 //! with fresh seeds (`SAFEPOINT_FUZZ_SECONDS`), prints how many inputs each
 //! executed, and saves a failing input (shrunk by proptest) into the corpus,
 //! where it stays as a regression test.
+//!
+//! `fuzz_api.rs` runs the same loop over HTTP against a real daemon (API
+//! request bodies, the Git push webhook payload).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -353,9 +356,16 @@ fn check_expectation(bytes: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// Runs `target` for `cases` inputs from `seed` (or a random seed), saving
-/// a failing input into the corpus. Returns the number of inputs executed.
-fn run(target: &Target, cases: u32, seed: Option<u64>) -> Result<u64, String> {
+/// Runs the target `name` for `cases` inputs mutated from `seeds`, from
+/// `seed` (or a random seed), saving a failing input into the corpus.
+/// Returns the number of inputs executed.
+fn run(
+    name: &str,
+    seeds: Vec<Vec<u8>>,
+    check: &dyn Fn(&[u8]) -> Result<(), String>,
+    cases: u32,
+    seed: Option<u64>,
+) -> Result<u64, String> {
     let config = Config {
         cases,
         failure_persistence: None,
@@ -364,27 +374,79 @@ fn run(target: &Target, cases: u32, seed: Option<u64>) -> Result<u64, String> {
         ..Config::default()
     };
     let mut runner = TestRunner::new(config);
-    let check = target.check;
     let executed = std::cell::Cell::new(0u64);
-    let result = runner.run(&inputs((target.seeds)()), |input| {
+    let result = runner.run(&inputs(seeds), |input| {
         executed.set(executed.get() + 1);
         check(&input).map_err(TestCaseError::fail)
     });
     match result {
         Ok(()) => Ok(executed.get()),
         Err(TestError::Fail(why, input)) => {
-            let dir = corpus_dir(target.name);
+            let dir = corpus_dir(name);
             std::fs::create_dir_all(&dir).unwrap();
-            let name = format!("crash-{}", blake3::hash(&input).to_hex());
-            std::fs::write(dir.join(&name), &input).unwrap();
+            let file = format!("crash-{}", blake3::hash(&input).to_hex());
+            std::fs::write(dir.join(&file), &input).unwrap();
             Err(format!(
-                "fuzz target `{}`: {why}; input saved as tests/fuzz/corpus/{}/{name} \
-                 (it is replayed by the test suite from now on)",
-                target.name, target.name
+                "fuzz target `{name}`: {why}; input saved as tests/fuzz/corpus/{name}/{file} \
+                 (it is replayed by the test suite from now on)"
             ))
         }
-        Err(TestError::Abort(why)) => Err(format!("fuzz target `{}` aborted: {why}", target.name)),
+        Err(TestError::Abort(why)) => Err(format!("fuzz target `{name}` aborted: {why}")),
     }
+}
+
+/// Whether `SAFEPOINT_FUZZ_TARGET` (benches/fuzz/run.sh's second argument)
+/// leaves the target `name` in.
+pub(crate) fn selected(name: &str) -> bool {
+    std::env::var("SAFEPOINT_FUZZ_TARGET")
+        .ok()
+        .is_none_or(|only| only == name)
+}
+
+/// Every input saved under `tests/fuzz/corpus/<name>/`, checked (a panic or
+/// an `Err` fails the test).
+pub(crate) fn replay_corpus(name: &str, check: &dyn Fn(&[u8]) -> Result<(), String>) {
+    let Ok(entries) = std::fs::read_dir(corpus_dir(name)) else {
+        return;
+    };
+    for entry in entries {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        if let Err(why) = check(&bytes) {
+            panic!("{}: {why}", path.display());
+        }
+    }
+}
+
+/// The target `name` over `suite_cases` inputs from a fixed seed; with
+/// `SAFEPOINT_FUZZ_SECONDS` (benches/fuzz/run.sh), for that long with fresh
+/// seeds in batches of `batch` inputs, printing the inputs executed.
+pub(crate) fn fuzz_target(
+    name: &str,
+    seeds: &dyn Fn() -> Vec<Vec<u8>>,
+    check: &dyn Fn(&[u8]) -> Result<(), String>,
+    suite_cases: u32,
+    batch: u32,
+) {
+    let seconds: Option<u64> = std::env::var("SAFEPOINT_FUZZ_SECONDS").ok().map(|s| {
+        s.parse()
+            .expect("SAFEPOINT_FUZZ_SECONDS is a number of seconds")
+    });
+    let Some(seconds) = seconds else {
+        run(name, seeds(), check, suite_cases, Some(0x5afe_9017)).unwrap_or_else(|e| panic!("{e}"));
+        return;
+    };
+    let (started, mut executed, mut slowest) = (Instant::now(), 0u64, Duration::ZERO);
+    while started.elapsed() < Duration::from_secs(seconds) {
+        let at = Instant::now();
+        executed += run(name, seeds(), check, batch, None).unwrap_or_else(|e| panic!("{e}"));
+        slowest = slowest.max(at.elapsed() / batch);
+    }
+    println!(
+        "fuzz {name}: {executed} inputs in {:.0} s (mean per input over the slowest batch: {:?})",
+        started.elapsed().as_secs_f64(),
+        slowest
+    );
 }
 
 /// The seeds are inputs the targets accept: mutations start from the valid
@@ -420,17 +482,7 @@ fn fuzz_seeds_are_accepted_inputs() {
 #[test]
 fn fuzz_corpus_inputs_keep_their_contract() {
     for target in targets() {
-        let dir = corpus_dir(target.name);
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries {
-            let path = entry.unwrap().path();
-            let bytes = std::fs::read(&path).unwrap();
-            if let Err(why) = (target.check)(&bytes) {
-                panic!("{}: {why}", path.display());
-            }
-        }
+        replay_corpus(target.name, &target.check);
     }
 }
 
@@ -439,30 +491,13 @@ fn fuzz_corpus_inputs_keep_their_contract() {
 /// with fresh seeds, printing executions per target.
 #[test]
 fn fuzz_targets_answer_every_mutated_input_without_panicking() {
-    let seconds: Option<u64> = std::env::var("SAFEPOINT_FUZZ_SECONDS").ok().map(|s| {
-        s.parse()
-            .expect("SAFEPOINT_FUZZ_SECONDS is a number of seconds")
-    });
-    let only = std::env::var("SAFEPOINT_FUZZ_TARGET").ok();
-    for target in targets() {
-        if only.as_deref().is_some_and(|o| o != target.name) {
-            continue;
-        }
-        let Some(seconds) = seconds else {
-            run(&target, SUITE_CASES, Some(0x5afe_9017)).unwrap_or_else(|e| panic!("{e}"));
-            continue;
-        };
-        let (started, mut executed, mut slowest) = (Instant::now(), 0u64, Duration::ZERO);
-        while started.elapsed() < Duration::from_secs(seconds) {
-            let batch = Instant::now();
-            executed += run(&target, 2_000, None).unwrap_or_else(|e| panic!("{e}"));
-            slowest = slowest.max(batch.elapsed() / 2_000);
-        }
-        println!(
-            "fuzz {}: {executed} inputs in {:.0} s (mean per input over the slowest batch: {:?})",
+    for target in targets().into_iter().filter(|t| selected(t.name)) {
+        fuzz_target(
             target.name,
-            started.elapsed().as_secs_f64(),
-            slowest
+            &target.seeds,
+            &target.check,
+            SUITE_CASES,
+            2_000,
         );
     }
 }

@@ -24,6 +24,7 @@ mod faults_mysql;
 mod faults_process;
 mod faults_s3;
 mod fuzz;
+mod fuzz_api;
 mod gate_lanes;
 mod ha;
 mod hardening;
