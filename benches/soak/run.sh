@@ -4,10 +4,13 @@
 # sqlite, directory, command, in turn — every one on a one-minute schedule
 # with email alerts, while a fault injector runs in cycles of 6 minutes:
 #
-#   minute 0–1   every connection of the soak databases killed, twice a second
+#   0:00–1:30    every connection of the soak databases killed, twice a second
 #                (pg_terminate_backend on PostgreSQL, KILL on MariaDB)
-#   minute 2–3   storage full (a 256 MB tmpfs filled to the last block)
-#   minute 3–5   SMTP server down (the sink stopped, then restarted)
+#   2:00–3:30    storage full (a 256 MB tmpfs filled to the last block)
+#   3:30–5:10    SMTP server down (the sink stopped, then restarted)
+#
+# Each window is longer than a minute plus a backup's duration, so every
+# fault meets at least one round of the one-minute schedules.
 #
 # The last SOAK_QUIET_MINUTES (5) run without faults. Every SOAK_SAMPLE
 # seconds (15) it records, in samples.csv: the daemon's RSS, open file
@@ -226,9 +229,9 @@ injector() {
     at=$(( $(date +%s) - t0 ))
     [ "$at" -lt "$stop_at" ] || return 0
     case $(( at % cycle / 60 )) in
-      0) echo "$at kill-connections" >>"$out/faults.log"; kill_connections 60 ;;
-      2) echo "$at storage-full" >>"$out/faults.log"; fill_storage 60 ;;
-      3) echo "$at smtp-down" >>"$out/faults.log"; stop_sink; sleep 120; start_sink; echo "$(( $(date +%s) - t0 )) smtp-up" >>"$out/faults.log" ;;
+      0) echo "$at kill-connections" >>"$out/faults.log"; kill_connections 90 ;;
+      2) echo "$at storage-full" >>"$out/faults.log"; fill_storage 90 ;;
+      3|4) echo "$at smtp-down" >>"$out/faults.log"; stop_sink; sleep 100; start_sink; echo "$(( $(date +%s) - t0 )) smtp-up" >>"$out/faults.log" ;;
       *) sleep 5 ;;
     esac
   done

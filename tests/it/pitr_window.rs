@@ -393,3 +393,79 @@ fn wal_before_the_oldest_base_backup_is_listed_by_dry_runs_and_pruned_without_a_
         "the kept base backup's WAL stays"
     );
 }
+
+/// A segment name's position (`TTTTTTTTXXXXXXXXYYYYYYYY`, 16 MB segments).
+fn segment_index(name: &str) -> u64 {
+    let log = u64::from_str_radix(&name[8..16], 16).unwrap();
+    let seg = u64::from_str_radix(&name[16..24], 16).unwrap();
+    log * 256 + seg
+}
+
+#[test]
+fn a_daemon_down_for_a_while_catches_up_from_its_slot_without_a_gap() {
+    const POLICY: &str = "pitr-down";
+    // Small WAL limits: without the slot, the checkpoints below would
+    // recycle the segments written while the daemon is down.
+    let cluster = Cluster::start_with(None, "-c max_wal_size=32MB -c min_wal_size=32MB");
+    let port = cluster.port;
+    psql_at(
+        port,
+        "postgres",
+        "CREATE TABLE t (id bigserial PRIMARY KEY)",
+    );
+    let f = Fixture::new(&[
+        ("storage.yaml", STORAGE),
+        ("p.yaml", &pitr_policy(POLICY, port)),
+    ]);
+    let log = f.tmp.path().join("daemon.log");
+    let (mut children, logged) = started(&f, POLICY, log.clone());
+    let before = complete(&f, POLICY).last().cloned().unwrap_or_default();
+
+    // Down: SIGTERM, and wait until it exited.
+    let mut down = children.0.pop().unwrap();
+    std::process::Command::new("kill")
+        .args(["-TERM", &down.id().to_string()])
+        .status()
+        .unwrap();
+    down.wait().unwrap();
+    // Meanwhile the server writes and completes six segments, checkpoints.
+    switch_segments(port, 6);
+    psql_at(port, "postgres", "CHECKPOINT");
+    let last = psql_at(
+        port,
+        "postgres",
+        "INSERT INTO t DEFAULT VALUES; SELECT pg_walfile_name(pg_current_wal_insert_lsn()); SELECT pg_switch_wal()",
+    );
+    let last = last.lines().next().unwrap().to_string();
+    assert!(
+        last.as_str() > &before[..24.min(before.len())],
+        "{last} after {before}"
+    );
+
+    // Up again: the slot kept every segment; the archive catches up.
+    children.0.push(daemon(&f, &log));
+    wait_until("the archive caught up", 180, &logged, || {
+        complete(&f, POLICY).iter().any(|n| n.starts_with(&last))
+    });
+    let indexes: Vec<u64> = complete(&f, POLICY)
+        .iter()
+        .map(|n| segment_index(n))
+        .collect();
+    let (first, end) = (indexes[0], segment_index(&last));
+    let missing: Vec<u64> = (first..=end).filter(|i| !indexes.contains(i)).collect();
+    assert!(
+        missing.is_empty(),
+        "segments missing from the archive: {missing:?}"
+    );
+    let shown = || format!("{}\n{}", status(&f).0, logged());
+    wait_until("a window without gaps in status", 60, &shown, || {
+        let (st, _) = status(&f);
+        let pitr = &st["policies"][0]["pitr"];
+        pitr["gaps"] == serde_json::json!([])
+            && pitr["window_end"].as_str() > pitr["window_start"].as_str()
+            && !st["policies"][0]["drift"]
+                .as_array()
+                .unwrap()
+                .contains(&"wal-archive-gap".into())
+    });
+}
