@@ -60,10 +60,16 @@ mkdir -p "$out"
 out=$(cd "$out" && pwd)
 work=$(mktemp -d "${TMPDIR:-/tmp}/safepoint-soak-work.XXXXXX")
 tag="sp_soak_$$"
-daemon_pid="" sink_pid="" sink_in=""
+daemon_pid="" sink_pid="" injector_pid=""
 cleanup() {
+  # The injector first (and the sleep it may be in), so that `wait` below
+  # does not wait out a fault window.
+  if [ -n "$injector_pid" ]; then
+    pkill -P "$injector_pid" 2>/dev/null || true
+    kill "$injector_pid" 2>/dev/null || true
+  fi
   [ -z "$daemon_pid" ] || kill "$daemon_pid" 2>/dev/null || true
-  [ -z "$sink_pid" ] || kill "$sink_pid" 2>/dev/null || true
+  pkill -f "smtp_sink.py $work/mail" 2>/dev/null || true
   wait 2>/dev/null || true
   for db in $($pg -d postgres -c "SELECT datname FROM pg_database WHERE datname LIKE '${tag}%'"); do
     $pg -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
@@ -148,14 +154,17 @@ git -C "$work/repo" init -q -b main
 commit_all "$work/repo" "soak: $npol policies"
 
 # --- the processes ----------------------------------------------------------
+# The sink reads its stdin from a FIFO this shell holds open (read-write, so
+# opening it never blocks): it runs until stopped, whichever process
+# (this shell or the injector) started it.
+mkfifo "$work/sink.in"
+exec {sink_in}<>"$work/sink.in"
 start_sink() {
-  exec {sink_in}> >(exec "$python" "$root/tests/fixtures/smtp_sink.py" "$work/mail" "$smtp_port" >/dev/null)
+  "$python" "$root/tests/fixtures/smtp_sink.py" "$work/mail" "$smtp_port" <"$work/sink.in" >/dev/null &
   sink_pid=$!
 }
 stop_sink() {
-  exec {sink_in}>&-
-  kill "$sink_pid" 2>/dev/null || true
-  sink_pid=""
+  pkill -f "smtp_sink.py $work/mail" 2>/dev/null || true
 }
 start_sink
 SAFEPOINT_LOG=warn "$bin" --repo "$work/repo" --data-dir "$work/data" --permissions "$work/permissions.yaml" daemon \
@@ -271,6 +280,10 @@ wait "$injector_pid" 2>/dev/null || true
 problems=()
 failed=$(metric_sum safepoint_backups_total 'outcome="failed"')
 [ "$failed" -gt 0 ] || problems+=("no failed backup was counted: the faults were not visible in metrics")
+# Killed connections are retried (up to 3 attempts): visible as retries in
+# the log, and as failed runs only when every attempt failed.
+retried=$(grep -c "transient failure, retrying" "$out/daemon.log" || true)
+[ "$retried" -gt 0 ] || problems+=("no retried attempt was logged: killed connections were not visible")
 [ "$max_queued" -gt 0 ] || problems+=("no notice was ever queued while SMTP was down")
 [ "$(metric_sum safepoint_notifications_queued '')" -eq 0 ] || problems+=("notices still queued at the end")
 [ "$(ls "$work/mail" | grep -c '\.eml$' || true)" -gt 0 ] || problems+=("no mail was received")
@@ -310,7 +323,7 @@ awk -F, -v warm=300 'NR > 1 && $1 >= warm {
       printf "%-8s after warm-up: first %s, last %s, max %s, slope %+.2f per 10 min\n", name[c - 1], v[c, 1], v[c, n], mx[c], slope
     }
   }' "$out/samples.csv"
-tail -1 "$out/samples.csv" | awk -F, '{printf "end: catalog %s MB, storage %s MB, %s backups stored, %s failed runs counted, %s mails\n", $5, $6, $7, $8, $10}'
+tail -1 "$out/samples.csv" | awk -F, -v r="$retried" '{printf "end: catalog %s MB, storage %s MB, %s backups stored, %s failed runs counted, %s attempts retried, %s mails\n", $5, $6, $7, $8, r, $10}'
 echo "samples: $out/samples.csv"
 if [ ${#problems[@]} -gt 0 ]; then
   printf 'FAILED: %s\n' "${problems[@]}"
