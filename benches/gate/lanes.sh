@@ -47,8 +47,7 @@ stop_daemon() {
 trap 'stop_daemon; rm -rf "$tmp"' EXIT
 trap 'exit 130' INT TERM
 
-now_ms() { date +%s%3N; }
-pct() { sort -n | awk -v p="$1" '{v[NR]=$1} END {i=int((p/100)*NR+0.999999); if (i<1) i=1; print v[i]}'; }
+. "$root/benches/lib.sh"   # now_ms, pct, wait_until
 git_c() { git -C "$1" -c user.name=bench -c user.email=bench@localhost -c commit.gpgsign=false "${@:2}"; }
 
 # setup DIR K: a repo with a small gated SQLite policy and K long scheduled backups

@@ -44,10 +44,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-now_ms() { date +%s%3N; }
+. "$root/benches/lib.sh"   # now_ms, pct, wait_until
 
-# percentile P of the numbers on stdin (nearest rank)
-pct() { sort -n | awk -v p="$1" '{v[NR]=$1} END {i=int((p/100)*NR+0.999999); if (i<1) i=1; print v[i]}'; }
 
 # git repo $1 with the files already written under $1/policies
 commit_repo() {

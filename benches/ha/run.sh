@@ -49,18 +49,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-now_ms() { date +%s%3N; }
-pct() { sort -n | awk -v p="$1" '{v[NR]=$1} END {i=int((p/100)*NR+0.999999); if (i<1) i=1; print v[i]}'; }
+. "$root/benches/lib.sh"   # now_ms, pct, wait_until
 
-# until CMD succeeds or SECS pass
-wait_until() {
-  local secs=$1; shift
-  local end=$(( $(date +%s) + secs ))
-  until "$@"; do
-    [ "$(date +%s)" -lt "$end" ] || { echo "error: timed out after ${secs}s waiting for: $*" >&2; return 1; }
-    sleep 0.1
-  done
-}
 
 # workspace $1 with N directory policies (names p0..), one storage; a db
 setup() {

@@ -16,6 +16,22 @@ fn pitr_policy(name: &str, port: u16) -> String {
     )
 }
 
+/// A throwaway cluster (with `extra` server options) holding table `t`, and
+/// a fixture whose one policy `policy` archives it.
+fn archived_cluster(policy: &str, extra: &str) -> (Cluster, Fixture) {
+    let cluster = Cluster::start_with(None, extra);
+    psql_at(
+        cluster.port,
+        "postgres",
+        "CREATE TABLE t (id bigserial PRIMARY KEY)",
+    );
+    let f = Fixture::new(&[
+        ("storage.yaml", STORAGE),
+        ("p.yaml", &pitr_policy(policy, cluster.port)),
+    ]);
+    (cluster, f)
+}
+
 /// Complete segments archived for `policy`, oldest first.
 fn complete(f: &Fixture, policy: &str) -> Vec<String> {
     let mut names: Vec<String> = archived_of(f, policy)
@@ -89,17 +105,8 @@ fn has_sample(scrape: &str, name: &str, labels: &[&str], value: impl Fn(f64) -> 
 #[test]
 fn status_shows_the_window_and_a_deleted_wal_segment_is_drift() {
     const POLICY: &str = "pitr-window";
-    let cluster = Cluster::start_with(None, "");
+    let (cluster, f) = archived_cluster(POLICY, "");
     let port = cluster.port;
-    psql_at(
-        port,
-        "postgres",
-        "CREATE TABLE t (id bigserial PRIMARY KEY)",
-    );
-    let f = Fixture::new(&[
-        ("storage.yaml", STORAGE),
-        ("p.yaml", &pitr_policy(POLICY, port)),
-    ]);
     let (_children, logged) = started(&f, POLICY, f.tmp.path().join("daemon.log"));
     // Counted from the newest one: WAL retention may remove segments
     // archived before the first base backup meanwhile.
@@ -175,15 +182,8 @@ fn status_shows_the_window_and_a_deleted_wal_segment_is_drift() {
 #[test]
 fn prune_deletes_the_wal_only_the_deleted_base_backup_needed_and_drops_the_slot_with_orphans() {
     const POLICY: &str = "pitr-prune";
-    let cluster = Cluster::start_with(None, "");
+    let (cluster, f) = archived_cluster(POLICY, "");
     let port = cluster.port;
-    psql_at(
-        port,
-        "postgres",
-        "CREATE TABLE t (id bigserial PRIMARY KEY)",
-    );
-    let policy = pitr_policy(POLICY, port);
-    let f = Fixture::new(&[("storage.yaml", STORAGE), ("p.yaml", &policy)]);
     let (children, logged) = started(&f, POLICY, f.tmp.path().join("daemon.log"));
     let first = f.backups(POLICY)[0]["id"].as_str().unwrap().to_string();
     switch_segments(port, 2);
@@ -220,11 +220,13 @@ fn prune_deletes_the_wal_only_the_deleted_base_backup_needed_and_drops_the_slot_
         "WAL from before the second base backup is archived"
     );
 
-    let keep_one = policy.replacen("keepLast: 5", "keepLast: 1", 1).replacen(
-        &format!("  name: {POLICY}\n"),
-        &format!("  name: {POLICY}\n  annotations: {{safepoint.io/allow-deletions: \"1\"}}\n"),
-        1,
-    );
+    let keep_one = pitr_policy(POLICY, port)
+        .replacen("keepLast: 5", "keepLast: 1", 1)
+        .replacen(
+            &format!("  name: {POLICY}\n"),
+            &format!("  name: {POLICY}\n  annotations: {{safepoint.io/allow-deletions: \"1\"}}\n"),
+            1,
+        );
     f.commit(&[("p.yaml", &keep_one)], "keep one base backup");
     let out = f.cmd().args(["prune", "--dry-run"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -305,15 +307,8 @@ fn prune_deletes_the_wal_only_the_deleted_base_backup_needed_and_drops_the_slot_
 fn wal_before_the_oldest_base_backup_is_listed_by_dry_runs_and_pruned_without_a_base_backup_pruned()
 {
     const POLICY: &str = "pitr-leading";
-    let cluster = Cluster::start_with(None, "");
+    let (cluster, f) = archived_cluster(POLICY, "");
     let port = cluster.port;
-    psql_at(
-        port,
-        "postgres",
-        "CREATE TABLE t (id bigserial PRIMARY KEY)",
-    );
-    let policy = pitr_policy(POLICY, port);
-    let f = Fixture::new(&[("storage.yaml", STORAGE), ("p.yaml", &policy)]);
     let (children, logged) = started(&f, POLICY, f.tmp.path().join("daemon.log"));
     switch_segments(port, 2);
     f.cmd().args(["backup", POLICY]).assert().success();
@@ -406,17 +401,8 @@ fn a_daemon_down_for_a_while_catches_up_from_its_slot_without_a_gap() {
     const POLICY: &str = "pitr-down";
     // Small WAL limits: without the slot, the checkpoints below would
     // recycle the segments written while the daemon is down.
-    let cluster = Cluster::start_with(None, "-c max_wal_size=32MB -c min_wal_size=32MB");
+    let (cluster, f) = archived_cluster(POLICY, "-c max_wal_size=32MB -c min_wal_size=32MB");
     let port = cluster.port;
-    psql_at(
-        port,
-        "postgres",
-        "CREATE TABLE t (id bigserial PRIMARY KEY)",
-    );
-    let f = Fixture::new(&[
-        ("storage.yaml", STORAGE),
-        ("p.yaml", &pitr_policy(POLICY, port)),
-    ]);
     let log = f.tmp.path().join("daemon.log");
     let (mut children, logged) = started(&f, POLICY, log.clone());
     let before = complete(&f, POLICY).last().cloned().unwrap_or_default();

@@ -35,24 +35,24 @@ fn backed_up_source() -> (PgDb, Fixture) {
     (src, f)
 }
 
+/// `restore --policy orders --latest --to URL` with info logs: the output
+/// and its stderr.
+fn restore_latest(f: &Fixture, url: &str) -> (std::process::Output, String) {
+    let out = f
+        .cmd()
+        .env("SAFEPOINT_LOG", "info")
+        .args(["restore", "--policy", "orders", "--latest", "--to", url])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out, stderr)
+}
+
 #[test]
 fn a_multi_table_restore_into_a_new_database_runs_in_parallel_and_leaves_no_spool() {
     let (src, f) = backed_up_source();
     let dst = PgDb::reserved("sp_par_dst");
-    let out = f
-        .cmd()
-        .env("SAFEPOINT_LOG", "info")
-        .args([
-            "restore",
-            "--policy",
-            "orders",
-            "--latest",
-            "--to",
-            &dst.url(),
-        ])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (out, stderr) = restore_latest(&f, &dst.url());
     assert!(out.status.success(), "{stderr}");
     if parallel() {
         assert!(stderr.contains("pg_restore -j"), "{stderr}");
@@ -64,20 +64,7 @@ fn a_multi_table_restore_into_a_new_database_runs_in_parallel_and_leaves_no_spoo
     // An existing empty database (perhaps made by a DBA with its own
     // settings) is never dropped: the restore streams in one transaction.
     let empty = PgDb::new("sp_par_empty");
-    let out = f
-        .cmd()
-        .env("SAFEPOINT_LOG", "info")
-        .args([
-            "restore",
-            "--policy",
-            "orders",
-            "--latest",
-            "--to",
-            &empty.url(),
-        ])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (out, stderr) = restore_latest(&f, &empty.url());
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("in one transaction"), "{stderr}");
     assert_eq!(
@@ -98,12 +85,7 @@ fn a_failed_parallel_restore_drops_the_database_it_created_and_its_spool() {
     let cluster = Cluster::start(None);
     psql_at(cluster.port, "template1", "CREATE TABLE users (id int)");
     let url = format!("postgres://postgres@127.0.0.1:{}/restored", cluster.port);
-    let out = f
-        .cmd()
-        .args(["restore", "--policy", "orders", "--latest", "--to", &url])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (out, stderr) = restore_latest(&f, &url);
     assert!(!out.status.success());
     assert!(
         stderr.contains("pg_restore") && stderr.contains("already exists"),
