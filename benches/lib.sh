@@ -32,3 +32,27 @@ commit_all() {
   git -C "$1" add -A
   git -C "$1" -c user.name=bench -c user.email=bench@localhost -c commit.gpgsign=false commit -q -m "$2"
 }
+
+# A free TCP port on loopback.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# pg_throwaway DIR "SERVER OPTIONS": a fresh PostgreSQL 15 cluster in DIR/pg
+# (DIR emptied and made readable to the postgres user), started on a free
+# port with its socket in DIR; exports PGHOST, PGPORT and PGUSER. Stop it
+# with pg_throwaway_stop DIR (e.g. from an EXIT trap).
+pg_throwaway() {
+  local dir=$1 opts=$2 bin=/usr/lib/postgresql/15/bin
+  rm -rf "$dir"
+  mkdir -p "$dir/out"
+  chmod 755 "$dir"
+  chown postgres:postgres "$dir"
+  PGPORT=$(free_port)
+  export PGHOST=127.0.0.1 PGPORT PGUSER=postgres
+  runuser -u postgres -- "$bin/initdb" -D "$dir/pg" -A trust -U postgres --no-sync >/dev/null
+  runuser -u postgres -- "$bin/pg_ctl" -D "$dir/pg" -l "$dir/pg.log" -w -o \
+    "-p $PGPORT -k $dir -c listen_addresses=127.0.0.1 $opts" start >/dev/null
+}
+
+pg_throwaway_stop() {
+  runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl -D "$1/pg" -m fast stop >/dev/null 2>&1 || true
+}

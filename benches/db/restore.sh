@@ -29,16 +29,9 @@ many=${RESTORE_MANY_TABLES:-300}
 cores=$(nproc)
 sp=$(bench_bin "$root")
 
-rm -rf "$work"
-mkdir -p "$work/out"
-chmod 755 "$work"
-chown postgres:postgres "$work"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-export PGHOST=127.0.0.1 PGPORT=$port PGUSER=postgres
-runuser -u postgres -- "$pgbin/initdb" -D "$work/pg" -A trust -U postgres --no-sync >/dev/null
-runuser -u postgres -- "$pgbin/pg_ctl" -D "$work/pg" -l "$work/pg.log" -w -o \
-  "-p $port -k $work -c listen_addresses=127.0.0.1 -c shared_buffers=512MB -c max_wal_size=4GB -c checkpoint_timeout=30min" start >/dev/null
-cleanup() { runuser -u postgres -- "$pgbin/pg_ctl" -D "$work/pg" -m fast stop >/dev/null 2>&1 || true; }
+pg_throwaway "$work" "-c shared_buffers=512MB -c max_wal_size=4GB -c checkpoint_timeout=30min"
+port=$PGPORT
+cleanup() { pg_throwaway_stop "$work"; }
 trap cleanup EXIT
 psql="psql -X -q -v ON_ERROR_STOP=1"
 

@@ -26,16 +26,10 @@ done
 (cd "$ROOT" && cargo build --release -q)
 SP="$ROOT/target/release/safepoint"
 
-rm -rf "$WORK"
-mkdir -p "$WORK/out"
-chmod 755 "$WORK"
-chown postgres:postgres "$WORK"
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-export PGHOST=127.0.0.1 PGPORT=$PORT PGUSER=postgres
-runuser -u postgres -- "$PGBIN/initdb" -D "$WORK/pg" -A trust -U postgres --no-sync >/dev/null
-runuser -u postgres -- "$PGBIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pg.log" -w -o \
-  "-p $PORT -k $WORK -c listen_addresses=127.0.0.1 -c shared_buffers=1GB -c max_wal_size=4GB -c checkpoint_timeout=30min" start >/dev/null
-cleanup() { runuser -u postgres -- "$PGBIN/pg_ctl" -D "$WORK/pg" -m fast stop >/dev/null 2>&1 || true; }
+. "$ROOT/benches/lib.sh"   # pg_throwaway
+pg_throwaway "$WORK" "-c shared_buffers=1GB -c max_wal_size=4GB -c checkpoint_timeout=30min"
+PORT=$PGPORT
+cleanup() { pg_throwaway_stop "$WORK"; }
 trap cleanup EXIT
 
 echo "# building data: pgbench -s 50 + random text table" >&2

@@ -87,8 +87,8 @@ trap 'exit 130' INT TERM
 mkdir -p "$work/repo/policies" "$work/src" "$work/store" "$work/mail"
 mount -t tmpfs -o size=256m "soak-$$" "$work/store" \
   || { echo "error: mounting a tmpfs for the storage failed (run as root)" >&2; exit 2; }
-smtp_port=$("$python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-api_port=$("$python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+smtp_port=$(free_port)
+api_port=$(free_port)
 cat >"$work/repo/policies/base.yaml" <<EOF
 apiVersion: safepoint/v1
 kind: Storage
