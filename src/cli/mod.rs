@@ -279,6 +279,11 @@ pub enum Command {
         /// written over it (files the backup does not hold stay).
         #[arg(long)]
         force: bool,
+        /// PostgreSQL: count the restored rows by reading every table back
+        /// (`count(*)`) instead of counting them in the dump as it streams
+        /// into pg_restore. Slower; what drills do.
+        #[arg(long, conflicts_with = "to_dir")]
+        recount: bool,
     },
     /// Copy one archived WAL file of a PITR policy to PATH: the
     /// restore_command `restore --to-dir` writes (exit 1: not archived).

@@ -185,6 +185,8 @@ pub(super) fn restore_target(
             executor::RestoreOptions {
                 force: true,
                 password_from: password_from.clone(),
+                // A drill reads every restored row back.
+                recount: true,
                 ..Default::default()
             },
         ),

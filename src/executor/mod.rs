@@ -8,6 +8,7 @@ pub mod command;
 pub mod directory;
 pub mod guard;
 pub mod mysql;
+pub mod pg_archive;
 pub(crate) mod pgtools;
 pub mod pitr_base;
 pub mod pitr_point;
@@ -288,6 +289,10 @@ pub struct RestoreOptions {
     /// Scratch space for a parallel PostgreSQL restore (`spool`); the
     /// restore pipeline fills it from the manifest when the caller did not.
     pub spool: Option<spool::Spool>,
+    /// Count a restored database's rows by reading every table back
+    /// (`count(*)`), even where the restored stream already told them
+    /// (drills, `restore --recount`).
+    pub recount: bool,
 }
 
 /// Restores the decompressed source bytes of a `source_kind` backup.
@@ -304,7 +309,7 @@ pub async fn restore(
         ("directory", RestoreTarget::Path(p)) => directory::restore(input, p.clone(), force).await,
         ("postgres", RestoreTarget::Path(p)) => pitr_base::restore(input, p.clone(), force).await,
         ("postgres", RestoreTarget::Url(u)) if is_scheme(u, &["postgres", "postgresql"]) => {
-            postgres::restore(input, u, pw, force, opts.spool.as_ref()).await
+            postgres::restore(input, u, opts).await
         }
         ("mysql", RestoreTarget::Url(u)) if is_scheme(u, &["mysql", "mariadb"]) => {
             mysql::restore(input, u, pw, force).await

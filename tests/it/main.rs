@@ -43,6 +43,7 @@ mod plan_scenarios;
 mod postgres;
 mod preview;
 mod prometheus;
+mod restore_counts;
 mod restore_docs;
 mod restore_parallel;
 mod s3_backup;

@@ -26,6 +26,7 @@ pub(super) async fn from_command(
         to,
         to_password_from,
         force,
+        recount,
         to_time,
         before_deploy,
         to_dir,
@@ -50,15 +51,17 @@ pub(super) async fn from_command(
         to: to.unwrap_or_default(),
         password_from: to_password_from,
         force,
+        recount,
     };
     restore(ctx, which, target, output).await
 }
 
-/// Where to restore: `--to`, `--to-password-from`, `--force`.
+/// Where to restore: `--to`, `--to-password-from`, `--force`, `--recount`.
 pub(super) struct Target {
     pub to: String,
     pub password_from: Option<String>,
     pub force: bool,
+    pub recount: bool,
 }
 
 pub(super) async fn restore(
@@ -74,6 +77,7 @@ pub(super) async fn restore(
     let mut opts = executor::RestoreOptions {
         force: target.force,
         password_from,
+        recount: target.recount,
         ..Default::default()
     };
     let to = target.to.as_str();
