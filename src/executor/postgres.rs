@@ -386,7 +386,7 @@ pub async fn restore(
     };
     let mut conn = server.connect(&server.opts).await?;
     let streamed = if opts.recount {
-        Err("--recount".to_string())
+        Err("asked to read every table back (a drill, or --recount)".to_string())
     } else {
         input.finish()
     };
