@@ -284,6 +284,11 @@ pub enum Command {
         /// into pg_restore. Slower; what drills do.
         #[arg(long, conflicts_with = "to_dir")]
         recount: bool,
+        /// PostgreSQL, into a database the restore creates: run `pg_restore
+        /// -j N` from a spooled copy of the dump (1: stream in one
+        /// transaction) [default: decided from the cores and the backup].
+        #[arg(long, value_name = "N", conflicts_with = "to_dir", value_parser = clap::value_parser!(u16).range(1..=64))]
+        jobs: Option<u16>,
     },
     /// Copy one archived WAL file of a PITR policy to PATH: the
     /// restore_command `restore --to-dir` writes (exit 1: not archived).

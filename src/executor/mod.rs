@@ -293,6 +293,9 @@ pub struct RestoreOptions {
     /// (`count(*)`), even where the restored stream already told them
     /// (drills, `restore --recount`).
     pub recount: bool,
+    /// `restore --jobs`: parallel `pg_restore` jobs (1: stream in one
+    /// transaction); `None` decides from the cores and the backup.
+    pub jobs: Option<usize>,
 }
 
 /// Restores the decompressed source bytes of a `source_kind` backup.

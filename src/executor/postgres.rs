@@ -19,7 +19,7 @@ use super::pg_archive::Counted;
 use super::pgtools;
 use super::process::{self, Tool};
 use super::secret::Redactor;
-use super::spool::SpoolFile;
+use super::spool::{ServerAt, SpoolFile};
 use super::sql::{self, Dialect, TargetState};
 use super::{ExecContext, ExecError, Produced, until_cancelled};
 use crate::policy::SecretRef;
@@ -352,7 +352,8 @@ pub async fn restore(
     tool.cmd.arg("--no-owner");
     let mut input = Counted::new(input);
     let parallel = opts.spool.as_ref().filter(|_| created);
-    let input = match parallel.and_then(|s| Some((s, s.jobs()?))) {
+    let at = server_at(&server.opts);
+    let input = match parallel.and_then(|s| Some((s, s.jobs(opts.jobs, at)?))) {
         Some((spool, jobs)) => {
             tracing::info!(
                 target = %server.target(),
@@ -402,6 +403,22 @@ pub async fn restore(
         counts,
         ..Produced::default()
     })
+}
+
+/// Loopback addresses and Unix sockets are this machine.
+fn server_at(opts: &PgConnectOptions) -> ServerAt {
+    let host = opts.get_host();
+    let local = host == "localhost"
+        || host.starts_with('/')
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if local {
+        ServerAt::ThisMachine
+    } else {
+        ServerAt::Elsewhere
+    }
 }
 
 /// The restored tables with the rows `count(*)` gives: each table's own
@@ -501,6 +518,22 @@ mod tests {
         assert_eq!(client_major("pg_dump (PostgreSQL) 9.6.24"), Some(9));
         assert_eq!(client_major("pg_dump (PostgreSQL) 17devel"), Some(17));
         assert_eq!(client_major("no version here"), None);
+    }
+
+    #[test]
+    fn loopback_and_unix_sockets_are_this_machine() {
+        let at = |url: &str| server_at(&PgConnectOptions::from_str(url).unwrap());
+        for url in [
+            "postgres://u@localhost/db",
+            "postgres://u@127.0.0.1:5433/db",
+            "postgres://u@[::1]/db",
+            "postgres://u@%2Fvar%2Frun%2Fpostgresql/db",
+        ] {
+            assert_eq!(at(url), ServerAt::ThisMachine, "{url}");
+        }
+        for url in ["postgres://u@db.internal/db", "postgres://u@10.0.0.5/db"] {
+            assert_eq!(at(url), ServerAt::Elsewhere, "{url}");
+        }
     }
 
     #[test]

@@ -31,21 +31,44 @@ pub struct Spool {
     pub rows: Vec<u64>,
 }
 
+/// Where the restored server runs, as far as its address tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerAt {
+    /// Loopback or a Unix socket: its backends share this machine's cores.
+    ThisMachine,
+    Elsewhere,
+}
+
 impl Spool {
     /// How many `pg_restore` jobs to run from a spooled file, or `None` to
-    /// stream into one transaction. Parallel jobs pay only when the rows are
-    /// spread over tables: when one table holds more than half of them
-    /// (one big table; pgbench, whose accounts table holds 99 %), it loads
-    /// alone while the other jobs idle, and the spool's extra write of the
-    /// whole dump makes the restore slower (docs/performance.md). The dump
-    /// plus headroom must fit in `dir`'s file system (a restore never fills
-    /// the daemon's disk).
-    pub fn jobs(&self) -> Option<usize> {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let jobs = cores.min(self.rows.len()).min(MAX_JOBS);
-        let total: u64 = self.rows.iter().sum();
-        let largest = self.rows.iter().copied().max().unwrap_or(0);
-        if jobs < 2 || largest.saturating_mul(2) > total {
+    /// stream into one transaction. `asked` is `restore --jobs` (1: always
+    /// stream); else the jobs are the cores of this machine, half of them
+    /// when the server runs here too (each job is a pg_restore worker here
+    /// and a busy backend there), and they run only when the rows are
+    /// spread over tables: when one table holds more than half of them (one
+    /// big table; pgbench, whose accounts table holds 99 %) it loads alone
+    /// while the other jobs idle, and the spool's extra write of the whole
+    /// dump makes the restore slower (docs/performance.md). Either way the
+    /// dump plus headroom must fit in `dir`'s file system (a restore never
+    /// fills the daemon's disk).
+    pub fn jobs(&self, asked: Option<usize>, server: ServerAt) -> Option<usize> {
+        let jobs = match asked {
+            Some(n) => n.min(MAX_JOBS),
+            None => {
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                let total: u64 = self.rows.iter().sum();
+                let largest = self.rows.iter().copied().max().unwrap_or(0);
+                if largest.saturating_mul(2) > total {
+                    return None;
+                }
+                match server {
+                    ServerAt::ThisMachine => cores / 2,
+                    ServerAt::Elsewhere => cores,
+                }
+            }
+        };
+        let jobs = jobs.min(self.rows.len());
+        if jobs < 2 {
             return None;
         }
         let needed = self.raw_size + self.raw_size / 10 + HEADROOM;
@@ -117,25 +140,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn one_table_or_one_core_streams_and_space_is_measured() {
+    fn jobs_follow_the_cores_the_spread_of_rows_and_the_space() {
         let dir = tempfile::tempdir().unwrap();
         let spool = |raw_size, rows: &[u64]| Spool {
             dir: dir.path().join("tmp"),
             raw_size,
             rows: rows.to_vec(),
         };
-        assert_eq!(spool(1, &[1000]).jobs(), None);
+        let (here, away) = (ServerAt::ThisMachine, ServerAt::Elsewhere);
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let many = spool(1, &[1000; 100]).jobs();
-        if cores >= 2 {
-            assert_eq!(many, Some(cores.min(MAX_JOBS)));
-        } else {
-            assert_eq!(many, None);
-        }
+        let expect = |n: usize| (n.min(MAX_JOBS) >= 2).then_some(n.min(MAX_JOBS));
+        assert_eq!(spool(1, &[1000]).jobs(None, away), None);
+        assert_eq!(spool(1, &[1000; 100]).jobs(None, away), expect(cores));
+        // A server on this machine gets half the cores.
+        assert_eq!(spool(1, &[1000; 100]).jobs(None, here), expect(cores / 2));
         // One table holds most rows (pgbench): stream.
-        assert_eq!(spool(1, &[2_000_000, 200, 20, 0]).jobs(), None);
+        assert_eq!(spool(1, &[2_000_000, 200, 20, 0]).jobs(None, away), None);
+        // Asked for: as many as asked (up to the tables and MAX_JOBS),
+        // whatever the spread; 1 streams.
+        assert_eq!(spool(1, &[2_000_000, 200, 20]).jobs(Some(2), here), Some(2));
+        assert_eq!(spool(1, &[1000; 3]).jobs(Some(64), here), Some(3));
+        assert_eq!(spool(1, &[1000; 100]).jobs(Some(64), here), Some(MAX_JOBS));
+        assert_eq!(spool(1, &[1000; 100]).jobs(Some(1), away), None);
         // More than the file system has: stream.
-        assert_eq!(spool(u64::MAX / 4, &[1000; 100]).jobs(), None);
+        assert_eq!(spool(u64::MAX / 4, &[1000; 100]).jobs(Some(4), away), None);
         assert!(free_bytes(dir.path()).unwrap() > 0);
     }
 

@@ -86,3 +86,42 @@ fn a_bin_dir_without_pg_dump_fails_at_once_naming_the_path() {
     assert!(error.contains("/nonexistent/pg/bin/pg_dump"), "{error}");
     assert!(!error.contains("attempt"), "not retried: {error}");
 }
+
+/// Every connection safepoint opens to a database server sets TCP_NODELAY
+/// (vendor/README.md): without it each TLS handshake waits for delayed
+/// ACKs, about 90 ms a connection. Traced at the system call: the backup
+/// opens its own connections (snapshot and counts) besides pg_dump's.
+#[test]
+fn database_connections_set_tcp_nodelay() {
+    let db = PgDb::new("sp_pg_nodelay");
+    db.sql("CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 10) g");
+    let f = fixture(&db, PG_BIN);
+    let trace = f.work().join("setsockopt.trace");
+    let status = std::process::Command::new("strace")
+        .args(["-f", "-qq", "--trace=setsockopt", "-o"])
+        .arg(&trace)
+        .arg("--")
+        .arg(assert_cmd::cargo::cargo_bin("safepoint"))
+        .current_dir(f.work())
+        .arg("--repo")
+        .arg(f.repo())
+        .arg("--data-dir")
+        .arg(f.data())
+        .args(["backup", "app"])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("strace runs (apt-get install strace)");
+    assert!(status.success());
+    let calls = std::fs::read_to_string(&trace).unwrap();
+    // pg_dump's libpq sets TCP_NODELAY too, with SO_KEEPALIVE on the same
+    // socket; safepoint's own connections set TCP_NODELAY alone.
+    let nodelay = calls
+        .lines()
+        .filter(|l| l.contains("TCP_NODELAY, [1]"))
+        .count();
+    let libpq = calls.lines().filter(|l| l.contains("SO_KEEPALIVE")).count();
+    assert!(
+        nodelay > libpq,
+        "safepoint's connections set TCP_NODELAY:\n{calls}"
+    );
+}

@@ -1,16 +1,13 @@
-//! PostgreSQL restores of rows spread over several tables into a database
-//! safepoint creates run `pg_restore -j` from a spooled copy of the dump
-//! under the data directory; the copy never outlives the restore, and a failed parallel
+//! PostgreSQL restores into a database safepoint creates can run
+//! `pg_restore -j` from a spooled copy of the dump under the data directory
+//! (`--jobs N`, or by default when the rows are spread over tables and the
+//! cores allow); the copy never outlives the restore, and a failed parallel
 //! restore drops the database it created (nothing half-restored remains).
 //! Into an existing empty database the restore streams in one transaction.
 
 use crate::common::{Fixture, STORAGE};
 use crate::dbs::{Cluster, PgDb, db_policy, pg_checksums, psql_at};
 use crate::postgres::populate;
-
-fn parallel() -> bool {
-    std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2
-}
 
 fn spool_files(f: &Fixture) -> Vec<std::path::PathBuf> {
     match std::fs::read_dir(f.data().join("tmp")) {
@@ -35,13 +32,14 @@ fn backed_up_source() -> (PgDb, Fixture) {
     (src, f)
 }
 
-/// `restore --policy orders --latest --to URL` with info logs: the output
-/// and its stderr.
+/// `restore --policy orders --latest --to URL --jobs 2` with info logs: the
+/// output and its stderr.
 fn restore_latest(f: &Fixture, url: &str) -> (std::process::Output, String) {
     let out = f
         .cmd()
         .env("SAFEPOINT_LOG", "info")
         .args(["restore", "--policy", "orders", "--latest", "--to", url])
+        .args(["--jobs", "2"])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -54,9 +52,7 @@ fn a_multi_table_restore_into_a_new_database_runs_in_parallel_and_leaves_no_spoo
     let dst = PgDb::reserved("sp_par_dst");
     let (out, stderr) = restore_latest(&f, &dst.url());
     assert!(out.status.success(), "{stderr}");
-    if parallel() {
-        assert!(stderr.contains("pg_restore -j"), "{stderr}");
-    }
+    assert!(stderr.contains("pg_restore -j"), "{stderr}");
     assert_eq!(pg_checksums(5432, &src.name), pg_checksums(5432, &dst.name));
     assert_eq!(dst.sql("SELECT count(*) FROM billing.open_invoices"), "500");
     assert!(spool_files(&f).is_empty(), "{:?}", spool_files(&f));
@@ -75,10 +71,6 @@ fn a_multi_table_restore_into_a_new_database_runs_in_parallel_and_leaves_no_spoo
 
 #[test]
 fn a_failed_parallel_restore_drops_the_database_it_created_and_its_spool() {
-    if !parallel() {
-        eprintln!("one core: restores stream in one transaction, nothing to test here");
-        return;
-    }
     let (_src, f) = backed_up_source();
     // Every new database of this cluster starts with a `users` table (from
     // template1), so the dump's CREATE TABLE users fails mid-restore.

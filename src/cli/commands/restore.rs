@@ -27,6 +27,7 @@ pub(super) async fn from_command(
         to_password_from,
         force,
         recount,
+        jobs,
         to_time,
         before_deploy,
         to_dir,
@@ -52,16 +53,19 @@ pub(super) async fn from_command(
         password_from: to_password_from,
         force,
         recount,
+        jobs: jobs.map(usize::from),
     };
     restore(ctx, which, target, output).await
 }
 
-/// Where to restore: `--to`, `--to-password-from`, `--force`, `--recount`.
+/// Where and how to restore: `--to`, `--to-password-from`, `--force`,
+/// `--recount`, `--jobs`.
 pub(super) struct Target {
     pub to: String,
     pub password_from: Option<String>,
     pub force: bool,
     pub recount: bool,
+    pub jobs: Option<usize>,
 }
 
 pub(super) async fn restore(
@@ -78,6 +82,7 @@ pub(super) async fn restore(
         force: target.force,
         password_from,
         recount: target.recount,
+        jobs: target.jobs,
         ..Default::default()
     };
     let to = target.to.as_str();
