@@ -2,6 +2,9 @@
 
 use super::*;
 
+/// A TOC entry: (dump id, desc, tag, namespace, defn, copy statement).
+type Toc<'a> = (i64, &'a str, &'a str, &'a str, &'a str, Option<&'a str>);
+
 /// Writes archives the way pg_dump's custom format does.
 struct Writer {
     out: Vec<u8>,
@@ -43,8 +46,7 @@ impl Writer {
         }
         w
     }
-    /// (dump id, desc, tag, namespace, defn, copy statement)
-    fn toc(&mut self, entries: &[(i64, &str, &str, &str, &str, Option<&str>)]) {
+    fn toc(&mut self, entries: &[Toc]) {
         self.int(entries.len() as i64);
         for (id, desc, tag, ns, defn, copy) in entries {
             self.int(*id);
