@@ -9,6 +9,7 @@ pub mod directory;
 pub mod guard;
 pub mod mysql;
 pub mod pg_archive;
+pub mod pg_restore;
 pub(crate) mod pgtools;
 pub mod pitr_base;
 pub mod pitr_point;
@@ -312,7 +313,7 @@ pub async fn restore(
         ("directory", RestoreTarget::Path(p)) => directory::restore(input, p.clone(), force).await,
         ("postgres", RestoreTarget::Path(p)) => pitr_base::restore(input, p.clone(), force).await,
         ("postgres", RestoreTarget::Url(u)) if is_scheme(u, &["postgres", "postgresql"]) => {
-            postgres::restore(input, u, opts).await
+            pg_restore::restore(input, u, opts).await
         }
         ("mysql", RestoreTarget::Url(u)) if is_scheme(u, &["mysql", "mariadb"]) => {
             mysql::restore(input, u, pw, force).await

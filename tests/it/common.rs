@@ -175,6 +175,17 @@ impl Fixture {
         db
     }
 
+    /// `--repo REPO --data-dir DATA`, for a binary started by another
+    /// program (strace, a shell).
+    pub fn global_args(&self) -> Vec<std::ffi::OsString> {
+        vec![
+            "--repo".into(),
+            self.repo().into(),
+            "--data-dir".into(),
+            self.data().into(),
+        ]
+    }
+
     pub fn cmd(&self) -> Command {
         let mut cmd = self.cmd_without_repo();
         cmd.arg("--repo").arg(self.repo());
@@ -251,10 +262,7 @@ pub fn spawn(f: &Fixture, args: &[&str]) -> std::process::Child {
         cmd.arg("--permissions").arg(f.permissions_file());
     }
     cmd.current_dir(f.work())
-        .arg("--repo")
-        .arg(f.repo())
-        .arg("--data-dir")
-        .arg(f.data())
+        .args(f.global_args())
         .args(args)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

@@ -68,23 +68,30 @@ pub(super) struct Target {
     pub jobs: Option<usize>,
 }
 
+impl Target {
+    fn options(&self) -> anyhow::Result<executor::RestoreOptions> {
+        let password_from = self
+            .password_from
+            .as_deref()
+            .map(executor::secret::parse_reference)
+            .transpose()?;
+        Ok(executor::RestoreOptions {
+            force: self.force,
+            password_from,
+            recount: self.recount,
+            jobs: self.jobs,
+            ..Default::default()
+        })
+    }
+}
+
 pub(super) async fn restore(
     ctx: &Context,
     which: Which,
     target: Target,
     output: Output,
 ) -> anyhow::Result<u8> {
-    let password_from = target
-        .password_from
-        .map(|r| executor::secret::parse_reference(&r))
-        .transpose()?;
-    let mut opts = executor::RestoreOptions {
-        force: target.force,
-        password_from,
-        recount: target.recount,
-        jobs: target.jobs,
-        ..Default::default()
-    };
+    let mut opts = target.options()?;
     let to = target.to.as_str();
     let state = loaded_state(ctx).await?;
     let desired = state.desired()?;
