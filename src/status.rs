@@ -29,6 +29,13 @@ pub struct Status {
     pub policies: Vec<PolicyStatus>,
 }
 
+impl Status {
+    /// The repository and every policy are Ready (`status` exits 0).
+    pub fn all_ready(&self) -> bool {
+        self.ready && self.policies.iter().all(|p| p.ready)
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct PolicyStatus {
     pub name: String,

@@ -153,13 +153,21 @@ fn request(command: &Command) -> anyhow::Result<(bool, String, serde_json::Value
     })
 }
 
+/// `Status::all_ready` of the API's status answer.
+fn all_ready(json: &serde_json::Value) -> bool {
+    json["ready"] == true
+        && json["policies"]
+            .as_array()
+            .is_none_or(|ps| ps.iter().all(|p| p["ready"] == true))
+}
+
 /// The in-process exit code for the API's answer.
 fn exit_code(command: &Command, status: StatusCode, json: &serde_json::Value, url: &str) -> u8 {
     match status {
         // The in-process exit codes: `status` 1 when something is Stalled,
         // `plan` 1 when actions are pending.
         s if s.is_success() => match command {
-            Command::Status if json["ready"] == false => 1,
+            Command::Status if !all_ready(json) => 1,
             Command::Plan if json["actions"].as_array().is_some_and(|a| !a.is_empty()) => 1,
             _ => 0,
         },

@@ -62,6 +62,17 @@ fn missing_source_fails_clearly_and_leaves_no_backup() {
             .iter()
             .any(|d| d == "backup-failed")
     );
+    // A Stalled policy makes `status` exit 1 (table and JSON alike), with the
+    // repository itself Ready; once it backs up again, 0.
+    assert_eq!(status["ready"], true);
+    f.cmd().arg("status").assert().code(1);
+    f.cmd()
+        .args(["status", "--output", "json"])
+        .assert()
+        .code(1);
+    f.make_sqlite("nope.db");
+    f.cmd().args(["backup", "app"]).assert().success();
+    f.cmd().arg("status").assert().success();
 }
 
 #[test]

@@ -320,7 +320,11 @@ fn a_symlink_to_the_daemons_files_is_refused_when_the_backup_runs() {
     );
     // Validation sees ordinary paths; only at run time do they lead to the data dir.
     assert_eq!(validate(&f, &[]).0, Some(0));
-    f.cmd().arg("status").assert().success();
+    assert_eq!(
+        f.json(&["status"])["ready"],
+        true,
+        "the revision is applied"
+    );
     std::os::unix::fs::symlink(f.data(), f.work().join("innocent")).unwrap();
     std::os::unix::fs::symlink(f.data().join("catalog.db"), f.work().join("innocent.db")).unwrap();
     for name in ["innocent-dir", "innocent-db"] {

@@ -1,5 +1,6 @@
 //! `safepoint status`: Ready/Stalled per repository and policy, last good
-//! backup, RPO and next run. Exit 1 when something is Stalled.
+//! backup, RPO and next run. Exit 1 when the repository or a policy is
+//! Stalled.
 
 use chrono::{TimeDelta, Utc};
 
@@ -27,7 +28,7 @@ pub(super) async fn show_status(ctx: &Context, output: Output) -> anyhow::Result
     let st = status::compute(desired, &observed, &repo, now);
     if output == Output::Json {
         print_json(&st)?;
-        return Ok(if st.ready { 0 } else { 1 });
+        return Ok(if st.all_ready() { 0 } else { 1 });
     }
     outln!(
         "repository: {} — applied {} / attempted {}",
@@ -84,5 +85,5 @@ pub(super) async fn show_status(ctx: &Context, output: Output) -> anyhow::Result
             &rows
         )
     );
-    Ok(if st.ready { 0 } else { 1 })
+    Ok(if st.all_ready() { 0 } else { 1 })
 }
