@@ -175,6 +175,19 @@ pub struct Catalog {
 static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
+/// Connects once to `url` and closes again (30 s at most).
+async fn probe(url: &str) -> Result<(), sqlx::Error> {
+    use sqlx::Connection;
+    let wait = std::time::Duration::from_secs(30);
+    match tokio::time::timeout(wait, sqlx::AnyConnection::connect(url)).await {
+        Ok(conn) => conn?.close().await,
+        Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the server did not answer within 30 s",
+        ))),
+    }
+}
+
 impl Catalog {
     /// Opens (creating if needed) and migrates a SQLite catalog file.
     pub async fn open_sqlite(path: &Path) -> Result<Catalog, CatalogError> {
@@ -208,6 +221,10 @@ impl Catalog {
                 (pool, Some(path.with_extension("audit-head")))
             }
             Location::Postgres(pg) => {
+                // One direct connection first: the pool retries a refused or
+                // failing connection until its timeout and then says only
+                // "pool timed out"; this says why, at once.
+                probe(&location.connect_url()).await.map_err(open_err)?;
                 let pool = AnyPoolOptions::new()
                     .max_connections(8)
                     .acquire_timeout(std::time::Duration::from_secs(30))

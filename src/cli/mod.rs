@@ -26,6 +26,7 @@ macro_rules! outln {
 
 mod commands;
 mod daemon_args;
+mod output;
 mod permissions;
 mod progress;
 mod remote;
@@ -35,6 +36,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+
+pub(crate) use output::write_stdout;
+use output::{error_text, is_closed_stdout};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -444,35 +448,10 @@ pub fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) if is_closed_stdout(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_text(&e));
             ExitCode::from(2)
         }
     }
-}
-
-/// Writing to stdout failed (its reader went away, or the disk is full).
-#[derive(Debug, thiserror::Error)]
-#[error("cannot write to stdout: {0}")]
-pub(crate) struct StdoutError(#[source] std::io::Error);
-
-/// Writes to stdout and flushes, so that a reader that went away is seen
-/// here (as `BrokenPipe`) rather than as a panic of `println!`.
-pub(crate) fn write_stdout(args: std::fmt::Arguments) -> Result<(), StdoutError> {
-    use std::io::Write;
-    let mut stdout = std::io::stdout().lock();
-    stdout
-        .write_fmt(args)
-        .and_then(|()| stdout.flush())
-        .map_err(StdoutError)
-}
-
-/// Whether a command ended because its stdout was closed by the reader
-/// (only our own writes to stdout count, not a tool's broken pipe).
-fn is_closed_stdout(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<StdoutError>()
-            .is_some_and(|s| s.0.kind() == std::io::ErrorKind::BrokenPipe)
-    })
 }
 
 /// Colour only for a person at a terminal: stderr is a TTY and `NO_COLOR`

@@ -253,3 +253,29 @@ fn readyz_follows_the_catalog_and_the_daemon_survives_its_restart() {
         .assert()
         .success();
 }
+
+/// A catalog server that refuses connections is named with the reason at
+/// once (not "pool timed out" after the pool's 30 s of retries), exit 2.
+#[test]
+fn an_unreachable_catalog_says_why_at_once() {
+    let f = fixture();
+    let port = crate::dbs::free_port();
+    let out = f
+        .cmd()
+        .args([
+            "--catalog",
+            &format!("postgres://postgres@127.0.0.1:{port}/catalog"),
+        ])
+        .arg("status")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot open catalog") && err.contains("Connection refused"),
+        "{err}"
+    );
+    assert!(!err.contains("pool timed out"), "{err}");
+    // Each cause is said once.
+    assert_eq!(err.matches("Connection refused").count(), 1, "{err}");
+}
