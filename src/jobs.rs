@@ -442,6 +442,7 @@ async fn reusable(ctx: &Context, job: &Job, run: &crate::catalog::RunRow) -> Opt
         release: b.release.clone(),
         ok: true,
         seconds: 0.0,
+        retries: 0,
         detail: format!("{} bytes stored, checksum verified", b.size),
     })
 }
@@ -514,6 +515,7 @@ mod tests {
             release: Some(release.into()),
             ok: true,
             seconds: 1.0,
+            retries: 0,
             detail: "stored".into(),
         }
     }

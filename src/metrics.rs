@@ -82,6 +82,7 @@ pub struct Metrics {
     policy_rpo: Family<PolicyLabels, Gauge>,
     policy_ready: Family<PolicyLabels, Gauge>,
     backups: Family<BackupLabels, Counter>,
+    backup_retries: Family<PolicyLabels, Counter>,
     backup_duration: Family<PolicyLabels, Histogram, fn() -> Histogram>,
     drift: Family<DriftLabels, Gauge>,
     drill_last_success: Family<PolicyLabels, F64Gauge>,
@@ -134,6 +135,7 @@ impl Metrics {
             policy_rpo: Family::default(),
             policy_ready: Family::default(),
             backups: Family::default(),
+            backup_retries: Family::default(),
             backup_duration: Family::new_with_constructor(seconds_histogram),
             drift: Family::default(),
             drill_last_success: Family::default(),
@@ -181,6 +183,11 @@ impl Metrics {
             "backups",
             "Backups executed, by policy, trigger and outcome (succeeded|failed)",
             m.backups.clone(),
+        );
+        r.register(
+            "backup_retries",
+            "Backup attempts that failed transiently (lost connection, server restarting, lock timeout) and were retried",
+            m.backup_retries.clone(),
         );
         r.register(
             "backup_duration_seconds",
@@ -315,11 +322,17 @@ impl Metrics {
                     .to_string(),
                 })
                 .inc();
+            let policy = PolicyLabels {
+                policy: o.policy.clone(),
+            };
             self.backup_duration
-                .get_or_create(&PolicyLabels {
-                    policy: o.policy.clone(),
-                })
+                .get_or_create(&policy)
                 .observe(o.seconds);
+            if o.retries > 0 {
+                self.backup_retries
+                    .get_or_create(&policy)
+                    .inc_by(u64::from(o.retries));
+            }
         }
     }
 
@@ -480,15 +493,5 @@ pub fn to_classic(openmetrics: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn classic_format_names_counters_with_total_and_drops_eof() {
-        let om = "# HELP safepoint_backups Backups.\n# TYPE safepoint_backups counter\nsafepoint_backups_total{policy=\"a\"} 1\n# HELP safepoint_drift Drift.\n# TYPE safepoint_drift gauge\nsafepoint_drift 0\n# EOF\n";
-        assert_eq!(
-            to_classic(om),
-            "# HELP safepoint_backups_total Backups.\n# TYPE safepoint_backups_total counter\nsafepoint_backups_total{policy=\"a\"} 1\n# HELP safepoint_drift Drift.\n# TYPE safepoint_drift gauge\nsafepoint_drift 0\n"
-        );
-    }
-}
+#[path = "metrics_tests.rs"]
+mod tests;

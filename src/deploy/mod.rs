@@ -157,6 +157,7 @@ pub fn outcomes_for(requests: &[BackupRequest], report: &CycleReport) -> Vec<Out
             release: r.release.clone(),
             ok: false,
             seconds: 0.0,
+            retries: 0,
             detail: if why.is_empty() {
                 "no backup could be started".into()
             } else {

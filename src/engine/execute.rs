@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
-use crate::engine::backup::run_backup;
+use crate::engine::backup::{BackupRun, run_backup};
 use crate::engine::context::{Applied, Context};
 use crate::engine::prune::run_delete;
 use crate::model::{ActionKind, Outcome};
@@ -134,6 +134,7 @@ fn collect(outcomes: &mut Vec<Outcome>, done: Result<Vec<Outcome>, tokio::task::
             release: None,
             ok: false,
             seconds: 0.0,
+            retries: 0,
             detail: e.to_string(),
         }),
     }
@@ -188,6 +189,7 @@ async fn execute_policy(ctx: &Context, applied: &Applied, actions: Vec<Action>) 
                 release: None,
                 ok: false,
                 seconds: 0.0,
+                retries: 0,
                 detail:
                     "skipped: the backup planned before it failed, so retention must be recomputed"
                         .into(),
@@ -229,19 +231,30 @@ async fn backup(
     };
     let span = tracing::info_span!("backup", policy = %policy, trigger = %trigger);
     let started = std::time::Instant::now();
-    let result = match applied.desired.policies.get(&policy) {
+    let run = match applied.desired.policies.get(&policy) {
         Some(p) => {
             run_backup(ctx, applied, p, trigger, release.as_deref(), by.as_deref())
                 .instrument(span)
                 .await
         }
-        None => Err(format!("policy {policy} is not in the applied revision")),
+        None => BackupRun {
+            result: Err(format!("policy {policy} is not in the applied revision")),
+            retries: 0,
+        },
     };
-    let (ok, backup_id, detail) = match result {
+    let retried = match run.retries {
+        0 => String::new(),
+        1 => ", after 1 retried attempt".to_string(),
+        n => format!(", after {n} retried attempts"),
+    };
+    let (ok, backup_id, detail) = match run.result {
         Ok(record) => (
             true,
             Some(record.id),
-            format!("{} bytes stored, checksum verified ({reason})", record.size),
+            format!(
+                "{} bytes stored, checksum verified{retried} ({reason})",
+                record.size
+            ),
         ),
         Err(detail) => (false, None, detail),
     };
@@ -254,6 +267,7 @@ async fn backup(
         ok,
         seconds: started.elapsed().as_secs_f64(),
         detail,
+        retries: run.retries,
     }
 }
 
@@ -276,6 +290,7 @@ async fn delete(
         release: None,
         ok: result.is_ok(),
         seconds: started.elapsed().as_secs_f64(),
+        retries: 0,
         detail: result.err().unwrap_or(reason),
     }
 }

@@ -436,6 +436,7 @@ mod tests {
             release: None,
             ok,
             seconds: 0.0,
+            retries: 0,
             detail: "d".into(),
         };
         let status = |a: JobAnswer| answer_status(&a).0.as_u16();

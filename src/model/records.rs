@@ -28,6 +28,13 @@ pub struct Outcome {
     /// Wall time the action took.
     pub seconds: f64,
     pub detail: String,
+    /// Transient failures retried before this result (backups only).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub retries: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// The result of one drill.

@@ -5,7 +5,7 @@
 //! the process list) and on the dump process itself, never on sleeps.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use crate::common::{Fixture, STORAGE};
@@ -35,16 +35,15 @@ pub fn signal(pid: u32, sig: &str) {
 }
 
 /// Starts `safepoint backup <policy>` with warnings logged to `log`.
+/// `backup POLICY --output json` in the background: its log in `log`,
+/// its JSON outcomes in `log` with the extension `json`.
 pub fn start_backup(f: &Fixture, policy: &str, log: &Path) -> Child {
     Command::new(assert_cmd::cargo::cargo_bin("safepoint"))
         .current_dir(f.work())
         .env("SAFEPOINT_LOG", "warn")
-        .arg("--repo")
-        .arg(f.repo())
-        .arg("--data-dir")
-        .arg(f.data())
-        .args(["backup", policy])
-        .stdout(Stdio::null())
+        .args(f.global_args())
+        .args(["backup", policy, "--output", "json"])
+        .stdout(std::fs::File::create(log.with_extension("json")).unwrap())
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
         .unwrap()
@@ -74,6 +73,19 @@ fn assert_retried_and_complete(f: &Fixture, policy: &str, mut child: Child, log:
     let logged = std::fs::read_to_string(log).unwrap();
     assert_eq!(status.code(), Some(0), "{logged}");
     assert!(logged.contains("transient failure"), "{logged}");
+    // The retry is visible in the outcome (and so in the daemon's
+    // safepoint_backup_retries_total), not only in the log.
+    let outcomes: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(log.with_extension("json")).unwrap()).unwrap();
+    let retries = outcomes[0]["retries"].as_u64().unwrap_or(0);
+    assert!(retries >= 1, "{outcomes}");
+    assert!(
+        outcomes[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("retried attempt"),
+        "{outcomes}"
+    );
     let runs = runs(f, policy);
     assert_eq!(runs.last().unwrap().0, "succeeded", "{runs:?}");
     let list = f.json(&["list", "--policy", policy]);

@@ -51,6 +51,7 @@ fn exported_names() -> BTreeSet<String> {
         ok: true,
         seconds: 1.0,
         detail: String::new(),
+        retries: 1,
     }]);
     m.record_cycle(0.1);
     m.record_error("cycle", "catalog");

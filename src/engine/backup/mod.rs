@@ -4,6 +4,8 @@
 //! its manifest is committed, then the catalog, the release bookkeeping and
 //! the audit log. A failed run removes its partial data and says why.
 
+mod retry;
+
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -22,8 +24,15 @@ use crate::storage::{
     ArtifactInfo, ArtifactSink, MANIFEST_FORMAT, Manifest, Storage, StorageError, crypt,
 };
 
-/// Takes one backup end to end. Returns the recorded backup or a one-line
-/// error (also recorded in the catalog as a failed run).
+/// What one backup run ended with: the recorded backup or a one-line error
+/// (also recorded in the catalog as a failed run), and how many transient
+/// failures it retried on the way (`safepoint_backup_retries_total`).
+pub struct BackupRun {
+    pub result: Result<BackupRecord, String>,
+    pub retries: u32,
+}
+
+/// Takes one backup end to end.
 pub async fn run_backup(
     ctx: &Context,
     applied: &Applied,
@@ -31,6 +40,25 @@ pub async fn run_backup(
     trigger: Trigger,
     release: Option<&str>,
     requested_by: Option<&str>,
+) -> BackupRun {
+    let mut retries = 0;
+    let result = run(
+        ctx,
+        applied,
+        policy,
+        (trigger, release, requested_by),
+        &mut retries,
+    )
+    .await;
+    BackupRun { result, retries }
+}
+
+async fn run(
+    ctx: &Context,
+    applied: &Applied,
+    policy: &BackupPolicy,
+    (trigger, release, requested_by): (Trigger, Option<&str>, Option<&str>),
+    retries: &mut u32,
 ) -> Result<BackupRecord, String> {
     ctx.leases.fence(&policy.name).map_err(|e| e.to_string())?;
     let _lock = lock_policy(ctx, policy).await?;
@@ -64,7 +92,7 @@ pub async fn run_backup(
         requested_by,
         started_at,
     };
-    let result = with_retries(&job).await;
+    let result = retry::with_retries(&job, retries).await;
     let now = Utc::now();
     match result {
         Ok(manifest) => record_success(&job, run_id, manifest, now).await,
@@ -104,55 +132,6 @@ async fn lock_policy(ctx: &Context, policy: &BackupPolicy) -> Result<PolicyLock,
 
 /// The failure kind of work stopped because its lease was lost.
 const LEASE_LOST: &str = "lease-lost";
-
-/// Attempts of one backup run when failures are transient.
-const BACKUP_ATTEMPTS: u32 = 3;
-
-/// Backoff before retry `attempt` (1-based): 1 s, 2 s, ... times a random
-/// factor in [0.5, 1.5) so that policies failing together spread out.
-fn retry_delay(attempt: u32) -> std::time::Duration {
-    use std::hash::{BuildHasher, Hasher};
-    let random = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish();
-    let jitter = 0.5 + (random % 1000) as f64 / 1000.0;
-    std::time::Duration::from_secs_f64(2f64.powi(attempt as i32 - 1) * jitter)
-}
-
-/// Transient failures (server unreachable or restarting, lock timeouts) are
-/// retried with exponential backoff and jitter, each attempt into a fresh
-/// artifact after the previous attempt's partial data is removed.
-async fn with_retries(job: &BackupJob<'_>) -> Result<Manifest, Failure> {
-    let ctx = job.ctx;
-    let mut attempt = 1;
-    loop {
-        match take_backup(job).await {
-            Err(f) if f.transient && attempt < BACKUP_ATTEMPTS && !*ctx.hard_stop.borrow() => {
-                let (st, p, i) = (
-                    job.storage.clone(),
-                    job.policy.name.clone(),
-                    job.id.to_string(),
-                );
-                let _ = blocking(move || st.remove(&p, &i)).await;
-                let wait = retry_delay(attempt);
-                tracing::warn!(backup = %job.id, attempt, kind = f.kind, "transient failure, retrying in {:.1}s: {}", wait.as_secs_f64(), f.message);
-                let mut stop = ctx.hard_stop.clone();
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = async { let _ = stop.wait_for(|s| *s).await; } => return Err(f),
-                }
-                attempt += 1;
-            }
-            Err(mut f) => {
-                if attempt > 1 {
-                    f.message = format!("{} (attempt {attempt} of {BACKUP_ATTEMPTS})", f.message);
-                }
-                return Err(f);
-            }
-            ok => return ok,
-        }
-    }
-}
 
 /// Records a stored and verified backup: catalog, run, release tag, audit.
 async fn record_success(
