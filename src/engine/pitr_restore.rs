@@ -186,7 +186,7 @@ pub async fn restore(
     configure(ctx, &dir, policy, &base.spec, &goal)?;
     let started = if start {
         let owner = pitr_start::parent_owner(&dir)?;
-        Some(pitr_start::start(&dir, &dir, base.major(), owner).await?)
+        Some(pitr_start::start(&dir, &socket_dir(&dir), base.major(), owner).await?)
     } else {
         None
     };
@@ -345,6 +345,20 @@ pub async fn wal_fetch(recovery: &Path, wal_file: &str, path: &Path) -> Result<u
     .map_err(|e| e.to_string())?
 }
 
+/// Where the started server puts its Unix socket: beside its data, unless
+/// `<dir>/.s.PGSQL.<port>` is longer than a socket address holds (107 bytes
+/// on Linux; the server would refuse to start): then none, and clients use
+/// 127.0.0.1:<port> as `restore --start` prints.
+fn socket_dir(dir: &Path) -> PathBuf {
+    const SOCKET_PATH_MAX: usize = 107;
+    let socket = dir.join(".s.PGSQL.65535");
+    if socket.as_os_str().len() <= SOCKET_PATH_MAX {
+        dir.to_path_buf()
+    } else {
+        PathBuf::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -365,6 +379,16 @@ mod tests {
             point.settings(),
             "recovery_target_name = 'safepoint-v1.4-it''s'\nrecovery_target_action = 'promote'\n"
         );
+    }
+
+    #[test]
+    fn a_socket_path_too_long_for_an_address_means_tcp_only() {
+        let short = Path::new("/tmp/restored");
+        assert_eq!(socket_dir(short), short);
+        let long = Path::new("/tmp").join("d".repeat(100));
+        assert_eq!(socket_dir(&long), PathBuf::new());
+        // What the server is then started with: no Unix socket at all.
+        assert_eq!(shell_quote(&socket_dir(&long).to_string_lossy()), "''");
     }
 
     #[test]

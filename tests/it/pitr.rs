@@ -142,7 +142,17 @@ impl Drop for Restored<'_> {
 /// A new directory under /tmp owned by postgres: the parent of a restored
 /// data directory (the restored server runs as its owner).
 pub fn restore_parent() -> std::path::PathBuf {
-    let parent = Path::new("/tmp").join(unique("safepoint-pitr"));
+    restore_parent_named("safepoint-pitr")
+}
+
+/// A parent directory whose `data/.s.PGSQL.<port>` is longer than a Unix
+/// socket address holds: `restore --start` must then serve on TCP only.
+pub fn long_restore_parent() -> std::path::PathBuf {
+    restore_parent_named(&format!("safepoint-pitr-{}", "long".repeat(22)))
+}
+
+fn restore_parent_named(prefix: &str) -> std::path::PathBuf {
+    let parent = Path::new("/tmp").join(unique(prefix));
     std::fs::create_dir_all(&parent).unwrap();
     let postgres_uid: u32 = String::from_utf8(
         Command::new("id")

@@ -6,7 +6,9 @@ use std::time::Instant;
 
 use crate::common::{Fixture, STORAGE};
 use crate::dbs::{Cluster, db_policy, psql_at};
-use crate::pitr::{Restored, Stopped, archived_of, daemon, inserter, restore_parent, wait_until};
+use crate::pitr::{
+    Restored, Stopped, archived_of, daemon, inserter, long_restore_parent, wait_until,
+};
 
 const POLICY: &str = "pitr-gate";
 
@@ -142,7 +144,9 @@ fn deploy_start_creates_a_restore_point_and_restore_before_deploy_lands_exactly_
         "{finish}"
     );
 
-    let parent = restore_parent();
+    // A --to-dir too long for the server's Unix socket: it serves on TCP.
+    let parent = long_restore_parent();
+    assert!(parent.join("data/.s.PGSQL.5432").as_os_str().len() > 107);
     let _restored = Restored(&parent);
     let out = f
         .cmd()
