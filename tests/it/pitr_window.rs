@@ -374,9 +374,11 @@ fn wal_before_the_oldest_base_backup_is_listed_by_dry_runs_and_pruned_without_a_
         listed.iter().all(|o| o.as_str() < start_wal.as_str()),
         "only WAL before {start_wal}: {dry}"
     );
-    let plan = f.cmd().args(["plan", "--output", "json"]).output().unwrap();
-    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    let out = f.cmd().args(["plan", "--output", "json"]).output().unwrap();
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(plan["wal"][0]["objects"], wal[0]["objects"], "{plan}");
+    // Pending WAL deletions are pending actions: exit 1.
+    assert_eq!(out.status.code(), Some(1), "{plan}");
     assert_eq!(older(&f), before, "dry runs delete nothing");
 
     f.cmd().arg("prune").assert().success();

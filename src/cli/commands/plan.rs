@@ -1,6 +1,6 @@
 //! `safepoint plan`: what the next cycle would do, and why, with the WAL of
 //! PITR policies that pruning would remove (JSON: `wal`). Exit 1 when
-//! actions are pending.
+//! actions or WAL deletions are pending.
 
 use super::shared::{loaded_state, print_json};
 use crate::cli::Output;
@@ -42,5 +42,9 @@ pub(super) async fn plan(ctx: &Context, output: Output) -> anyhow::Result<u8> {
             }
         }
     }
-    Ok(if report.plan.is_empty() { 0 } else { 1 })
+    Ok(if report.plan.is_empty() && wal.is_empty() {
+        0
+    } else {
+        1
+    })
 }
