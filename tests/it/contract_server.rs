@@ -67,10 +67,7 @@ impl Daemon {
         }
         let child = cmd
             .current_dir(f.work())
-            .arg("--repo")
-            .arg(f.repo())
-            .arg("--data-dir")
-            .arg(f.data())
+            .args(f.global_args())
             .args(["--log-format", "json", "daemon", "--listen", "127.0.0.1:0"])
             .args(["--api-tokens-file", "tokens"])
             .args(extra)

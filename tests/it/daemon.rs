@@ -59,10 +59,7 @@ fn daemon_takes_first_backups_picks_up_a_commit_and_exits_cleanly_on_sigterm() {
     let mut daemon = Daemon(
         std::process::Command::new(assert_cmd::cargo::cargo_bin("safepoint"))
             .current_dir(f.work())
-            .arg("--repo")
-            .arg(f.repo())
-            .arg("--data-dir")
-            .arg(f.data())
+            .args(f.global_args())
             .args(["daemon", "--listen", "127.0.0.1:0"])
             .env("SAFEPOINT_LOG", "info")
             .stdout(Stdio::null())

@@ -26,10 +26,7 @@ fn killed_at(f: &Fixture, syscalls: &str, path: &Path, args: &[&str]) -> ExitSta
         .arg(assert_cmd::cargo::cargo_bin("safepoint"))
         .current_dir(f.work())
         .env("SAFEPOINT_LOG", "warn")
-        .arg("--repo")
-        .arg(f.repo())
-        .arg("--data-dir")
-        .arg(f.data())
+        .args(f.global_args())
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null());

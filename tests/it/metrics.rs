@@ -100,10 +100,7 @@ fn a_running_daemon_exposes_backup_outcomes_drift_and_revision_metrics_over_http
     let _daemon = Daemon(
         std::process::Command::new(assert_cmd::cargo::cargo_bin("safepoint"))
             .current_dir(f.work())
-            .args(["--repo"])
-            .arg(f.repo())
-            .arg("--data-dir")
-            .arg(f.data())
+            .args(f.global_args())
             .args(["--log-format", "json", "daemon", "--listen", "127.0.0.1:0"])
             .env("SAFEPOINT_LOG", "info")
             .stdout(Stdio::null())

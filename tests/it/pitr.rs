@@ -84,10 +84,7 @@ pub fn daemon(f: &Fixture, log: &Path) -> Child {
         .env("SAFEPOINT_LOG", "info")
         // Status, metrics and alerts follow every cycle: one at least every 2 s.
         .env("SAFEPOINT_FETCH_INTERVAL", "2")
-        .arg("--repo")
-        .arg(f.repo())
-        .arg("--data-dir")
-        .arg(f.data())
+        .args(f.global_args())
         .args([
             "daemon",
             "--listen",

@@ -38,10 +38,7 @@ fn start_daemon(f: &Fixture) -> (Daemon, SocketAddr) {
     let log = f.tmp.path().join("daemon.log");
     let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("safepoint"))
         .current_dir(f.work())
-        .arg("--repo")
-        .arg(f.repo())
-        .arg("--data-dir")
-        .arg(f.data())
+        .args(f.global_args())
         .args(["--log-format", "json", "daemon", "--listen", "127.0.0.1:0"])
         .args(["--api-tokens-file", "tokens"])
         .env("SAFEPOINT_LOG", "info")

@@ -267,10 +267,7 @@ pub fn daemon(f: &Fixture, extra: &[&str]) -> Daemon {
     let log = f.tmp.path().join("daemon.log");
     let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("safepoint"))
         .current_dir(f.work())
-        .arg("--repo")
-        .arg(f.repo())
-        .arg("--data-dir")
-        .arg(f.data())
+        .args(f.global_args())
         .args(["--log-format", "json", "daemon", "--listen", "127.0.0.1:0"])
         .args(["--api-tokens-file", "tokens"])
         .args(extra)
